@@ -1,0 +1,515 @@
+"""SIP messages: framing, parsing and serializing (RFC 3261 §7, §18.3).
+
+Rules of this module:
+
+- Bytes in, ``Request``/``Response`` out, and back.  No I/O, no clock.
+- Framing is eager (start line, header lines, Content-Length, body); header
+  values are only split into name and text.  ``Message.validate()`` does the
+  typed checks a transaction layer relies on (§8.2, §16.3), so a caller can
+  still answer 400 for a message whose headers are wrong.
+- Content-Length is framing, not content: it is taken out of the header
+  list on parse and written from ``len(body)`` on serialize.
+- Every error is a ``SIPError`` carrying its status and a reason; framing
+  errors are ``FramingError`` (close the stream, drop the datagram).
+  Errors raised after the header section was read carry ``.message``, so a
+  400 can still be formed.
+- Every size and count is bounded by ``Limits``.
+"""
+
+import re
+
+from .errors import FramingError, ParseError, SIPError, TooLarge, VersionNotSupported
+from .headers import (CSeq, Headers, NameAddr, SINGLE_HEADERS, Via,
+                      canonical_name)
+from .uri import URI
+
+__all__ = [
+    "Limits", "Message", "Request", "Response", "parse_datagram",
+    "StreamParser", "PING", "make_response", "REASONS",
+]
+
+_ENC = "utf-8"
+_ERR = "surrogateescape"     # any octet round-trips (RFC 4475 §3.1.1.2)
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+
+
+class Limits:
+    """Bounds on what one message may hold."""
+
+    __slots__ = ("max_head", "max_body", "max_headers")
+
+    def __init__(self, max_head=32 * 1024, max_body=1024 * 1024, max_headers=256):
+        self.max_head = max_head
+        self.max_body = max_body
+        self.max_headers = max_headers
+
+
+DEFAULT_LIMITS = Limits()
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded",
+    182: "Queued", 183: "Session Progress", 200: "OK", 202: "Accepted",
+    300: "Multiple Choices", 301: "Moved Permanently",
+    302: "Moved Temporarily", 305: "Use Proxy", 380: "Alternative Service",
+    400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 407: "Proxy Authentication Required",
+    408: "Request Timeout", 410: "Gone", 413: "Request Entity Too Large",
+    414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension",
+    421: "Extension Required", 423: "Interval Too Brief",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete",
+    485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending",
+    493: "Undecipherable", 500: "Server Internal Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
+    604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+
+class Message:
+    """What requests and responses share: headers, body and typed views."""
+
+    __slots__ = ("headers", "body")
+
+    def __init__(self, headers=None, body=b""):
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+
+    # -- typed views (parsed on first access, cached by Headers) ---------
+
+    @property
+    def vias(self):
+        return self.headers.typed("via", Via.parse)
+
+    @property
+    def top_via(self):
+        vias = self.vias
+        return vias[0] if vias else None
+
+    def _single(self, key, parse):
+        values = self.headers.typed(key, parse)
+        return values[0] if values else None
+
+    @property
+    def from_(self):
+        return self._single("from", _parse_from)
+
+    @property
+    def to(self):
+        return self._single("to", _parse_to)
+
+    @property
+    def cseq(self):
+        return self._single("cseq", CSeq.parse)
+
+    @property
+    def call_id(self):
+        return self.headers.get("call-id")
+
+    @property
+    def contacts(self):
+        return self.headers.typed("contact", _parse_contact)
+
+    @property
+    def routes(self):
+        return self.headers.typed("route", _parse_route)
+
+    @property
+    def record_routes(self):
+        return self.headers.typed("record-route", _parse_rr)
+
+    @property
+    def max_forwards(self):
+        return self._single("max-forwards", _parse_max_forwards)
+
+    @property
+    def content_type(self):
+        """The media type, lower-case, without parameters (or None)."""
+        v = self.headers.get("content-type")
+        return v.split(";", 1)[0].strip().lower() if v else None
+
+    # -- validation ------------------------------------------------------
+
+    def validate(self):
+        """Check what transactions and dialogs rely on; raise ParseError.
+
+        RFC 3261 §8.1.1 (mandatory headers), RFC 4475 §3.3.8 (single-value
+        headers appearing twice), §20 grammar of the parsed headers.
+        """
+        h = self.headers
+        for key, name in (("via", "Via"), ("from", "From"), ("to", "To"),
+                          ("call-id", "Call-ID"), ("cseq", "CSeq")):
+            if key not in h:
+                raise ParseError(f"Missing {name} header", message=self)
+        for key in SINGLE_HEADERS:
+            if h.count(key) > 1:
+                raise ParseError(f"Multiple {canonical_name(key)[1]} headers",
+                                 message=self)
+        try:
+            if not self.vias:
+                raise ParseError("Empty Via header")
+            self.from_
+            self.to
+            self.cseq
+            if not h.get("call-id").strip():
+                raise ParseError("Empty Call-ID")
+            self.contacts
+            self.routes
+            self.record_routes
+            self.max_forwards
+            self._validate_start()
+        except SIPError as e:
+            if e.message is None:
+                e.message = self
+            raise
+
+    def _validate_start(self):
+        pass
+
+    # -- serializing -----------------------------------------------------
+
+    def _start_line(self):
+        raise NotImplementedError
+
+    def to_bytes(self):
+        out = [self._start_line()]
+        self.headers.serialize_into(out)
+        out.append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        return "".join(out).encode(_ENC, _ERR) + self.body
+
+    def __bytes__(self):
+        return self.to_bytes()
+
+    def _eq_key(self):
+        return (self.headers, self.body)
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._eq_key() == other._eq_key()
+
+
+class Request(Message):
+    """A SIP request.  ``uri`` is parsed on first access."""
+
+    __slots__ = ("method", "_uri", "_uri_text")
+
+    def __init__(self, method, uri, headers=None, body=b""):
+        super().__init__(headers, body)
+        self.method = method
+        if isinstance(uri, URI):
+            self._uri, self._uri_text = uri, None
+        else:
+            self._uri, self._uri_text = None, uri
+
+    @property
+    def uri(self):
+        if self._uri is None:
+            text = self._uri_text
+            if text.startswith("<"):
+                raise ParseError("Request-URI enclosed in <>", message=self)
+            try:
+                self._uri = URI.parse(text)
+            except ParseError as e:
+                raise ParseError(f"Bad Request-URI: {e.reason}", message=self)
+        return self._uri
+
+    @uri.setter
+    def uri(self, value):
+        self._uri, self._uri_text = value, None
+
+    @property
+    def uri_text(self):
+        return self._uri_text if self._uri_text is not None else str(self._uri)
+
+    def _validate_start(self):
+        uri = self.uri
+        if uri.is_sip and uri.headers:
+            # RFC 3261 §19.1.1 table: headers are not allowed in a
+            # Request-URI (RFC 4475 §3.1.2.11).
+            raise ParseError("Request-URI carries URI headers")
+        cseq = self.cseq
+        if cseq.method != self.method:
+            raise ParseError("CSeq method does not match the request method")
+
+    def _start_line(self):
+        return f"{self.method} {self.uri_text} SIP/2.0\r\n"
+
+    def _eq_key(self):
+        return (self.method, self.uri_text, self.headers, self.body)
+
+    def __repr__(self):
+        return f"<Request {self.method} {self.uri_text}>"
+
+
+class Response(Message):
+    """A SIP response."""
+
+    __slots__ = ("status", "reason")
+
+    def __init__(self, status, reason=None, headers=None, body=b""):
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = REASONS.get(status, "Unknown") if reason is None else reason
+
+    def _start_line(self):
+        return f"SIP/2.0 {self.status} {self.reason}\r\n"
+
+    def _eq_key(self):
+        return (self.status, self.reason, self.headers, self.body)
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.reason}>"
+
+
+# -- typed-header parsers (named so Headers can cache by parser) ----------------
+
+def _parse_from(v):
+    return NameAddr.parse(v, "From")
+
+
+def _parse_to(v):
+    return NameAddr.parse(v, "To")
+
+
+def _parse_contact(v):
+    return NameAddr.parse(v, "Contact")
+
+
+def _parse_route(v):
+    return NameAddr.parse(v, "Route")
+
+
+def _parse_rr(v):
+    return NameAddr.parse(v, "Record-Route")
+
+
+def _parse_max_forwards(v):
+    v = v.strip()
+    if not v.isdigit() or int(v) > 255:
+        raise ParseError("Max-Forwards out of range")
+    return int(v)
+
+
+# -- framing --------------------------------------------------------------------
+
+PING = object()
+"""Marker yielded by ``StreamParser`` for a CRLFCRLF keep-alive (RFC 5626 §4.4.1)."""
+
+
+def _parse_head(head, limits):
+    """Split a header section into (start line, Headers, content-length).
+
+    ``content_length`` is None when absent.  Raises FramingError for what
+    makes the body boundary unknowable.
+    """
+    text = head.decode(_ENC, _ERR)
+    lines = text.split("\r\n")
+    start = lines[0]
+    items = []
+    content_lengths = []
+    last = None
+    for line in lines[1:]:
+        if not line:
+            continue
+        c = line[0]
+        if c == " " or c == "\t":
+            # Line folding (§7.3.1): the continuation joins with one SP.
+            if last is None:
+                raise ParseError("Continuation line before any header")
+            last[2] = (last[2] + " " + line.strip()).strip()
+            continue
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not _TOKEN_RE.match(name):
+            raise ParseError("Malformed header line")
+        key, spelling = canonical_name(name)
+        last = [key, spelling, value.strip()]
+        if key == "content-length":
+            content_lengths.append(last)
+        else:
+            items.append(last)
+        if len(items) > limits.max_headers:
+            raise TooLarge("Too many header fields")
+    headers = Headers(items)
+    cl = None
+    if content_lengths:
+        values = {item[2] for item in content_lengths}
+        if len(values) > 1:
+            return start, headers, FramingError("Conflicting Content-Length values")
+        v = values.pop()
+        if not v.isdigit():
+            return start, headers, FramingError("Content-Length is not a non-negative number")
+        cl = int(v)
+        if cl > limits.max_body:
+            return start, headers, TooLarge("Body larger than allowed")
+    return start, headers, cl
+
+
+def _build(start, headers, body):
+    """Turn a start line into a Request or Response (§7.1, §7.2)."""
+    if start.startswith("SIP/"):
+        version, _, rest = start.partition(" ")
+        code, _, reason = rest.partition(" ")
+        msg = Response(0, reason, headers, body)
+        if version.upper() != "SIP/2.0":
+            raise VersionNotSupported(message=msg)
+        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+            raise ParseError("Bad status code", message=msg)
+        msg.status = int(code)
+        return msg
+    parts = start.split(" ")
+    method = parts[0]
+    if len(parts) != 3:
+        msg = Request(method, " ".join(parts[1:-1]), headers, body)
+        raise ParseError("Malformed Request-Line (whitespace in Request-URI?)",
+                         message=msg)
+    msg = Request(method, parts[1], headers, body)
+    if not _TOKEN_RE.match(method):
+        raise ParseError("Malformed method", message=msg)
+    version = parts[2]
+    if version.upper() != "SIP/2.0":
+        if version[:4].upper() == "SIP/":
+            raise VersionNotSupported(message=msg)
+        raise ParseError("Malformed SIP-Version", message=msg)
+    return msg
+
+
+def parse_datagram(data, limits=DEFAULT_LIMITS):
+    """Parse one UDP datagram (§18.3): octets after Content-Length are
+    ignored; a Content-Length beyond the datagram is an error; without
+    Content-Length the body is the rest of the datagram (RFC 2543)."""
+    if len(data) > limits.max_head + limits.max_body:
+        raise TooLarge("Datagram larger than allowed")
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise FramingError("No end of header section")
+    if end > limits.max_head:
+        raise TooLarge("Header section larger than allowed")
+    start, headers, cl = _parse_head(data[:end], limits)
+    body_start = end + 4
+    if isinstance(cl, SIPError):
+        cl.message = _partial(start, headers)
+        raise cl
+    if cl is None:
+        body = data[body_start:]
+    else:
+        if body_start + cl > len(data):
+            raise FramingError("Content-Length larger than the datagram",
+                               message=_partial(start, headers))
+        body = data[body_start:body_start + cl]
+    return _build(start, headers, body)
+
+
+def _partial(start, headers):
+    """A best-effort message for answering a framing error."""
+    try:
+        return _build(start, headers, b"")
+    except SIPError as e:
+        return e.message
+
+
+class StreamParser:
+    """Frames messages out of a TCP/TLS byte stream (§18.3).
+
+    ``feed(data)`` returns the items completed by ``data``: messages,
+    ``PING`` for a CRLFCRLF keep-alive, and ``SIPError`` instances for
+    messages framed correctly but unparseable.  A ``FramingError`` item is
+    always last: the stream is dead and must be closed.
+    """
+
+    def __init__(self, limits=DEFAULT_LIMITS):
+        self.limits = limits
+        self._buf = bytearray()
+        self._dead = False
+
+    def feed(self, data):
+        if self._dead:
+            return []
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        limits = self.limits
+        while True:
+            # Keep-alives: CRLFCRLF is a ping, a lone CRLF a pong (RFC 5626).
+            while buf.startswith(b"\r\n", pos):
+                if buf.startswith(b"\r\n\r\n", pos):
+                    out.append(PING)
+                    pos += 4
+                elif len(buf) - pos >= 4 or not buf.startswith(b"\r\n\r", pos):
+                    pos += 2
+                else:
+                    break
+            end = buf.find(b"\r\n\r\n", pos)
+            if end < 0:
+                if len(buf) - pos > limits.max_head:
+                    return self._die(out, TooLarge("Header section larger than allowed"))
+                break
+            if end - pos > limits.max_head:
+                return self._die(out, TooLarge("Header section larger than allowed"))
+            try:
+                start, headers, cl = _parse_head(bytes(buf[pos:end]), limits)
+            except SIPError as e:
+                return self._die(out, FramingError(e.reason, status=e.status))
+            if isinstance(cl, SIPError):
+                cl.message = _partial(start, headers)
+                return self._die(out, cl)
+            body_start = end + 4
+            cl = cl or 0      # a stream message without Content-Length has no body
+            if len(buf) < body_start + cl:
+                break
+            body = bytes(buf[body_start:body_start + cl])
+            pos = body_start + cl
+            try:
+                out.append(_build(start, headers, body))
+            except SIPError as e:
+                out.append(e)
+        del buf[:pos]
+        return out
+
+    def _die(self, out, error):
+        self._dead = True
+        self._buf = bytearray()
+        out.append(error)
+        return out
+
+    @property
+    def buffered(self):
+        return len(self._buf)
+
+
+# -- building responses ---------------------------------------------------------
+
+def make_response(request, status, reason=None, to_tag=None, body=b"",
+                  headers=()):
+    """A response to ``request`` per RFC 3261 §8.2.6.
+
+    Via, From, Call-ID and CSeq are copied as they came; To gets ``to_tag``
+    unless it carries one or the response is 100.  Works on a partially
+    parsed request too (only raw header text is copied), so a 400 can be
+    sent for a request that failed ``validate()``.
+    """
+    rh = request.headers
+    h = Headers()
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        for value in rh.lines(key):
+            h.add(key, value)
+    if to_tag and status != 100:
+        to = rh.get("to")
+        if to is not None:
+            try:
+                has_tag = NameAddr.parse(to).tag is not None
+            except ParseError:
+                has_tag = True
+            if not has_tag:
+                h.set("to", f"{to};tag={to_tag}")
+    if status == 100 and "timestamp" in rh:
+        h.add("Timestamp", rh.get("timestamp"))   # §8.2.6.1
+    for name, value in headers:
+        h.add(name, value)
+    return Response(status, reason, h, body)
