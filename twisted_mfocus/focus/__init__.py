@@ -1,0 +1,1 @@
+"""The conference focus: the transaction user on top of the SIP core."""

@@ -1,0 +1,82 @@
+"""UAS request inspection (RFC 3261 §8.2.1–§8.2.3), sans-IO.
+
+Every request a UAS receives passes these checks, in the RFC's order,
+before the application sees it: method, Request-URI scheme, Require,
+content.  The first failing check decides the response; the application
+only ever handles requests it can process.  ``UASPolicy`` holds what this
+UAS supports, so the same checks serve the minimal probe UAS and the
+conference focus.
+"""
+
+from .message import make_response
+
+__all__ = ["UASPolicy", "KNOWN_METHODS"]
+
+#: Methods of RFC 3261 and its extensions: a known but unsupported method is
+#: a 405, an unknown one a 501 (§8.2.1).
+KNOWN_METHODS = frozenset((
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
+    "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+))
+
+
+class UASPolicy:
+    """What a UAS supports, and the §8.2 checks against it."""
+
+    def __init__(self, allow, supported=(), accept=("application/sdp",),
+                 schemes=("sip", "sips"), extra_headers=()):
+        self.allow = tuple(allow)
+        self.supported = tuple(supported)
+        self.accept = tuple(accept)
+        self.schemes = frozenset(schemes)
+        #: Headers put on every response (e.g. Allow-Events, Server).
+        self.extra_headers = tuple(extra_headers)
+
+    def capability_headers(self):
+        """Allow, Accept and Supported, as an OPTIONS 200 carries (§11.2)."""
+        return [("Allow", ", ".join(self.allow)),
+                ("Accept", ", ".join(self.accept)),
+                ("Supported", ", ".join(self.supported))]
+
+    def respond(self, request, status, reason=None, to_tag=None, headers=(), body=b""):
+        """A response with this UAS's standing headers added."""
+        return make_response(request, status, reason, to_tag=to_tag, body=body,
+                             headers=list(self.extra_headers) + list(headers))
+
+    def inspect(self, request, to_tag=None):
+        """The response that refuses ``request``, or None if it may proceed.
+
+        ACK is never answered (§17.1.1.3, §17.2.3), so it always proceeds.
+        """
+        if request.method == "ACK":
+            return None
+        # §8.2.1 Method Inspection.
+        if request.method not in self.allow:
+            allow = [("Allow", ", ".join(self.allow))]
+            if request.method in KNOWN_METHODS:
+                return self.respond(request, 405, to_tag=to_tag, headers=allow)
+            return self.respond(request, 501, to_tag=to_tag, headers=allow)
+        # §8.2.2.1 To and Request-URI: an unsupported scheme is a 416.
+        if request.uri.scheme not in self.schemes:
+            return self.respond(request, 416, to_tag=to_tag)
+        # §8.2.2.3 Require: every option-tag we do not know goes back in
+        # Unsupported.  Never for CANCEL, nor ACK (§8.2.2.3).
+        if request.method != "CANCEL":
+            required = [t.strip() for t in request.headers.get_all("require")]
+            unknown = [t for t in required if t and t.lower() not in
+                       {s.lower() for s in self.supported}]
+            if unknown:
+                return self.respond(request, 420, to_tag=to_tag,
+                                    headers=[("Unsupported", ", ".join(unknown))])
+        # §8.2.3 Content Processing: a body we cannot read is a 415 with
+        # Accept (and Accept-Encoding when the encoding is the problem).
+        if request.body:
+            ctype = request.content_type or "application/sdp"   # §7.4.1 default
+            if ctype not in self.accept:
+                return self.respond(request, 415, to_tag=to_tag,
+                                    headers=[("Accept", ", ".join(self.accept))])
+            encodings = [e.strip().lower() for e in request.headers.get_all("content-encoding")]
+            if any(e and e != "identity" for e in encodings):
+                return self.respond(request, 415, to_tag=to_tag,
+                                    headers=[("Accept-Encoding", "identity")])
+        return None

@@ -1,0 +1,96 @@
+"""The SIP stack as a Twisted service: transports → transactions → TU.
+
+This is the one place the layers meet.  Messages flow up:
+``TransportLayer`` (parse, validate, stamp Via) → ``TransactionLayer``
+(match, absorb retransmissions, run timers) → the transaction user (the
+focus).  Bad input is answered here, statelessly, when a response can be
+formed (RFC 3261 §8.2.6, RFC 4475), and logged once.
+"""
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from .focus.probe import ProbeUAS
+from .sip.message import Request, Response, make_response
+from .sip.transaction import TransactionLayer, Timers
+from .transport import TransportLayer
+
+__all__ = ["SIPService"]
+
+
+class SIPService(service.Service):
+    """Listens, and wires the transport, transaction and TU layers."""
+
+    log = Logger()
+
+    def __init__(self, reactor, config, tu=None):
+        self.reactor = reactor
+        self.config = config
+        self.tu = tu or ProbeUAS()
+        self.transport = None
+        self.transactions = None
+        self.listening = []
+
+    def startService(self):
+        super().startService()
+        cfg = self.config
+        self.transport = TransportLayer(
+            self.reactor, self._message_received, self._bad_message,
+            tls=_tls_settings(cfg), max_connections=cfg.max_connections,
+            idle_timeout=cfg.idle_timeout)
+        self.transactions = TransactionLayer(
+            self.reactor, self._send, self.tu,
+            timers=Timers(T1=cfg.t1, T2=cfg.t2, T4=cfg.t4),
+            max_transactions=cfg.max_transactions)
+        self.ready = defer.gatherResults(
+            [self.transport.listen(spec) for spec in cfg.listen], consumeErrors=True)
+        self.ready.addCallback(self._listening)
+        self.ready.addErrback(self._listen_failed)
+
+    def _listening(self, addresses):
+        self.listening = addresses
+        for spec in addresses:
+            self.log.info("mfocus listening on {spec}", spec=str(spec))
+        return addresses
+
+    def _listen_failed(self, failure):
+        self.log.failure("cannot listen", failure)
+        self.reactor.callLater(0, self.reactor.stop)
+
+    def stopService(self):
+        super().stopService()
+        if self.transport is not None:
+            return self.transport.stop()
+
+    # -- glue ------------------------------------------------------------
+
+    def _send(self, message, peer):
+        if isinstance(message, Response):
+            self.transport.send_response(message, peer)
+        else:
+            self.transport.send(message, peer)
+
+    def _message_received(self, message, source):
+        self.transactions.receive(message, source)
+
+    def _bad_message(self, error, source):
+        """Answer what can be answered (RFC 4475 §3.1.2); drop the rest."""
+        msg = error.message
+        self.log.info("bad message from {peer}: {status} {reason}",
+                      peer=str(source), status=error.status, reason=error.reason)
+        if not isinstance(msg, Request) or msg.method == "ACK":
+            return   # a response or an ACK is never answered (§17.1.1.3)
+        if not msg.headers.lines("via"):
+            return   # nowhere to send a response
+        response = make_response(msg, error.status, error.reason)
+        try:
+            self.transport.send_response(response, source)
+        except Exception as e:      # an unroutable Via: nothing more to do
+            self.log.info("cannot answer {peer}: {error}", peer=str(source), error=e)
+
+
+def _tls_settings(cfg):
+    if not cfg.tls_certificate:
+        return None
+    return {"certificate": cfg.tls_certificate, "key": cfg.tls_key, "ca": cfg.tls_ca}
