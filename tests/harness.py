@@ -1,0 +1,133 @@
+"""Start real ``twistd mfocus`` processes and talk SIP to them on loopback."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port(kind=socket.SOCK_DGRAM, host="127.0.0.1"):
+    """A port free for both UDP and TCP on ``host``."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s:
+                s.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+def options_request(port, local_port, host="127.0.0.1", transport="UDP", call_id=None):
+    call_id = call_id or uuid.uuid4().hex
+    return (f"OPTIONS sip:probe@{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/{transport} {host}:{local_port};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+            f"Max-Forwards: 70\r\n"
+            f"From: <sip:tester@{host}>;tag={uuid.uuid4().hex[:8]}\r\n"
+            f"To: <sip:probe@{host}>\r\n"
+            f"Call-ID: {call_id}\r\n"
+            f"CSeq: 1 OPTIONS\r\n"
+            f"Content-Length: 0\r\n\r\n").encode()
+
+
+def udp_options(port, host="127.0.0.1", timeout=1.0):
+    """Send one OPTIONS over UDP; return the status line's code or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        s.settimeout(timeout)
+        call_id = uuid.uuid4().hex
+        s.sendto(options_request(port, s.getsockname()[1], host, call_id=call_id), (host, port))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = s.recv(65535)
+            except socket.timeout:
+                return None
+            if call_id.encode() in data:
+                return int(data.split(b" ", 2)[1])
+    return None
+
+
+class Focus:
+    """A ``twistd -n mfocus`` child process."""
+
+    def __init__(self, args, cwd, env=None):
+        self.args = list(args)
+        self.cwd = str(cwd)
+        self.log_path = os.path.join(self.cwd, "mfocus.log")
+        environ = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        environ.update(env or {})
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "twisted", "--nodaemon", "--pidfile=", "mfocus"] + self.args,
+            cwd=self.cwd, env=environ, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, port, host="127.0.0.1", timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("mfocus exited early:\n" + self.log())
+            if udp_options(port, host, timeout=0.3) == 200:
+                return
+        raise RuntimeError("mfocus did not answer OPTIONS:\n" + self.log())
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, timeout=10.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+SIPP_DIR = os.path.join(ROOT, "tests", "sipp")
+
+
+def run_sipp(scenario, target, cwd, extra=(), timeout=120):
+    """Run SIPp to completion; return (exit code, final cumulative stats).
+
+    Stats come from SIPp's own ``-trace_stat`` CSV: keys such as
+    ``SuccessfulCall(C)`` and ``FailedCall(C)`` with integer values.
+    """
+    stat = os.path.join(str(cwd), "stat.csv")
+    args = ["sipp", target, "-sf", os.path.join(SIPP_DIR, scenario),
+            "-i", "127.0.0.1", "-p", str(free_port()), "-nostdin",
+            "-trace_stat", "-stf", stat, "-fd", "1",
+            "-timeout", f"{timeout - 5}s", "-timeout_error", "-trace_err"] + list(extra)
+    proc = subprocess.run(args, cwd=str(cwd), stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          timeout=timeout)
+    return proc.returncode, read_sipp_stats(stat)
+
+
+def read_sipp_stats(path):
+    with open(path) as f:
+        rows = [line.rstrip("\n").split(";") for line in f if line.strip()]
+    header, last = rows[0], rows[-1]
+    stats = {}
+    for key, value in zip(header, last):
+        try:
+            stats[key] = int(value)
+        except ValueError:
+            stats[key] = value
+    return stats
