@@ -1,0 +1,28 @@
+"""`pip install .` (not editable) must make `twistd mfocus` available."""
+
+import os
+import subprocess
+import sys
+
+from .harness import ROOT
+
+
+def test_plain_install_provides_the_twistd_plugin(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--target", str(target), ROOT],
+                   check=True, cwd=tmp_path, timeout=300)
+    assert (target / "twisted" / "plugins" / "mfocus_plugin.py").is_file()
+    assert not (target / "twisted" / "plugins" / "__init__.py").exists()
+    # Run from elsewhere with only the installed copy on the path.
+    env = dict(os.environ, PYTHONPATH=str(target))
+    out = subprocess.run([sys.executable, "-m", "twisted", "--help"], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert "mfocus" in out.stdout
+    help_out = subprocess.run([sys.executable, "-m", "twisted", "mfocus", "--help"], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert "--listen" in help_out.stdout and "--role" in help_out.stdout
+    import_check = subprocess.run(
+        [sys.executable, "-c", "import twisted_mfocus, sys; print(twisted_mfocus.__file__)"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert import_check.stdout.startswith(str(target))
