@@ -1,0 +1,464 @@
+"""The transaction state machines (RFC 3261 §17, amended by RFC 6026).
+
+The four machines are RFC 3261 figures 5 (INVITE client), 6 (non-INVITE
+client), 7 (INVITE server) and 8 (non-INVITE server), with RFC 6026's
+"Accepted" state and Timers L and M replacing the INVITE figures (RFC 6026
+§8.4 and §8.7): a 2xx no longer ends an INVITE transaction at once, so 2xx
+retransmissions reach the UAC's TU and INVITE retransmissions are absorbed
+at the UAS.
+
+Rules of this module:
+
+- Everything that changes a transaction's state lives in this file, in
+  two tables: ``TRANSITIONS[kind][state][event] -> (next state, actions)``
+  and ``TIMERS[kind][state] -> (timers started on entry, timers kept
+  running)``.  The code that walks them is a few lines; an event with no
+  entry is ignored when it comes from the network or a timer, and is a
+  ``TransactionStateError`` when it comes from the TU.
+- This file does not know how messages find their transaction (that is
+  ``transaction.py``); a transaction reaches the outside only through its
+  layer: ``send``, ``clock``, ``timers``, ``user`` and the table hooks.
+- No I/O and no reactor: time is the layer's injected ``IReactorTime``.
+"""
+
+from .headers import Headers
+from .message import Request, make_response
+
+__all__ = [
+    "Timers", "ClientTransaction", "ServerTransaction", "TransportError",
+    "TransactionTimeout", "TransactionStateError", "TransactionLimit",
+]
+
+
+class TransportError(Exception):
+    """The transport could not send (raised by ``send``, or reported later
+    through ``TransactionLayer.transport_error``)."""
+
+
+class TransactionTimeout(Exception):
+    """Timer B, F or H fired: the peer never completed the transaction."""
+
+
+class TransactionStateError(Exception):
+    """The TU asked for something the transaction's state forbids."""
+
+
+class TransactionLimit(Exception):
+    """No room for another transaction (``max_transactions``)."""
+
+
+class Timers:
+    """T1, T2, T4 and the timers derived from them (RFC 3261 table 4,
+    RFC 6026 §8.4/§8.7 for L and M).  Attributes give the values over an
+    unreliable transport; ``value`` applies the reliable-transport rules."""
+
+    __slots__ = ("T1", "T2", "T4", "D")
+
+    def __init__(self, T1=0.5, T2=4.0, T4=5.0, D=32.0):
+        self.T1, self.T2, self.T4, self.D = T1, T2, T4, D
+
+    A = E = G = property(lambda self: self.T1)          # first retransmission
+    B = F = H = J = L = M = property(lambda self: 64 * self.T1)
+    I = K = property(lambda self: self.T4)
+
+    def value(self, name, reliable):
+        """Seconds for timer ``name``; None if it does not run at all.
+
+        Over a reliable transport nothing is retransmitted (A, E, G are not
+        started) and the timers that wait for stray retransmissions are
+        zero (D, I, J, K): §17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2."""
+        if reliable:
+            if name in "AEG":
+                return None
+            if name in "DIJK":
+                return 0
+        return getattr(self, name)
+
+    def __repr__(self):
+        return f"Timers(T1={self.T1}, T2={self.T2}, T4={self.T4}, D={self.D})"
+
+
+# -- the machines ---------------------------------------------------------------
+
+INVITE_CLIENT, NON_INVITE_CLIENT = "INVITE client", "non-INVITE client"
+INVITE_SERVER, NON_INVITE_SERVER = "INVITE server", "non-INVITE server"
+
+CALLING, TRYING, PROCEEDING = "Calling", "Trying", "Proceeding"
+COMPLETED, CONFIRMED, ACCEPTED = "Completed", "Confirmed", "Accepted"
+TERMINATED = "Terminated"
+#: Not an RFC state: a CANCEL built before any provisional response arrived,
+#: held back until one does (§9.1).
+WAITING = "Waiting"
+
+# Events.  Timers are events named by their letter ("A" .. "M").
+START = "request from TU"    # a client transaction sends its request
+DROP = "drop"                # a held-back CANCEL that must never be sent
+PROVISIONAL = "1xx"          # response received by a client transaction
+SUCCESS = "2xx"              # 2xx to an INVITE (for non-INVITE a 2xx is FINAL)
+FINAL = "final"              # 300-699 to INVITE, 200-699 to non-INVITE
+REQUEST = "request"          # a retransmission of the server's request
+ACK = "ACK"                  # an ACK matching an INVITE server transaction
+TU_PROVISIONAL = "1xx from TU"
+TU_SUCCESS = "2xx from TU"   # INVITE only
+TU_FINAL = "final from TU"   # 300-699 for INVITE, 200-699 for non-INVITE
+TRANSPORT_ERROR = "transport error"
+
+TRANSITIONS = {
+    # RFC 3261 figure 5, RFC 6026 §8.4.
+    INVITE_CLIENT: {
+        WAITING: {
+            START: (CALLING, ("retransmit",)),
+        },
+        CALLING: {
+            "A": (CALLING, ("retransmit", "backoff")),
+            "B": (TERMINATED, ("timeout",)),
+            PROVISIONAL: (PROCEEDING, ("pass_up", "release_cancel")),
+            SUCCESS: (ACCEPTED, ("pass_up",)),
+            FINAL: (COMPLETED, ("send_ack", "pass_up")),
+            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
+        },
+        PROCEEDING: {
+            PROVISIONAL: (PROCEEDING, ("pass_up",)),
+            SUCCESS: (ACCEPTED, ("pass_up",)),
+            FINAL: (COMPLETED, ("send_ack", "pass_up")),
+            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
+        },
+        COMPLETED: {
+            FINAL: (COMPLETED, ("send_ack",)),     # a retransmission: ACK again
+            "D": (TERMINATED, ()),
+            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
+        },
+        ACCEPTED: {
+            SUCCESS: (ACCEPTED, ("pass_up",)),      # 2xx retransmissions, forks
+            "M": (TERMINATED, ()),
+        },
+    },
+    # RFC 3261 figure 6.
+    NON_INVITE_CLIENT: {
+        WAITING: {
+            START: (TRYING, ("retransmit",)),
+            DROP: (TERMINATED, ()),
+        },
+        TRYING: {
+            "E": (TRYING, ("retransmit", "backoff")),
+            "F": (TERMINATED, ("timeout",)),
+            PROVISIONAL: (PROCEEDING, ("pass_up",)),
+            FINAL: (COMPLETED, ("pass_up",)),
+            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
+        },
+        PROCEEDING: {
+            "E": (PROCEEDING, ("retransmit", "every_T2")),
+            "F": (TERMINATED, ("timeout",)),
+            PROVISIONAL: (PROCEEDING, ("pass_up",)),
+            FINAL: (COMPLETED, ("pass_up",)),
+            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
+        },
+        COMPLETED: {
+            "K": (TERMINATED, ()),
+        },
+    },
+    # RFC 3261 figure 7, RFC 6026 §8.7.
+    INVITE_SERVER: {
+        PROCEEDING: {
+            REQUEST: (PROCEEDING, ("resend",)),
+            TU_PROVISIONAL: (PROCEEDING, ("send",)),
+            TU_SUCCESS: (ACCEPTED, ("send",)),
+            TU_FINAL: (COMPLETED, ("send",)),
+            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
+        },
+        COMPLETED: {
+            REQUEST: (COMPLETED, ("resend",)),
+            "G": (COMPLETED, ("resend", "backoff")),
+            "H": (TERMINATED, ("timeout",)),
+            ACK: (CONFIRMED, ()),
+            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
+        },
+        CONFIRMED: {
+            REQUEST: (CONFIRMED, ()),
+            ACK: (CONFIRMED, ()),
+            "I": (TERMINATED, ()),
+        },
+        ACCEPTED: {
+            REQUEST: (ACCEPTED, ()),
+            ACK: (ACCEPTED, ("ack_to_tu",)),
+            TU_SUCCESS: (ACCEPTED, ("send",)),     # the TU's 2xx retransmissions
+            "L": (TERMINATED, ()),
+            # Stay: INVITE retransmissions must still be absorbed; the TU
+            # learns its 2xx did not go out and ends the dialog itself.
+            TRANSPORT_ERROR: (ACCEPTED, ("report_error",)),
+        },
+    },
+    # RFC 3261 figure 8.
+    NON_INVITE_SERVER: {
+        TRYING: {
+            REQUEST: (TRYING, ()),
+            TU_PROVISIONAL: (PROCEEDING, ("send",)),
+            TU_FINAL: (COMPLETED, ("send",)),
+            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
+        },
+        PROCEEDING: {
+            REQUEST: (PROCEEDING, ("resend",)),
+            TU_PROVISIONAL: (PROCEEDING, ("send",)),
+            TU_FINAL: (COMPLETED, ("send",)),
+            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
+        },
+        COMPLETED: {
+            REQUEST: (COMPLETED, ("resend",)),
+            "J": (TERMINATED, ()),
+            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
+        },
+    },
+}
+
+#: (timers started on entering the state, timers left running in it); every
+#: other pending timer is cancelled on entry.
+TIMERS = {
+    INVITE_CLIENT: {WAITING: ("", ""), CALLING: ("AB", "AB"), PROCEEDING: ("", ""),
+                    COMPLETED: ("D", "D"), ACCEPTED: ("M", "M")},
+    NON_INVITE_CLIENT: {WAITING: ("", ""), TRYING: ("EF", "EF"), PROCEEDING: ("", "EF"),
+                        COMPLETED: ("K", "K")},
+    INVITE_SERVER: {PROCEEDING: ("", ""), COMPLETED: ("GH", "GH"),
+                    CONFIRMED: ("I", "I"), ACCEPTED: ("L", "L")},
+    NON_INVITE_SERVER: {TRYING: ("", ""), PROCEEDING: ("", ""),
+                        COMPLETED: ("J", "J")},
+}
+
+
+class _Transaction:
+    """What both sides share: walking the table and running timers."""
+
+    def __init__(self, layer, kind, request, peer, state):
+        self._layer = layer
+        self.kind = kind
+        self.request = request
+        self.peer = peer
+        self.reliable = peer.reliable
+        self.state = state
+        self._calls = {}          # timer name -> IDelayedCall
+        self._intervals = {}      # retransmission timer name -> current value
+        self.keys = []            # [(table, key)] this transaction is under
+
+    def _event(self, event, arg=None):
+        """Apply ``event``; False if the table has no entry for it here."""
+        try:
+            new, actions = TRANSITIONS[self.kind][self.state][event]
+        except KeyError:
+            return False
+        old, self.state = self.state, new
+        if new == TERMINATED:
+            self._cleanup()
+        elif new != old:
+            keep = TIMERS[self.kind][new][1]
+            for name in [n for n in self._calls if n not in keep]:
+                self._calls.pop(name).cancel()
+        for action in actions:
+            getattr(self, "_" + action)(arg)
+            if self.state != new:       # an action moved us on (send failed)
+                return True
+        if new != old and new != TERMINATED:
+            for name in TIMERS[self.kind][new][0]:
+                self._start_timer(name)
+                if self.state != new:   # a zero timer fired
+                    break
+        return True
+
+    def _start_timer(self, name, seconds=None):
+        if seconds is None:
+            seconds = self._layer.timers.value(name, self.reliable)
+        if seconds is None:
+            return
+        self._intervals[name] = seconds
+        if seconds == 0:
+            self._event(name, name)     # "set to zero": fire now, synchronously
+        else:
+            self._calls[name] = self._layer.clock.callLater(seconds, self._fire, name)
+
+    def _fire(self, name):
+        self._calls.pop(name, None)
+        self._event(name, name)
+
+    def _backoff(self, name):
+        """A, E and G double; E and G are capped at T2 (§17.1.2.2, §17.2.1)."""
+        seconds = 2 * self._intervals[name]
+        if name != "A":
+            seconds = min(seconds, self._layer.timers.T2)
+        self._start_timer(name, seconds)
+
+    def _transmit(self, message):
+        try:
+            self._layer._send(message, self.peer)
+        except TransportError as e:
+            self._event(TRANSPORT_ERROR, e)
+
+    def _cleanup(self):
+        for call in self._calls.values():
+            call.cancel()
+        self._calls.clear()
+        self._layer._forget(self)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.kind} {self.state} {self.request!r} {self.peer}>"
+
+
+class ClientTransaction(_Transaction):
+    """One request we sent and the responses to it (§17.1).
+
+    ``on_response(response)`` gets every response passed up;
+    ``on_error(reason)`` a ``TransactionTimeout`` or ``TransportError``.
+    Without ``on_error`` these become a synthesised 408 or 503 passed to
+    ``on_response``, as the UAC core would treat them (§8.1.3.1)."""
+
+    def __init__(self, layer, request, dest, key, on_response, on_error=None):
+        invite = request.method == "INVITE"
+        super().__init__(layer, INVITE_CLIENT if invite else NON_INVITE_CLIENT,
+                         request, dest, WAITING)
+        self.dest = dest
+        self.key = key
+        self.on_response = on_response
+        self.on_error = on_error
+        self.ack = None               # the ACK for a non-2xx, once built
+        self._cancel = None           # the CANCEL's transaction, once asked
+
+    def _receive(self, response):
+        if response.status < 200:
+            event = PROVISIONAL
+        elif response.status < 300 and self.kind == INVITE_CLIENT:
+            event = SUCCESS
+        else:
+            event = FINAL
+        self._event(event, response)
+
+    def cancel(self, on_response=None, on_error=None):
+        """CANCEL this INVITE (§9.1) and return the CANCEL's transaction.
+
+        Sent at once if a provisional response arrived, else held back until
+        one does; dropped if a final response comes first.  Returns None when
+        it is too late (a final response was received)."""
+        if self.kind != INVITE_CLIENT:
+            raise TransactionStateError("CANCEL is only for INVITE (§9.1)")
+        if self._cancel is not None:
+            return self._cancel
+        if self.state not in (CALLING, PROCEEDING):
+            return None
+        request = _build_cancel(self.request)
+        txn = self._layer._client(request, self.dest, on_response, on_error, limit=False)
+        self._cancel = txn
+        if self.state == PROCEEDING:
+            self._layer._start_client(txn)
+        return txn
+
+    # -- actions -----------------------------------------------------------
+
+    def _retransmit(self, name):
+        self._transmit(self.request)
+
+    def _every_T2(self, name):
+        self._start_timer(name, self._layer.timers.T2)
+
+    def _pass_up(self, response):
+        self.on_response(response)
+
+    def _send_ack(self, response):
+        if self.ack is None:
+            self.ack = _build_ack(self.request, response)
+        self._transmit(self.ack)
+
+    def _release_cancel(self, response):
+        txn = self._cancel
+        if txn is not None and txn.state == WAITING:
+            self._layer._start_client(txn)
+
+    def _timeout(self, name):
+        self._report(TransactionTimeout(f"Timer {name} fired"), 408)
+
+    def _report_error(self, error):
+        self._report(error, 503)
+
+    def _report(self, reason, status):
+        if self.on_error is not None:
+            self.on_error(reason)
+        else:
+            self.on_response(make_response(self.request, status))
+
+    def _event(self, event, arg=None):
+        handled = super()._event(event, arg)
+        if self._cancel is not None and self.state not in (CALLING, PROCEEDING):
+            self._cancel._event(DROP)   # a final (or a timeout) came first (§9.1)
+        return handled
+
+
+class ServerTransaction(_Transaction):
+    """One request we received and our responses to it (§17.2)."""
+
+    def __init__(self, layer, request, source):
+        invite = request.method == "INVITE"
+        super().__init__(layer, INVITE_SERVER if invite else NON_INVITE_SERVER,
+                         request, source, PROCEEDING if invite else TRYING)
+        self.source = source
+        self.last_response = None
+        self._ack_source = source
+
+    def respond(self, response):
+        """Send ``response`` through the transaction (§17.2.1, §17.2.2)."""
+        status = response.status
+        if status < 200:
+            event = TU_PROVISIONAL
+        elif status < 300 and self.kind == INVITE_SERVER:
+            event = TU_SUCCESS
+        else:
+            event = TU_FINAL
+        if not self._event(event, response):
+            raise TransactionStateError(
+                f"cannot send {status} in state {self.state} of {self!r}")
+
+    # -- actions -----------------------------------------------------------
+
+    def _send(self, response):
+        self.last_response = response
+        if self.kind == INVITE_SERVER and response.status >= 200:
+            self._layer._expect_ack(self, response)
+        self._transmit(response)
+
+    def _resend(self, arg):
+        if self.last_response is not None:
+            self._transmit(self.last_response)
+
+    def _ack_to_tu(self, ack):
+        self._layer.user.ack_received(ack, self._ack_source)
+
+    def _timeout(self, name):
+        self._report_error(TransactionTimeout(f"Timer {name} fired: no ACK"))
+
+    def _report_error(self, reason):
+        """§17.2.1, §17.2.4: inform the TU, if it listens for failures."""
+        report = getattr(self._layer.user, "transaction_error", None)
+        if report is not None:
+            report(self, reason)
+
+
+# -- messages a transaction builds ----------------------------------------------------
+
+def _copy(request, method, to):
+    """A request sharing Request-URI, Call-ID, From, CSeq number, the top Via
+    only and the Route set of ``request`` (§9.1, §17.1.1.3)."""
+    rh = request.headers
+    h = Headers()
+    h.add("Via", rh.get_all("via")[0])
+    h.add("Max-Forwards", rh.get("max-forwards", "70"))
+    for route in rh.lines("route"):
+        h.add("Route", route)
+    h.add("From", rh.get("from"))
+    h.add("To", to)
+    h.add("Call-ID", rh.get("call-id"))
+    h.add("CSeq", f"{request.cseq.seq} {method}")
+    return Request(method, request.uri_text, h)
+
+
+def _build_ack(invite, response):
+    """§17.1.1.3: To from the response, so it carries the UAS's tag."""
+    return _copy(invite, "ACK", response.headers.get("to"))
+
+
+def _build_cancel(invite):
+    """§9.1: To as in the request, same branch, same destination."""
+    return _copy(invite, "CANCEL", invite.headers.get("to"))
