@@ -54,6 +54,11 @@ class ProbeUAS:
     def ack_received(self, ack, source):
         """A 2xx ACK: we never send 2xx to INVITE here, so nothing to do."""
 
+    def transaction_error(self, txn, reason):
+        """Timer H (no ACK for our final response) or a failed send."""
+        self.log.info("transaction {method} from {peer} failed: {reason}",
+                      method=txn.request.method, peer=str(txn.source), reason=reason)
+
     def stray_response(self, response, source):
         """Responses with no transaction are dropped (§18.1.2)."""
         self.log.debug("stray response {status} from {peer}",
