@@ -9,6 +9,8 @@ import time
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: ``twistd`` run by this interpreter, whatever is on PATH.
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def free_port(kind=socket.SOCK_DGRAM, host="127.0.0.1"):
@@ -68,7 +70,7 @@ class Focus:
         environ.update(env or {})
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "twisted", "--nodaemon", "--pidfile=", "mfocus"] + self.args,
+            TWISTD + ["--nodaemon", "--pidfile=", "mfocus"] + self.args,
             cwd=self.cwd, env=environ, stdin=subprocess.DEVNULL,
             stdout=self._log, stderr=subprocess.STDOUT)
 

@@ -47,6 +47,7 @@ _VIA = re.compile(rb"^(?:via|v)[ \t]*:[ \t]*SIP[ \t]*/[ \t]*[0-9.]+[ \t]*/[ \t]*
                   rb"([A-Za-z]+)[ \t]+(\[[^\]]*\]|[^;:, \t\r]+)(?::(\d+))?",
                   re.IGNORECASE | re.MULTILINE)
 _CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
+_CSEQ = re.compile(rb"^cseq[ \t]*:[ \t]*(\d+)", re.IGNORECASE | re.MULTILINE)
 
 
 def _top_via(data):
@@ -70,7 +71,8 @@ def _responses(chunks, call_id):
 
 def _exchange(data, transport, via_port, family, host, ports, tls_ctx, wait):
     """Send ``data``; collect what comes back until a final response or ``wait``."""
-    cid = _CALL_ID.search(data.split(b"\r\n\r\n", 1)[0])
+    head = data.split(b"\r\n\r\n", 1)[0]
+    cid = _CALL_ID.search(head) or _CSEQ.search(head)   # insuf has no Call-ID
     call_id = cid.group(1) if cid else None
     chunks = []
     deadline = time.monotonic() + wait

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from .harness import ROOT
+from .harness import ROOT, TWISTD
 
 
 def test_plain_install_provides_the_twistd_plugin(tmp_path):
@@ -16,10 +16,10 @@ def test_plain_install_provides_the_twistd_plugin(tmp_path):
     assert not (target / "twisted" / "plugins" / "__init__.py").exists()
     # Run from elsewhere with only the installed copy on the path.
     env = dict(os.environ, PYTHONPATH=str(target))
-    out = subprocess.run([sys.executable, "-m", "twisted", "--help"], env=env,
+    out = subprocess.run(TWISTD + ["--help"], env=env,
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert "mfocus" in out.stdout
-    help_out = subprocess.run([sys.executable, "-m", "twisted", "mfocus", "--help"], env=env,
+    help_out = subprocess.run(TWISTD + ["mfocus", "--help"], env=env,
                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert "--listen" in help_out.stdout and "--role" in help_out.stdout
     import_check = subprocess.run(

@@ -12,6 +12,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from .focus.probe import ProbeUAS
+from .sip.address import Peer
+from .sip.errors import ParseError
+from .sip.headers import Via, split_list
 from .sip.message import Request, Response, make_response
 from .sip.transaction import TransactionLayer, Timers
 from .transport import TransportLayer
@@ -85,9 +88,30 @@ class SIPService(service.Service):
             return   # nowhere to send a response
         response = make_response(msg, error.status, error.reason)
         try:
-            self.transport.send_response(response, source)
-        except Exception as e:      # an unroutable Via: nothing more to do
+            self.transport.send(response, _error_destination(msg, source))
+        except Exception as e:      # the transport refused: nothing more to do
             self.log.info("cannot answer {peer}: {error}", peer=str(source), error=e)
+
+
+def _error_destination(request, source):
+    """Where a response to a request that failed validation goes.
+
+    RFC 3261 §18.2.2 with §18.2.1's ``received`` taken as the source address
+    (it is, whenever the sent-by host differs from it, and the request may
+    name a host we must not resolve): over a stream, the connection it came
+    on; over UDP, the source IP and the Via port (the source port with
+    RFC 3581 ``rport``).  A top Via that does not parse leaves only the
+    source address and port.
+    """
+    if source.reliable:
+        return source
+    try:
+        via = Via.parse(split_list(request.headers.lines("via")[0])[0])
+    except (ParseError, IndexError):
+        return source
+    if via.rport is not None:
+        return source
+    return Peer(source.transport, source.host, via.sent_by[1])
 
 
 def _tls_settings(cfg):
