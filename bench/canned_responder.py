@@ -18,7 +18,7 @@ class Canned(protocol.DatagramProtocol):
                 if low.startswith((b"to:", b"t:")):
                     line += b";tag=canned"
                 lines.append(line)
-        lines.append(b"Content-Length: 0\r\n\r\n")
+        lines.append(b"Allow: OPTIONS\r\nContent-Length: 0\r\n\r\n")
         self.transport.write(b"\r\n".join(lines), addr)
 
 

@@ -41,7 +41,7 @@ class SIPService(service.Service):
         self.transport = TransportLayer(
             self.reactor, self._message_received, self._bad_message,
             tls=_tls_settings(cfg), max_connections=cfg.max_connections,
-            idle_timeout=cfg.idle_timeout)
+            idle_timeout=cfg.idle_timeout, on_transport_error=self._transport_error)
         self.transactions = TransactionLayer(
             self.reactor, self._send, self.tu,
             timers=Timers(T1=cfg.t1, T2=cfg.t2, T4=cfg.t4),
@@ -73,6 +73,10 @@ class SIPService(service.Service):
             self.transport.send_response(message, peer)
         else:
             self.transport.send(message, peer)
+
+    def _transport_error(self, message, peer, error):
+        """A failure found after ``send`` returned (refused, TLS) (§17.1.4)."""
+        self.transactions.transport_error(message, peer, error)
 
     def _message_received(self, message, source):
         self.transactions.receive(message, source)
