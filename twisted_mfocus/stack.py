@@ -7,6 +7,8 @@ focus).  Bad input is answered here, statelessly, when a response can be
 formed (RFC 3261 §8.2.6, RFC 4475), and logged once.
 """
 
+import gc
+
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -37,6 +39,7 @@ class SIPService(service.Service):
 
     def startService(self):
         super().startService()
+        _tune_gc()
         cfg = self.config
         self.transport = TransportLayer(
             self.reactor, self._message_received, self._bad_message,
@@ -116,6 +119,21 @@ def _error_destination(request, source):
     if via.rport is not None:
         return source
     return Peer(source.transport, source.host, via.sent_by[1])
+
+
+def _tune_gc():
+    """Make CPython's cyclic GC fit a server holding ~10^5 live transactions.
+
+    Completed transactions wait 32 s (Timers J, H, L, M) holding their
+    messages: at thousands of requests per second that is millions of
+    tracked objects, and with the default thresholds (700, 10, 10) the
+    collector walks them so often that it costs more than SIP processing.
+    The objects die by timer, not by cycles, so collect young objects less
+    often, and move what exists at start-up out of the collector's sight.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def _tls_settings(cfg):

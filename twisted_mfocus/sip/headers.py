@@ -67,11 +67,25 @@ SINGLE_HEADERS = frozenset((
 ))
 
 
+_NAME_CACHE = {}
+
+
 def canonical_name(name):
     """(key, spelling): the lower-case long-form key and the name to emit.
 
-    Unknown names keep the spelling they arrived with.
+    Unknown names keep the spelling they arrived with.  Memoized: the same
+    few dozen spellings come by on every message.
     """
+    hit = _NAME_CACHE.get(name)
+    if hit is not None:
+        return hit
+    result = _canonical_name(name)
+    if len(_NAME_CACHE) < 4096:      # bounded: names are attacker-chosen
+        _NAME_CACHE[name] = result
+    return result
+
+
+def _canonical_name(name):
     low = name.lower()
     canon = _CANONICAL.get(low)
     if canon is None:
@@ -556,7 +570,8 @@ class Headers:
         """All values of ``name`` parsed by ``parse``, cached."""
         key = canonical_name(name)[0]
         cached = self._cache.get(key)
-        if cached is not None and cached[0] is parse:
+        # ``==``, not ``is``: ``Via.parse`` is a new bound method each time.
+        if cached is not None and cached[0] == parse:
             return cached[1]
         values = [parse(v) for v in self.get_all(key)]
         self._cache[key] = (parse, values)
