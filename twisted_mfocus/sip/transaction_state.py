@@ -415,6 +415,10 @@ class ServerTransaction(_Transaction):
 
     def _send(self, response):
         self.last_response = response
+        if response.status >= 200:
+            # Matching is done by key from now on (§17.2.3): the parsed views
+            # of the request are dead weight while it waits for Timer J/H/L.
+            self.request.headers.release_parsed()
         if self.kind == INVITE_SERVER and response.status >= 200:
             self._layer._expect_ack(self, response)
         self._transmit(response)
