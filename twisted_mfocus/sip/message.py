@@ -19,7 +19,7 @@ Rules of this module:
 import re
 
 from .errors import FramingError, ParseError, SIPError, TooLarge, VersionNotSupported
-from .headers import (CSeq, Headers, NameAddr, SINGLE_HEADERS, Via,
+from .headers import (_NAME_CACHE, CSeq, Headers, NameAddr, SINGLE_HEADERS, Via,
                       canonical_name)
 from .uri import URI
 
@@ -301,44 +301,48 @@ PING = object()
 """Marker yielded by ``StreamParser`` for a CRLFCRLF keep-alive (RFC 5626 §4.4.1)."""
 
 
+_HEADER_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)", re.M)
+_FOLD = re.compile(r"[ \t]*\r\n[ \t]+")
+
+
 def _parse_head(head, limits):
     """Split a header section into (start line, Headers, content-length).
 
     ``content_length`` is None when absent.  Raises FramingError for what
-    makes the body boundary unknowable.
+    makes the body boundary unknowable.  One regex pass splits every line
+    into name and value (the hot path of the whole stack); a line it cannot
+    split makes the counts differ and is a ParseError.
     """
     text = head.decode(_ENC, _ERR)
-    lines = text.split("\r\n")
-    start = lines[0]
+    eol = text.find("\r\n")
+    if eol < 0:
+        return text, Headers([]), None
+    start, block = text[:eol], text[eol + 2:]
+    if block[:1] in (" ", "\t"):
+        raise ParseError("Continuation line before any header")
+    if "\r\n " in block or "\r\n\t" in block:
+        # Line folding (§7.3.1): the continuation joins with one SP.
+        block = _FOLD.sub(" ", block)
+    pairs = _HEADER_LINE.findall(block)
+    if len(pairs) != block.count("\n") + 1:
+        raise ParseError("Malformed header line")
+    if len(pairs) > limits.max_headers:
+        raise TooLarge("Too many header fields")
     items = []
     content_lengths = []
-    last = None
-    for line in lines[1:]:
-        if not line:
-            continue
-        c = line[0]
-        if c == " " or c == "\t":
-            # Line folding (§7.3.1): the continuation joins with one SP.
-            if last is None:
-                raise ParseError("Continuation line before any header")
-            last[2] = (last[2] + " " + line.strip()).strip()
-            continue
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not _TOKEN_RE.match(name):
-            raise ParseError("Malformed header line")
-        key, spelling = canonical_name(name)
-        last = [key, spelling, value.strip()]
-        if key == "content-length":
-            content_lengths.append(last)
+    cache = _NAME_CACHE
+    for name, value in pairs:
+        if value[-1:] in (" ", "\t"):
+            value = value.rstrip(" \t")
+        hit = cache.get(name) or canonical_name(name)
+        if hit[0] == "content-length":
+            content_lengths.append(value)
         else:
-            items.append(last)
-        if len(items) > limits.max_headers:
-            raise TooLarge("Too many header fields")
+            items.append([hit[0], hit[1], value])
     headers = Headers(items)
     cl = None
     if content_lengths:
-        values = {item[2] for item in content_lengths}
+        values = set(content_lengths)
         if len(values) > 1:
             return start, headers, FramingError("Conflicting Content-Length values")
         v = values.pop()
