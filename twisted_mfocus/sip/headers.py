@@ -456,11 +456,47 @@ class Headers:
     cached per key and dropped when that key changes.
     """
 
-    __slots__ = ("_items", "_cache")
+    __slots__ = ("_list", "_raw", "_cache", "malformed")
 
-    def __init__(self, items=None):
-        self._items = items if items is not None else []
+    def __init__(self, items=None, raw=None):
+        self._list = items if items is not None or raw is not None else []
+        #: ``line.partition(":")`` of each header line as the parser found
+        #: it, until the headers are first used (scan eagerly, parse lazily).
+        self._raw = raw
         self._cache = {}
+        #: Why a line was left out when the raw lines were split (None: none).
+        self.malformed = None
+
+    @property
+    def _items(self):
+        items = self._list
+        if items is None:
+            items = self._list = self._split_raw()
+            self._raw = None
+        return items
+
+    def _split_raw(self):
+        """Name/value of each raw line; a line that is not ``token: value``
+        is left out and noted in ``malformed`` (``validate`` reports it)."""
+        items = []
+        cache = _NAME_CACHE
+        for name, colon, value in self._raw:
+            hit = cache.get(name)
+            if hit is None:
+                stripped = name.rstrip(" \t")
+                if not colon or not _is_token(stripped):
+                    self.malformed = "Malformed header line"
+                    continue
+                hit = canonical_name(stripped)
+                if len(cache) < 4096:
+                    cache[name] = hit
+            items.append([hit[0], hit[1], value.strip(" \t")])
+        return items
+
+    @_items.setter
+    def _items(self, value):
+        self._list = value
+        self._raw = None
 
     @classmethod
     def from_pairs(cls, pairs):
@@ -585,5 +621,8 @@ class Headers:
         self._cache.clear()
 
     def serialize_into(self, out):
-        for _, name, value in self._items:
-            out.append(f"{name}: {value}\r\n")
+        if self._list is None:
+            # Never looked at: write the lines as they came, byte for byte.
+            out.extend([f"{name}:{value}\r\n" for name, _, value in self._raw])
+        else:
+            out.extend([f"{name}: {value}\r\n" for _, name, value in self._list])

@@ -19,7 +19,7 @@ Rules of this module:
 import re
 
 from .errors import FramingError, ParseError, SIPError, TooLarge, VersionNotSupported
-from .headers import (_NAME_CACHE, CSeq, Headers, NameAddr, SINGLE_HEADERS, Via,
+from .headers import (CSeq, Headers, NameAddr, SINGLE_HEADERS, Via,
                       canonical_name)
 from .uri import URI
 
@@ -141,6 +141,9 @@ class Message:
         headers appearing twice), §20 grammar of the parsed headers.
         """
         h = self.headers
+        len(h)                       # split the raw lines, noting bad ones
+        if h.malformed:
+            raise ParseError(h.malformed, message=self)
         for key, name in (("via", "Via"), ("from", "From"), ("to", "To"),
                           ("call-id", "Call-ID"), ("cseq", "CSeq")):
             if key not in h:
@@ -301,7 +304,7 @@ PING = object()
 """Marker yielded by ``StreamParser`` for a CRLFCRLF keep-alive (RFC 5626 §4.4.1)."""
 
 
-_HEADER_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)", re.M)
+_CL_NAMES = frozenset(("content-length", "l"))
 _FOLD = re.compile(r"[ \t]*\r\n[ \t]+")
 
 
@@ -310,8 +313,8 @@ def _parse_head(head, limits):
 
     ``content_length`` is None when absent.  Raises FramingError for what
     makes the body boundary unknowable.  One regex pass splits every line
-    into name and value (the hot path of the whole stack); a line it cannot
-    split makes the counts differ and is a ParseError.
+    at ':' (the hot path of the whole stack); names are checked when the
+    headers are first used (``Headers.malformed``, reported by validate).
     """
     text = head.decode(_ENC, _ERR)
     eol = text.find("\r\n")
@@ -323,23 +326,18 @@ def _parse_head(head, limits):
     if "\r\n " in block or "\r\n\t" in block:
         # Line folding (§7.3.1): the continuation joins with one SP.
         block = _FOLD.sub(" ", block)
-    pairs = _HEADER_LINE.findall(block)
-    if len(pairs) != block.count("\n") + 1:
-        raise ParseError("Malformed header line")
-    if len(pairs) > limits.max_headers:
+    lines = block.split("\r\n")
+    if len(lines) > limits.max_headers:
         raise TooLarge("Too many header fields")
-    items = []
-    content_lengths = []
-    cache = _NAME_CACHE
-    for name, value in pairs:
-        if value[-1:] in (" ", "\t"):
-            value = value.rstrip(" \t")
-        hit = cache.get(name) or canonical_name(name)
-        if hit[0] == "content-length":
-            content_lengths.append(value)
-        else:
-            items.append([hit[0], hit[1], value])
-    headers = Headers(items)
+    raw = [line.partition(":") for line in lines]
+    # Content-Length is framing: find it robustly (any case, compact form,
+    # blanks before the colon) and take it out of the header list.
+    found = [i for i, p in enumerate(raw) if p[0][:1] in "cClL"
+             and p[0].rstrip(" \t").lower() in _CL_NAMES]
+    content_lengths = [raw[i][2].strip(" \t") for i in found]
+    for i in reversed(found):
+        del raw[i]
+    headers = Headers(raw=raw)
     cl = None
     if content_lengths:
         values = set(content_lengths)
