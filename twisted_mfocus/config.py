@@ -78,19 +78,16 @@ class Config:
         return self._parser.get(section, key).strip()
 
     def _float(self, section, key):
-        try:
-            value = float(self._get(section, key))
-        except ValueError:
-            raise ConfigError(f"{section}.{key} must be a number")
-        if value <= 0:
-            raise ConfigError(f"{section}.{key} must be positive")
-        return value
+        return self._positive(section, key, float, "a number")
 
     def _int(self, section, key):
+        return self._positive(section, key, int, "a whole number")
+
+    def _positive(self, section, key, kind, what):
         try:
-            value = int(self._get(section, key))
+            value = kind(self._get(section, key))
         except ValueError:
-            raise ConfigError(f"{section}.{key} must be a whole number")
+            raise ConfigError(f"{section}.{key} must be {what}")
         if value <= 0:
             raise ConfigError(f"{section}.{key} must be positive")
         return value
