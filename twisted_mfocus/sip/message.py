@@ -31,6 +31,11 @@ __all__ = [
 _ENC = "utf-8"
 _ERR = "surrogateescape"     # any octet round-trips (RFC 4475 §3.1.1.2)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+#: Methods of RFC 3261 and its extensions: a UAS answers a known but
+#: unsupported one 405, an unknown one 501 (§8.2.1).
+KNOWN_METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
+                           "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE",
+                           "UPDATE"))
 
 
 class Limits:
@@ -179,10 +184,11 @@ class Message:
         raise NotImplementedError
 
     def to_bytes(self):
+        body = self.body
         out = [self._start_line()]
         self.headers.serialize_into(out)
-        out.append(f"Content-Length: {len(self.body)}\r\n\r\n")
-        return "".join(out).encode(_ENC, _ERR) + self.body
+        out.append(f"Content-Length: {len(body)}\r\n\r\n")
+        return "".join(out).encode(_ENC, _ERR) + body
 
     def __bytes__(self):
         return self.to_bytes()
@@ -202,7 +208,8 @@ class Request(Message):
     __slots__ = ("method", "_uri", "_uri_text")
 
     def __init__(self, method, uri, headers=None, body=b""):
-        super().__init__(headers, body)
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
         self.method = method
         if isinstance(uri, URI):
             self._uri, self._uri_text = uri, None
@@ -332,11 +339,10 @@ def _parse_head(head, limits):
     raw = [line.partition(":") for line in lines]
     # Content-Length is framing: find it robustly (any case, compact form,
     # blanks before the colon) and take it out of the header list.
-    found = [i for i, p in enumerate(raw) if p[0][:1] in "cClL"
-             and p[0].rstrip(" \t").lower() in _CL_NAMES]
-    content_lengths = [raw[i][2].strip(" \t") for i in found]
-    for i in reversed(found):
-        del raw[i]
+    found = [p for p in raw if p[0][:1] in "cClL" and p[0].rstrip(" \t").lower() in _CL_NAMES]
+    content_lengths = [p[2].strip(" \t") for p in found]
+    for p in found:
+        raw.remove(p)
     headers = Headers(raw=raw)
     cl = None
     if content_lengths:
@@ -371,10 +377,10 @@ def _build(start, headers, body):
         raise ParseError("Malformed Request-Line (whitespace in Request-URI?)",
                          message=msg)
     msg = Request(method, parts[1], headers, body)
-    if not _TOKEN_RE.match(method):
+    if method not in KNOWN_METHODS and not _TOKEN_RE.match(method):
         raise ParseError("Malformed method", message=msg)
     version = parts[2]
-    if version.upper() != "SIP/2.0":
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
         if version[:4].upper() == "SIP/":
             raise VersionNotSupported(message=msg)
         raise ParseError("Malformed SIP-Version", message=msg)

@@ -8,16 +8,9 @@ UAS supports, so the same checks serve the minimal probe UAS and the
 conference focus.
 """
 
-from .message import make_response
+from .message import KNOWN_METHODS, make_response
 
 __all__ = ["UASPolicy", "KNOWN_METHODS"]
-
-#: Methods of RFC 3261 and its extensions: a known but unsupported method is
-#: a 405, an unknown one a 501 (§8.2.1).
-KNOWN_METHODS = frozenset((
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
-    "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
-))
 
 
 class UASPolicy:
