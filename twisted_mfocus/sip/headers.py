@@ -460,8 +460,8 @@ class Headers:
 
     def __init__(self, items=None, raw=None):
         self._list = items if items is not None or raw is not None else []
-        #: ``line.partition(":")`` of each header line as the parser found
-        #: it, until the headers are first used (scan eagerly, parse lazily).
+        #: The header lines as the parser found them (folding undone), until
+        #: the headers are first used: scan eagerly, parse lazily.
         self._raw = raw
         self._cache = {}
         #: Why a line was left out when the raw lines were split (None: none).
@@ -480,7 +480,8 @@ class Headers:
         is left out and noted in ``malformed`` (``validate`` reports it)."""
         items = []
         cache = _NAME_CACHE
-        for name, colon, value in self._raw:
+        for line in self._raw:
+            name, colon, value = line.partition(":")
             hit = cache.get(name)
             if hit is None:
                 stripped = name.rstrip(" \t")
@@ -623,6 +624,8 @@ class Headers:
     def serialize_into(self, out):
         if self._list is None:
             # Never looked at: write the lines as they came, byte for byte.
-            out.extend([f"{name}:{value}\r\n" for name, _, value in self._raw])
+            if self._raw:
+                out.append("\r\n".join(self._raw))
+                out.append("\r\n")
         else:
             out.extend([f"{name}: {value}\r\n" for _, name, value in self._list])

@@ -336,14 +336,14 @@ def _parse_head(head, limits):
     lines = block.split("\r\n")
     if len(lines) > limits.max_headers:
         raise TooLarge("Too many header fields")
-    raw = [line.partition(":") for line in lines]
     # Content-Length is framing: find it robustly (any case, compact form,
     # blanks before the colon) and take it out of the header list.
-    found = [p for p in raw if p[0][:1] in "cClL" and p[0].rstrip(" \t").lower() in _CL_NAMES]
-    content_lengths = [p[2].strip(" \t") for p in found]
-    for p in found:
-        raw.remove(p)
-    headers = Headers(raw=raw)
+    found = [line for line in lines if line[:1] in "cClL"
+             and line.partition(":")[0].rstrip(" \t").lower() in _CL_NAMES]
+    content_lengths = [line.partition(":")[2].strip(" \t") for line in found]
+    for line in found:
+        lines.remove(line)
+    headers = Headers(raw=lines)
     cl = None
     if content_lengths:
         values = set(content_lengths)
