@@ -1,7 +1,6 @@
 """Hypothesis: mutated messages only ever give a message or a SIPError, and
 stream framing does not depend on how the bytes are split."""
 
-import pathlib
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 

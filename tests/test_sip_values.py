@@ -4,7 +4,8 @@ limits and stream framing."""
 import pytest
 
 from twisted_mfocus.sip.errors import FramingError, ParseError, TooLarge
-from twisted_mfocus.sip.headers import COMPACT, NameAddr, Via, split_list
+from twisted_mfocus.sip.headers import COMPACT, split_list
+from twisted_mfocus.sip.values import NameAddr, Via
 from twisted_mfocus.sip.message import (PING, Limits, Request, StreamParser, make_response,
                                         parse_datagram)
 from twisted_mfocus.sip.uri import URI

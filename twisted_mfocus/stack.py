@@ -16,7 +16,8 @@ from twisted.logger import Logger
 from .focus.probe import ProbeUAS
 from .sip.address import Peer
 from .sip.errors import ParseError
-from .sip.headers import Via, split_list
+from .sip.headers import split_list
+from .sip.values import Via
 from .sip.message import Request, Response, make_response
 from .sip.transaction import TransactionLayer, Timers
 from .transport import TransportLayer

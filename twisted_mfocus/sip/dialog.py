@@ -16,7 +16,8 @@ Rules of this module:
 """
 
 from .errors import SIPError
-from .headers import Headers, NameAddr
+from .headers import Headers
+from .values import NameAddr
 from .ids import new_tag
 from .message import Request
 

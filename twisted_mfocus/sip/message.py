@@ -19,8 +19,8 @@ Rules of this module:
 import re
 
 from .errors import FramingError, ParseError, SIPError, TooLarge, VersionNotSupported
-from .headers import (CSeq, Headers, NameAddr, SINGLE_HEADERS, Via,
-                      canonical_name)
+from .headers import Headers, SINGLE_HEADERS, canonical_name
+from .values import CSeq, NameAddr, Via
 from .uri import URI
 
 __all__ = [

@@ -20,7 +20,7 @@ import random as _random
 from typing import NamedTuple, Optional
 
 from .address import DEFAULT_PORTS, Peer
-from .headers import Via
+from .values import Via
 
 __all__ = [
     "stamp_received", "response_destination", "next_hop", "rewrite_top_via",
