@@ -8,6 +8,7 @@ formed (RFC 3261 §8.2.6, RFC 4475), and logged once.
 """
 
 import gc
+import os
 
 from twisted.application import service
 from twisted.internet import defer
@@ -22,7 +23,11 @@ from .sip.message import Request, Response, make_response
 from .sip.transaction import TransactionLayer, Timers
 from .transport import TransportLayer
 
-__all__ = ["SIPService"]
+__all__ = ["SIPService", "ListenError"]
+
+
+class ListenError(Exception):
+    """A configured listener could not be opened."""
 
 
 class SIPService(service.Service):
@@ -51,9 +56,14 @@ class SIPService(service.Service):
             timers=Timers(T1=cfg.t1, T2=cfg.t2, T4=cfg.t4),
             max_transactions=cfg.max_transactions)
         self.ready = defer.gatherResults(
-            [self.transport.listen(spec) for spec in cfg.listen], consumeErrors=True)
+            [self._listen(spec) for spec in cfg.listen], consumeErrors=True)
         self.ready.addCallback(self._listening)
         self.ready.addErrback(self._listen_failed)
+
+    def _listen(self, spec):
+        def name_it(failure):
+            raise ListenError(f"cannot listen on {spec}: {failure.getErrorMessage()}")
+        return self.transport.listen(spec).addErrback(name_it)
 
     def _listening(self, addresses):
         self.listening = addresses
@@ -62,7 +72,11 @@ class SIPService(service.Service):
         return addresses
 
     def _listen_failed(self, failure):
-        self.log.failure("cannot listen", failure)
+        """A listener we were told to open is unavailable: say which and why
+        in one line, and exit with status 1 (systemd's Restart=on-failure)."""
+        failure.trap(defer.FirstError)
+        self.log.critical("{error}", error=failure.value.subFailure.getErrorMessage())
+        self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
         self.reactor.callLater(0, self.reactor.stop)
 
     def stopService(self):
