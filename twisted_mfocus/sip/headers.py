@@ -13,7 +13,7 @@ Rules of this module:
   on commas outside quotes and angle brackets (§7.3.1).
 """
 
-from .values import is_token
+from .values import is_token, split_outside
 
 __all__ = ["Headers", "canonical_name", "split_list", "COMPACT", "LIST_HEADERS",
            "SINGLE_HEADERS"]
@@ -95,30 +95,7 @@ def split_list(value):
     if "," not in value:
         v = value.strip()
         return [v] if v else []
-    out = []
-    start = 0
-    quoted = angle = False
-    i = 0
-    n = len(value)
-    while i < n:
-        c = value[i]
-        if quoted:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-        elif c == "<":
-            angle = True
-        elif c == ">":
-            angle = False
-        elif c == "," and not angle:
-            out.append(value[start:i].strip())
-            start = i + 1
-        i += 1
-    out.append(value[start:].strip())
-    return out
+    return [part.strip() for part in split_outside(value, ",", brackets=True)[0]]
 
 
 # -- the header list -----------------------------------------------------------

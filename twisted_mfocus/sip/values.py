@@ -9,7 +9,7 @@ str → parse is an identity.  ``Headers.typed`` caches these per message.
 from .errors import ParseError
 from .uri import URI, parse_hostport
 
-__all__ = ["Via", "NameAddr", "CSeq", "parse_params", "format_params"]
+__all__ = ["Via", "NameAddr", "CSeq", "parse_params", "format_params", "split_outside"]
 
 
 # -- generic parameters (;name=value) ------------------------------------------
@@ -85,12 +85,14 @@ def parse_params(text, what):
     return params
 
 
-def _split_semicolons(text, what):
-    """Split on ``;`` outside quoted strings."""
-    if '"' not in text:
-        return text.split(";")
-    parts, start, quoted, i = [], 0, False, 0
-    while i < len(text):
+def split_outside(text, sep, brackets=False):
+    """Split ``text`` on ``sep`` outside quoted strings (§25.1 quoted-pair
+    aware) and, with ``brackets``, outside ``<...>``.
+
+    Returns (parts, unterminated): ``unterminated`` says a quote was left open.
+    """
+    parts, start, quoted, angle, i, n = [], 0, False, False, 0, len(text)
+    while i < n:
         c = text[i]
         if quoted:
             if c == "\\":
@@ -99,13 +101,25 @@ def _split_semicolons(text, what):
                 quoted = False
         elif c == '"':
             quoted = True
-        elif c == ";":
+        elif brackets and c == "<":
+            angle = True
+        elif brackets and c == ">":
+            angle = False
+        elif c == sep and not angle:
             parts.append(text[start:i])
             start = i + 1
         i += 1
-    if quoted:
-        raise ParseError(f"Unterminated quoted string in {what}")
     parts.append(text[start:])
+    return parts, quoted
+
+
+def _split_semicolons(text, what):
+    """Split on ``;`` outside quoted strings."""
+    if '"' not in text:
+        return text.split(";")
+    parts, unterminated = split_outside(text, ";")
+    if unterminated:
+        raise ParseError(f"Unterminated quoted string in {what}")
     return parts
 
 
