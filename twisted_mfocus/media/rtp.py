@@ -1,0 +1,122 @@
+"""RTP/RTCP sockets of the focus: a pool of UDP port pairs (the Twisted edge).
+
+Each member's audio gets one endpoint: an even RTP port and RTCP on the
+next odd port (RFC 3550 §11), both bound on one interface.  Ports come from
+a configured range [low, high]; a port someone else holds is skipped, and
+``PortsExhausted`` says the range is full.  The pool hands ports out in a
+rotating order so a just-released port is reused last (late packets of an
+old call do not land in a new one).
+
+For now an endpoint reads and discards what it receives, counting packets,
+octets and the last source; the mixer will replace the protocol.
+"""
+
+from twisted.internet import defer, error, protocol
+
+
+class PortsExhausted(Exception):
+    """No free even/odd port pair is left in the range."""
+
+
+class _Counter(protocol.DatagramProtocol):
+    """Counts and discards datagrams for its endpoint."""
+
+    def __init__(self, endpoint, rtcp):
+        self.endpoint = endpoint
+        self.rtcp = rtcp
+
+    def datagramReceived(self, data, addr):
+        self.endpoint._received(data, addr, self.rtcp)
+
+
+class RTPEndpoint:
+    """One RTP/RTCP port pair and the counters of what arrived on it."""
+
+    def __init__(self, port, interface):
+        self.port = port
+        self.rtcp_port = port + 1
+        self.interface = interface
+        self.packets = 0          # RTP datagrams received
+        self.octets = 0           # their total size
+        self.rtcp_packets = 0
+        self.last_source = None   # (host, port) of the last RTP datagram
+        self._listeners = ()
+
+    def __repr__(self):
+        return f"<RTPEndpoint {self.interface}:{self.port}/{self.rtcp_port}>"
+
+    def _received(self, data, addr, rtcp):
+        if rtcp:
+            self.rtcp_packets += 1
+            return
+        self.packets += 1
+        self.octets += len(data)
+        self.last_source = tuple(addr[:2])
+
+    def _stop(self):
+        listeners, self._listeners = self._listeners, ()
+        return defer.gatherResults(
+            [defer.maybeDeferred(listener.stopListening) for listener in listeners])
+
+
+class RTPPortPool:
+    """Even RTP ports in [low, high], RTCP on port + 1, bound on ``interface``."""
+
+    def __init__(self, reactor, low, high, interface="127.0.0.1"):
+        first = low + (low % 2)
+        if not 0 < low <= high <= 65535 or first + 1 > high:
+            raise ValueError(f"RTP port range {low}-{high} holds no even/odd pair")
+        self.reactor = reactor
+        self.interface = interface
+        self._ports = list(range(first, high, 2))
+        self._next = 0
+        self._in_use = {}
+
+    @property
+    def in_use(self):
+        return len(self._in_use)
+
+    def allocate(self):
+        """Bind the next free pair; raise PortsExhausted if there is none."""
+        count = len(self._ports)
+        for step in range(count):
+            port = self._ports[(self._next + step) % count]
+            if port in self._in_use:
+                continue
+            endpoint = self._bind(port)
+            if endpoint is not None:
+                self._next = (self._next + step + 1) % count
+                self._in_use[port] = endpoint
+                return endpoint
+        raise PortsExhausted(f"no free RTP port pair in {self._ports[0]}-"
+                             f"{self._ports[-1] + 1} on {self.interface}")
+
+    def _bind(self, port):
+        endpoint = RTPEndpoint(port, self.interface)
+        try:
+            rtp = self.reactor.listenUDP(port, _Counter(endpoint, False),
+                                         interface=self.interface)
+        except error.CannotListenError:
+            return None
+        try:
+            rtcp = self.reactor.listenUDP(port + 1, _Counter(endpoint, True),
+                                          interface=self.interface)
+        except error.CannotListenError:
+            rtp.stopListening()
+            return None
+        endpoint._listeners = (rtp, rtcp)
+        return endpoint
+
+    def release(self, endpoint):
+        """Stop listening on ``endpoint``'s pair; the pool may hand it out
+        again.  Returns a Deferred that fires once both sockets are closed
+        (callers may ignore it)."""
+        if self._in_use.get(endpoint.port) is not endpoint:
+            return defer.succeed(None)
+        del self._in_use[endpoint.port]
+        return endpoint._stop()
+
+    def release_all(self):
+        """Release every endpoint (service stop); a Deferred as release()."""
+        return defer.gatherResults(
+            [self.release(endpoint) for endpoint in list(self._in_use.values())])

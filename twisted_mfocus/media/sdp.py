@@ -1,0 +1,433 @@
+"""SDP (RFC 4566) and the RFC 3264 offer/answer model for the focus' audio.
+
+Sans-IO: bytes in, objects out, no reactor.  The focus speaks G.711 only
+(PCMU/PCMA at 8000 Hz, 20 ms) plus RFC 4733 telephone-event, over RTP/AVP.
+
+Rules:
+- Parsing is strict where a mistake would mislead us (``v=0`` first, known
+  ``<letter>=`` lines only, RFC 4566 §5; numeric ``m=`` port; ``c=IN``
+  with a valid address; an address for every stream in use, §5.7) and
+  lenient where phones are sloppy: LF-only line ends, trailing blank lines,
+  no ``a=rtpmap`` for static payload types (RFC 3551 §6), no ``s=``/``t=``.
+- Input is bounded: at most ``MAX_SIZE`` bytes and ``MAX_MEDIA`` m= lines.
+- An answer has the offer's m= lines in the same order (RFC 3264 §6); one
+  audio stream is accepted, every other stream is rejected with port 0.
+- Our o= version increments each time we send a changed SDP and stays the
+  same when it is unchanged (RFC 3264 §8).
+- Hold: the peer's direction sendonly/inactive (RFC 3264 §8.4), or the
+  RFC 2543 style c=0.0.0.0, after which nothing is sent to it.
+"""
+
+import ipaddress
+import random
+import re
+from collections import namedtuple
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+MAX_SIZE = 16 * 1024
+MAX_MEDIA = 16
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+MIRROR = {"sendrecv": "sendrecv", "sendonly": "recvonly",
+          "recvonly": "sendonly", "inactive": "inactive"}
+# RFC 3551 §6, table 4: static audio payload types a phone may leave unmapped.
+STATIC_AUDIO = {"0": ("PCMU", 8000, 1), "3": ("GSM", 8000, 1),
+                "4": ("G723", 8000, 1), "8": ("PCMA", 8000, 1),
+                "9": ("G722", 8000, 1), "18": ("G729", 8000, 1)}
+CODECS = ("PCMU", "PCMA")
+PTIME = "20"
+UNSPECIFIED = ("0.0.0.0", "::")     # RFC 3264 §8.4: "do not send to me"
+DTMF_EVENTS = "0-15"     # RFC 4733 §3.2: the DTMF events 0-9, *, #, A-D
+
+_LINE = re.compile(r"([a-z])=(.*)\Z", re.S)
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
+_SESSION_LETTERS = set("osiuepcbtrzkam")
+_MEDIA_LETTERS = set("icbka")
+
+Origin = namedtuple("Origin", "username sess_id sess_version nettype addrtype address")
+
+
+class SDPError(ValueError):
+    """Why an SDP body is unusable; ``reason`` is short text for a log or a
+    Warning header, always starting with ``SDP:``."""
+
+    def __init__(self, reason):
+        self.reason = reason if reason.startswith("SDP:") else f"SDP: {reason}"
+        super().__init__(self.reason)
+
+
+def _show(text):
+    """A piece of input quoted for a reason phrase: short, no control chars."""
+    shown = repr(text)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _addrtype(address):
+    return "IP6" if ":" in address else "IP4"
+
+
+def _check_address(address, addrtype, what):
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        if not _HOST.match(address) or address.replace(".", "").isdigit():
+            raise SDPError(f"bad address {_show(address)} in {what}") from None
+        return address                      # an FQDN (RFC 4566 §5.7)
+    if (ip.version == 6) != (addrtype == "IP6"):
+        raise SDPError(f"address {_show(address)} is not {addrtype} in {what}")
+    return address
+
+
+def _parse_connection(value):
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SDPError(f"bad c= line {_show(value)}")
+    # Multicast "/ttl/count" suffixes are dropped: the focus is unicast.
+    return _check_address(parts[2].split("/")[0], parts[1], "c= line")
+
+
+class MediaDescription:
+    """One m= section: the m= fields, its c= address and its a= lines."""
+
+    def __init__(self, media, port, proto, formats, connection=None,
+                 attributes=None, extra=None):
+        self.media = media
+        self.port = port
+        self.proto = proto
+        self.formats = list(formats)
+        self.connection = connection
+        self.attributes = list(attributes or [])
+        #: other lines kept for output, as (letter, value): i=, b=, k=
+        self.extra = list(extra or [])
+        #: the session-level direction, the default for ours (RFC 3264 §5.1)
+        self.session_direction = None
+
+    @property
+    def rtpmap(self):
+        """pt -> (ENCODING, clock rate, channels), static types included."""
+        result = {}
+        if self.proto.startswith("RTP/"):
+            result.update((pt, STATIC_AUDIO[pt]) for pt in self.formats
+                          if pt in STATIC_AUDIO)
+        for key, value in self.attributes:
+            if key != "rtpmap" or value is None:
+                continue
+            m = re.match(r"(\d+)\s+([^/\s]+)/(\d+)(?:/(\d+))?\s*\Z", value)
+            if m:   # a malformed rtpmap maps nothing, as if it were absent
+                result[m.group(1)] = (m.group(2).upper(), int(m.group(3)),
+                                      int(m.group(4) or 1))
+        return result
+
+    @property
+    def fmtp(self):
+        """pt -> the a=fmtp parameters as written."""
+        pairs = (v.split(None, 1) for k, v in self.attributes if k == "fmtp" and v)
+        return {p[0]: (p[1].strip() if len(p) > 1 else "") for p in pairs}
+
+    @property
+    def direction(self):
+        for key, _ in reversed(self.attributes):
+            if key in DIRECTIONS:
+                return key
+        return self.session_direction or "sendrecv"
+
+    def _lines(self):
+        yield "m", " ".join([self.media, str(self.port), self.proto] + self.formats)
+        yield from ((k, v) for k, v in self.extra if k == "i")
+        if self.connection is not None:
+            yield "c", f"IN {_addrtype(self.connection)} {self.connection}"
+        yield from ((k, v) for k, v in self.extra if k != "i")
+        for name, value in self.attributes:
+            yield "a", name if value is None else f"{name}:{value}"
+
+
+class SessionDescription:
+    """A whole SDP body: origin, session name, c= address, media sections."""
+
+    def __init__(self, origin, session_name="-", connection=None, media=None,
+                 attributes=None, extra=None):
+        self.origin = Origin(*origin)
+        self.session_name = session_name
+        self.connection = connection
+        self.media = list(media or [])
+        self.attributes = list(attributes or [])
+        #: other session lines kept for output, as (letter, value), in order
+        self.extra = list(extra or [])
+
+    @classmethod
+    def parse(cls, data):
+        if len(data) > MAX_SIZE:
+            raise SDPError(f"body larger than {MAX_SIZE} bytes")
+        if b"\0" in data:
+            raise SDPError("NUL byte in body")
+        text = data.decode("utf-8", "surrogateescape")
+        lines = [line.rstrip("\r").rstrip(" \t") for line in text.split("\n")]
+        while lines and not lines[-1]:
+            lines.pop()
+        if not lines or lines[0] != "v=0":
+            raise SDPError("first line is not v=0")
+        session = cls(("-", "0", 0, "IN", "IP4", "0.0.0.0"))
+        origin = current = None
+        for number, line in enumerate(lines[1:], 2):
+            m = _LINE.match(line)
+            if not m or "\r" in line:
+                raise SDPError(f"line {number} is not <letter>=<value>: {_show(line)}")
+            letter, value = m.groups()
+            allowed = _MEDIA_LETTERS if current else _SESSION_LETTERS
+            if letter not in allowed and letter != "m":
+                where = "in a media description" if current else "here"
+                raise SDPError(f"{letter}= line not allowed {where} (line {number})")
+            if letter == "m":
+                if len(session.media) >= MAX_MEDIA:
+                    raise SDPError(f"more than {MAX_MEDIA} m= lines")
+                current = _parse_media(value)
+                session.media.append(current)
+            elif letter == "a":
+                name, sep, val = value.partition(":")
+                (current or session).attributes.append((name, val if sep else None))
+            elif letter == "c":
+                (current or session).connection = _parse_connection(value)
+            elif current is not None:
+                current.extra.append((letter, value))
+            elif letter == "o":
+                if origin is not None:
+                    raise SDPError("more than one o= line")
+                origin = _parse_origin(value)
+            elif letter == "s":
+                session.session_name = value
+            else:
+                session.extra.append((letter, value))
+        if origin is None:
+            raise SDPError("no o= line")
+        if not session.media:
+            raise SDPError("no m= line")
+        session.origin = origin
+        own = [k for k, _ in session.attributes if k in DIRECTIONS]
+        for media in session.media:
+            media.session_direction = own[-1] if own else None
+            if media.port and media.connection is None and session.connection is None:
+                raise SDPError(f"no c= line for the {media.media} stream")
+        return session
+
+    def connection_of(self, media):
+        """The address a stream uses: its own c= or the session's."""
+        return media.connection if media.connection is not None else self.connection
+
+    def _lines(self):
+        yield "v", "0"
+        yield "o", " ".join(str(x) for x in self.origin)
+        yield "s", self.session_name or "-"
+        yield from ((k, v) for k, v in self.extra if k in "iuep")
+        if self.connection is not None:
+            yield "c", f"IN {_addrtype(self.connection)} {self.connection}"
+        yield from ((k, v) for k, v in self.extra if k == "b")
+        timing = [(k, v) for k, v in self.extra if k in "tr"]
+        yield from timing or [("t", "0 0")]
+        yield from ((k, v) for k, v in self.extra if k in "zk")
+        for name, value in self.attributes:
+            yield "a", name if value is None else f"{name}:{value}"
+        for media in self.media:
+            yield from media._lines()
+
+    def to_bytes(self):
+        return "".join(f"{k}={v}\r\n" for k, v in self._lines()).encode(
+            "utf-8", "surrogateescape")
+
+
+def _parse_origin(value):
+    parts = value.split()
+    if (len(parts) != 6 or not parts[1].isdigit() or not parts[2].isdigit()
+            or parts[3] != "IN" or parts[4] not in ("IP4", "IP6")):
+        raise SDPError(f"bad o= line {_show(value)}")
+    return Origin(parts[0], parts[1], int(parts[2]), parts[3], parts[4], parts[5])
+
+
+def _parse_media(value):
+    parts = value.split()
+    if len(parts) < 3:
+        raise SDPError(f"bad m= line {_show(value)}")
+    port = parts[1].split("/")[0]          # "port/count" (RFC 4566 §5.14)
+    if not port.isdigit() or int(port) > 65535:
+        raise SDPError(f"bad m= port {_show(parts[1])}")
+    if int(port) and len(parts) < 4:
+        raise SDPError(f"m= line without formats {_show(value)}")
+    return MediaDescription(parts[0], int(port), parts[2], parts[3:])
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """The outcome of one offer/answer for the audio of one member.
+
+    ``payload_type``/``telephone_event`` are the numbers to send with (the
+    peer's).  ``remote`` is where to send RTP; None when the peer rejected
+    the stream (then ``codec`` is None too) or gave no address (c=0.0.0.0).
+    ``direction`` is ours; ``on_hold``: the peer put us on hold."""
+
+    codec: Optional[str]
+    payload_type: Optional[int]
+    telephone_event: Optional[int]
+    remote: Optional[Tuple[str, int]]
+    direction: str
+    on_hold: bool
+
+
+class LocalSession:
+    """Our o= line across one dialog (RFC 3264 §8, RFC 4566 §5.2)."""
+
+    def __init__(self, address, username="mfocus", sess_id=None):
+        self.address = address
+        self.username = username
+        if sess_id is None:   # RFC 4566 §5.2: unique; random is enough
+            sess_id = random.SystemRandom().randrange(1, 2**62)
+        self.sess_id = str(sess_id)
+        self.version = None          # the version last sent, None before
+        self._last = None
+
+    def stamp(self, sdp):
+        """Set ``sdp``'s o= line: a new version only if the content changed."""
+        sdp.origin = Origin(self.username, self.sess_id, 0, "IN",
+                            _addrtype(self.address), self.address)
+        content = sdp.to_bytes()
+        if self.version is None:
+            self.version = 1
+        elif content != self._last:
+            self.version += 1
+        self._last = content
+        sdp.origin = sdp.origin._replace(sess_version=self.version)
+        return sdp
+
+    def session(self, media):
+        return SessionDescription(("-", "0", 0, "IN", "IP4", "0.0.0.0"), "mfocus",
+                                  self.address, media)
+
+
+def _flags(direction):
+    return "send" in direction, "recv" in direction
+
+
+def _direction(send, recv):
+    return DIRECTIONS[2 * (not send) + (not recv)]
+
+
+def _pick(media, codecs):
+    """The first format of ``media`` whose rtpmap is one of ``codecs`` at
+    8000 Hz mono, and the telephone-event format at 8000 Hz, if any."""
+    rtpmap = media.rtpmap
+    codec = event = None
+    for pt in media.formats:
+        encoding, rate, channels = rtpmap.get(pt, (None, 0, 0))
+        if rate != 8000 or not pt.isdigit():
+            continue
+        if codec is None and encoding in codecs and channels == 1:
+            codec = (encoding, pt)
+        elif event is None and encoding == "TELEPHONE-EVENT":
+            event = pt
+    return codec, event
+
+
+def _audio_lines(codecs, event, direction):
+    """a= lines of our audio stream: ``codecs`` is [(pt, encoding)]."""
+    attributes = [("rtpmap", f"{pt} {enc}/8000") for pt, enc in codecs]
+    if event is not None:
+        pt, fmtp = event
+        attributes += [("rtpmap", f"{pt} telephone-event/8000"),
+                       ("fmtp", f"{pt} {fmtp}")]
+    return attributes + [("ptime", PTIME), (direction, None)]
+
+
+def _remote(sdp, media):
+    address = sdp.connection_of(media)
+    if not media.port or address is None or address in UNSPECIFIED:
+        return None
+    return (address, media.port)
+
+
+def _accept(offer, m, codec, event, rtp_port):
+    """Our side of the accepted audio stream ``m``: (MediaDescription,
+    Negotiated)."""
+    encoding, pt = codec
+    theirs = m.direction
+    unspecified = offer.connection_of(m) in UNSPECIFIED
+    send, recv = _flags(MIRROR[theirs])
+    mine = _direction(send and not unspecified, recv)  # RFC 3264 §8.4
+    fmtp = m.fmtp.get(event) or DTMF_EVENTS
+    attrs = _audio_lines([(pt, encoding)], event and (event, fmtp), mine)
+    media = MediaDescription("audio", rtp_port, "RTP/AVP", [pt] + ([event] if event else []),
+                             attributes=attrs)
+    negotiated = Negotiated(
+        codec=encoding, payload_type=int(pt),
+        telephone_event=int(event) if event else None,
+        remote=_remote(offer, m), direction=mine,
+        on_hold=theirs in ("sendonly", "inactive") or unspecified)
+    return media, negotiated
+
+
+def answer(offer, local, rtp_port):
+    """Answer ``offer`` (RFC 3264 §6): (our SessionDescription, Negotiated).
+
+    Raises SDPError("no acceptable audio codec") when no audio stream can be
+    accepted; the caller answers 488 Not Acceptable Here."""
+    negotiated = None
+    media = []
+    for m in offer.media:
+        if negotiated is None and m.media == "audio" and m.proto == "RTP/AVP" and m.port:
+            codec, event = _pick(m, CODECS)
+            if codec is not None:
+                ours, negotiated = _accept(offer, m, codec, event, rtp_port)
+                media.append(ours)
+                continue
+        # Rejected (RFC 3264 §6): port 0, and still at least one format.
+        media.append(MediaDescription(m.media, 0, m.proto, m.formats[:1] or ["0"]))
+    if negotiated is None:
+        raise SDPError("no acceptable audio codec")
+    return local.stamp(local.session(media)), negotiated
+
+
+def offer(local, rtp_port, direction="sendrecv"):
+    """Our offer: one audio stream, PCMU(0), PCMA(8), telephone-event(101)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}")
+    attrs = _audio_lines([("0", "PCMU"), ("8", "PCMA")], ("101", DTMF_EVENTS),
+                         direction)
+    media = MediaDescription("audio", rtp_port, "RTP/AVP", ["0", "8", "101"],
+                             attributes=attrs)
+    return local.stamp(local.session([media]))
+
+
+def accept_answer(offer, answer):
+    """Read the answer to our ``offer`` (RFC 3264 §7).
+
+    Raises SDPError when the answer does not fit the offer (another number
+    or kind of m= lines, a codec we did not offer).  When the answer rejects
+    our audio stream (port 0), ``remote`` and ``codec`` are None."""
+    if len(answer.media) != len(offer.media):
+        raise SDPError(f"answer has {len(answer.media)} m= lines, "
+                       f"the offer had {len(offer.media)}")
+    pairs = list(zip(offer.media, answer.media))
+    for ours, theirs in pairs:
+        if ours.media != theirs.media:
+            raise SDPError(f"answer has m={theirs.media} where the offer "
+                           f"had m={ours.media}")
+    for ours, theirs in pairs:
+        if ours.media != "audio" or not ours.port:
+            continue
+        if not theirs.port:
+            return Negotiated(None, None, None, None, "inactive", False)
+        offered = {enc for enc, _, _ in ours.rtpmap.values()}
+        codec, event = _pick(theirs, tuple(c for c in CODECS if c in offered))
+        if codec is None:
+            raise SDPError("answer has no codec from the offer")
+        if event is not None and "TELEPHONE-EVENT" not in offered:
+            event = None
+        unspecified = answer.connection_of(theirs) in UNSPECIFIED
+        send, recv = _flags(ours.direction)
+        peer_send, peer_recv = _flags(theirs.direction)
+        # Lenient: a peer answering sendrecv to our sendonly still gets
+        # only what we offered (the intersection of both directions).
+        mine = _direction(send and peer_recv and not unspecified, recv and peer_send)
+        return Negotiated(
+            codec=codec[0], payload_type=int(codec[1]),
+            telephone_event=int(event) if event else None,
+            remote=_remote(answer, theirs), direction=mine,
+            on_hold=theirs.direction in ("sendonly", "inactive") or unspecified)
+    raise SDPError("the offer has no audio stream")
