@@ -14,6 +14,22 @@ DEFAULTS = """
 role = primary
 domain =
 listen = udp:127.0.0.1:5060 tcp:127.0.0.1:5060
+capacity = 200
+factory_user = conference
+max_conferences = 1000
+refer_policy = members
+http =
+log_format = text
+
+[media]
+address =
+rtp_ports = 20000-29999
+
+[events]
+notify_interval = 0.2
+min_expires = 60
+max_expires = 86400
+max_subscriptions = 10000
 
 [tls]
 certificate =
@@ -30,6 +46,8 @@ idle_timeout = 300
 """
 
 ROLES = ("primary", "secondary")
+REFER_POLICIES = ("members", "anyone")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -67,12 +85,56 @@ class Config:
         if any(s.startswith("tls:") for s in self.listen) and not (
                 self.tls_certificate and self.tls_key):
             raise ConfigError("a tls: listener needs tls.certificate and tls.key")
+        self.capacity = self._int("focus", "capacity")
+        self.factory_user = self._get("focus", "factory_user")
+        if not self.factory_user:
+            raise ConfigError("focus.factory_user must not be empty")
+        self.max_conferences = self._int("focus", "max_conferences")
+        self.refer_policy = self._choice("focus", "refer_policy", REFER_POLICIES)
+        self.http = self._get("focus", "http") or None
+        self.log_format = self._choice("focus", "log_format", LOG_FORMATS)
+        self.rtp_ports = self._range("media", "rtp_ports")
+        self.media_address = self._get("media", "address") or \
+            self.listen[0].split(":", 1)[1].rsplit(":", 1)[0].strip("[]")
+        self.notify_interval = self._number("events", "notify_interval")
+        self.min_expires = self._int("events", "min_expires")
+        self.max_expires = self._int("events", "max_expires")
+        self.max_subscriptions = self._int("events", "max_subscriptions")
         self.t1 = self._float("sip", "t1")
         self.t2 = self._float("sip", "t2")
         self.t4 = self._float("sip", "t4")
         self.max_transactions = self._int("sip", "max_transactions")
         self.max_connections = self._int("sip", "max_connections")
         self.idle_timeout = self._float("sip", "idle_timeout")
+
+    def _choice(self, section, key, choices):
+        value = self._get(section, key)
+        if value not in choices:
+            raise ConfigError(f"{section}.{key} must be one of {', '.join(choices)}, "
+                              f"not {value!r}")
+        return value
+
+    def _number(self, section, key):
+        """A number that may be zero."""
+        try:
+            value = float(self._get(section, key))
+        except ValueError:
+            raise ConfigError(f"{section}.{key} must be a number")
+        if value < 0:
+            raise ConfigError(f"{section}.{key} must not be negative")
+        return value
+
+    def _range(self, section, key):
+        """LOW-HIGH, an even number of ports at least two wide (RTP+RTCP)."""
+        low, dash, high = self._get(section, key).partition("-")
+        try:
+            low, high = int(low), int(high)
+        except ValueError:
+            raise ConfigError(f"{section}.{key} must be LOW-HIGH (e.g. 20000-29999)")
+        if not dash or not 1024 <= low < high <= 65535:
+            raise ConfigError(f"{section}.{key} must be LOW-HIGH with "
+                              "1024 <= LOW < HIGH <= 65535")
+        return low, high
 
     def _get(self, section, key):
         return self._parser.get(section, key).strip()

@@ -42,6 +42,7 @@ class SIPService(service.Service):
         self.transport = None
         self.transactions = None
         self.listening = []
+        self.shutdown_grace = 5.0
 
     def startService(self):
         super().startService()
@@ -55,6 +56,9 @@ class SIPService(service.Service):
             self.reactor, self._send, self.tu,
             timers=Timers(T1=cfg.t1, T2=cfg.t2, T4=cfg.t4),
             max_transactions=cfg.max_transactions)
+        attach = getattr(self.tu, "attach", None)
+        if attach is not None:
+            attach(self)
         self.ready = defer.gatherResults(
             [self._listen(spec) for spec in cfg.listen], consumeErrors=True)
         self.ready.addCallback(self._listening)
@@ -80,9 +84,18 @@ class SIPService(service.Service):
         self.reactor.callLater(0, self.reactor.stop)
 
     def stopService(self):
+        """End calls and subscriptions (the TU's ``shutdown``), waiting at
+        most ``shutdown_grace`` seconds for their answers, then close."""
         super().stopService()
-        if self.transport is not None:
-            return self.transport.stop()
+        if self.transport is None:
+            return None
+        shutdown = getattr(self.tu, "shutdown", None)
+        d = defer.maybeDeferred(shutdown) if shutdown is not None else defer.succeed(None)
+        d.addTimeout(self.shutdown_grace, self.reactor)
+        d.addErrback(lambda f: self.log.info("shutdown: gave up waiting ({why})",
+                                             why=f.getErrorMessage()))
+        d.addCallback(lambda _: self.transport.stop())
+        return d
 
     # -- glue ------------------------------------------------------------
 

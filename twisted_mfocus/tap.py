@@ -1,9 +1,11 @@
 """``twistd mfocus``: command-line options and service wiring (no logic)."""
 
-from twisted.application import service
-from twisted.python import usage
+from twisted.application import service, strports
+from twisted.python import components, usage
+from twisted.web import server
 
 from .config import Config, ConfigError
+from .logs import install_observer
 
 __all__ = ["Options", "makeService"]
 
@@ -17,6 +19,10 @@ class Options(usage.Options):
         ["role", None, None, "primary or secondary (default: primary)"],
         ["config", "c", None, "INI configuration file (see etc/mfocus.conf)"],
         ["domain", None, None, "domain of the conference URIs"],
+        ["capacity", None, None, "members this focus will hold (default 200)"],
+        ["rtp-ports", None, None, "RTP port range LOW-HIGH (default 20000-29999)"],
+        ["http", None, None, "management API endpoint, e.g. tcp:8080:interface=127.0.0.1"],
+        ["log-format", None, None, "text or json (default text)"],
     ]
 
     def __init__(self):
@@ -32,6 +38,10 @@ class Options(usage.Options):
             ("focus", "role"): self["role"],
             ("focus", "domain"): self["domain"],
             ("focus", "listen"): " ".join(self["listen"]) or None,
+            ("focus", "capacity"): self["capacity"],
+            ("focus", "http"): self["http"],
+            ("focus", "log_format"): self["log-format"],
+            ("media", "rtp_ports"): self["rtp-ports"],
         }
         try:
             self["effective"] = Config(self["config"], overrides)
@@ -39,10 +49,33 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
 
+class FocusService(service.MultiService):
+    """The top service; sets the log format on the application it joins."""
+
+    def __init__(self, log_format):
+        super().__init__()
+        self.log_format = log_format
+
+    def setServiceParent(self, parent):
+        if isinstance(parent, components.Componentized):    # twistd's application
+            install_observer(parent, self.log_format)
+        super().setServiceParent(parent)
+
+
 def makeService(options):
     from twisted.internet import reactor
-    from .stack import SIPService
 
-    top = service.MultiService()
-    SIPService(reactor, options["effective"]).setServiceParent(top)
+    from .focus.focus import ConferenceFocus
+    from .media.rtp import RTPPortPool
+    from .stack import SIPService
+    from .web.api import api_root
+
+    cfg = options["effective"]
+    top = FocusService(cfg.log_format)
+    low, high = cfg.rtp_ports
+    pool = RTPPortPool(reactor, low, high, interface=cfg.media_address)
+    focus = ConferenceFocus(cfg, pool)
+    SIPService(reactor, cfg, tu=focus).setServiceParent(top)
+    if cfg.http:
+        strports.service(cfg.http, server.Site(api_root(focus))).setServiceParent(top)
     return top

@@ -21,6 +21,8 @@ class PortsExhausted(Exception):
 class _Counter(protocol.DatagramProtocol):
     """Counts and discards datagrams for its endpoint."""
 
+    noisy = False
+
     def __init__(self, endpoint, rtcp):
         self.endpoint = endpoint
         self.rtcp = rtcp

@@ -1,0 +1,315 @@
+"""Call legs: one member's INVITE dialog with the focus (RFC 3261 §13–15).
+
+The focus is a B2BUA toward each member: UAS for a dial-in, UAC for a
+dial-out (REFER).  A ``CallLeg`` owns its dialog, its RTP endpoint and its
+SDP session (RFC 3264 offer/answer, including the late offer answered in
+the ACK), and tells the focus when the member is in (``leg_joined``) and
+when it is gone (``leg_ended``).  Everything a member sends inside the call
+(re-INVITE, BYE, INFO, OPTIONS, REFER) arrives at ``request_received``.
+
+Rules of this module:
+
+- A leg counts as a member from the moment its dialog is confirmed (ACK
+  received, or ACK sent for a dial-out) until it ends; it ends exactly once
+  (``_end``), releasing its RTP port and dialog whatever the reason.
+- A 2xx we send is retransmitted until ACKed; no ACK within 64*T1 ends the
+  call with BYE (§13.3.1.4).
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ..media.sdp import LocalSession, SDPError, SessionDescription, accept_answer, answer, offer
+from ..sip.dialog import Dialog, DialogError, uas_response_headers
+from ..sip.headers import Headers
+from ..sip.ids import new_call_id, new_tag
+from ..sip.message import Request
+from ..sip.values import NameAddr
+from .ua import Retransmitter
+
+__all__ = ["CallLeg", "parse_offer"]
+
+SDP = "application/sdp"
+
+
+def parse_offer(request):
+    """The SDP offer in ``request``, None without a body; SDPError if bad."""
+    if not request.body:
+        return None
+    if request.content_type not in (None, SDP):
+        raise SDPError(f"SDP: cannot read {request.content_type}")
+    return SessionDescription.parse(request.body)
+
+
+class CallLeg:
+    """One member's call with the focus."""
+
+    log = Logger()
+
+    def __init__(self, focus, conference, rtp, transport="UDP"):
+        self.focus = focus
+        self.conference = conference
+        self.rtp = rtp
+        self.transport = transport
+        self.sdp = LocalSession(focus.media_address)
+        self.dialog = None
+        self.state = "early"        # early -> confirmed -> ended
+        self.negotiated = None
+        self.pending_offer = None   # our offer awaiting the answer in ACK
+        self.joining_method = "dialed-in"
+        self.referred_by = None
+        self.user_entity = None
+        self.endpoint_entity = None
+        self.joined_at = None
+        self._retransmitter = None
+        self._invite_txn = None     # UAC: our INVITE's transaction
+        self._ack = None            # UAC: the ACK, resent on 2xx retransmissions
+        self.ended = defer.Deferred()
+
+    # -- dial-in (UAS) -----------------------------------------------------
+
+    def accept(self, txn, request, source, offer_sdp):
+        """Answer a dial-in INVITE with 200 (§13.3.1.4)."""
+        self.transport = source.transport
+        self.dialog = Dialog.from_uas(request)
+        self.user_entity = _aor(request.from_)
+        body = self._answer_or_offer(offer_sdp)
+        self.focus.ua.add_dialog(self.dialog, self)
+        self._send_2xx(txn, request, body)
+
+    def _answer_or_offer(self, offer_sdp):
+        if offer_sdp is None:                   # late offer: ours in the 200
+            self.pending_offer = offer(self.sdp, self.rtp.port)
+            return self.pending_offer.to_bytes()
+        sdp, self.negotiated = answer(offer_sdp, self.sdp, self.rtp.port)
+        return sdp.to_bytes()
+
+    def _send_2xx(self, txn, request, body):
+        contact = self.focus.contact(self.conference, self.transport)
+        headers = uas_response_headers(request, self.dialog, contact)
+        headers += [("Content-Type", SDP)]
+        response = self.focus.policy.respond(request, 200, to_tag=self.dialog.local_tag,
+                                             headers=headers, body=body)
+        txn.respond(response)
+        if self._retransmitter is not None:
+            self._retransmitter.stop()
+        self._retransmitter = Retransmitter(self.focus.ua, txn, response, self._no_ack)
+
+    def ack_received(self, ack, source):
+        if self._retransmitter is not None:
+            self._retransmitter.stop()
+            self._retransmitter = None
+        if self.pending_offer is not None:
+            try:
+                if not ack.body:
+                    raise SDPError("SDP: the ACK carries no answer to our offer")
+                self.negotiated = accept_answer(self.pending_offer,
+                                                SessionDescription.parse(ack.body))
+            except SDPError as e:               # §13.2.1: end the call with BYE
+                self.log.info("{call}: bad answer in ACK: {why}", call=self.dialog.call_id,
+                              why=e.reason)
+                self.pending_offer = None
+                self.hangup()
+                return
+            self.pending_offer = None
+        self._confirmed(source)
+
+    def _no_ack(self):
+        self._retransmitter = None
+        self.log.info("{call}: no ACK for our 2xx: ending the call", call=self.dialog.call_id)
+        self.hangup()
+
+    def _confirmed(self, source=None):
+        if self.state != "early":
+            self._media_changed()
+            return
+        self.state = "confirmed"
+        self.endpoint_entity = str(self.dialog.remote_target)
+        self.focus.leg_joined(self)
+
+    def _media_changed(self):
+        if self.state == "confirmed":
+            self.focus.leg_changed(self)
+
+    # -- dial-out (UAC) ----------------------------------------------------
+
+    def dial(self, target, referred_by=None, on_progress=None):
+        """INVITE ``target`` into the conference; ``on_progress(status,
+        reason)`` hears every response (and 408/503 for failures)."""
+        self.joining_method = "dialed-out"
+        self.referred_by = referred_by
+        self.user_entity = _aor(NameAddr(target))
+        self.transport = (target.transport or "udp").upper()
+        self.pending_offer = offer(self.sdp, self.rtp.port)
+        conf_uri = NameAddr(self.focus.conference_uri(self.conference),
+                            params={"tag": new_tag()})
+        h = Headers()
+        h.add("Max-Forwards", "70")
+        h.add("From", str(conf_uri))
+        h.add("To", str(NameAddr(target)))
+        h.add("Call-ID", new_call_id())
+        h.add("CSeq", "1 INVITE")
+        h.add("Contact", str(self.focus.contact(self.conference, self.transport)))
+        if referred_by:
+            h.add("Referred-By", referred_by)
+        for name, value in self.focus.policy.extra_headers:
+            h.add(name, value)
+        h.add("Content-Type", SDP)
+        invite = Request("INVITE", target.replace(params={
+            k: v for k, v in target.params.items() if k not in ("method",)}, headers=[]),
+            h, self.pending_offer.to_bytes())
+        progress = on_progress or (lambda status, reason: None)
+
+        def on_response(response):
+            if response.status < 200:
+                progress(response.status, response.reason)
+            elif response.status < 300:
+                self._answered(invite, response, progress)
+            else:
+                self._failed(response.status, response.reason, progress)
+
+        def on_error(reason):
+            self._failed(408, "Request Timeout", progress)
+
+        def started(txn):
+            self._invite_txn = txn
+
+        def not_sent(failure):
+            self._failed(503, "Service Unavailable", progress)
+
+        self._invite = invite
+        self.focus.ua.send_request(invite, on_response, on_error).addCallbacks(
+            started, not_sent)
+
+    def _answered(self, invite, response, progress):
+        if self.dialog is not None:             # a 2xx retransmission: ACK again
+            if self._ack is not None and response.to.tag == self.dialog.remote_tag:
+                self.focus.ua.send_ack(self._ack)
+            return
+        try:
+            self.dialog = Dialog.from_uac(invite, response)
+            self.negotiated = accept_answer(self.pending_offer,
+                                            SessionDescription.parse(response.body))
+        except (DialogError, SDPError) as e:
+            self.log.info("{call}: unusable 2xx: {why}", call=invite.call_id,
+                          why=getattr(e, "reason", str(e)))
+            if self.dialog is not None:         # §13.2.2.4: ACK, then BYE
+                self._ack = self.dialog.create_ack(invite.cseq.seq)
+                self.focus.ua.add_dialog(self.dialog, self)
+                self.focus.ua.send_ack(self._ack)
+                self.hangup()
+            progress(488, "Not Acceptable Here")
+            return
+        self.pending_offer = None
+        self.focus.ua.add_dialog(self.dialog, self)
+        self._ack = self.dialog.create_ack(invite.cseq.seq)
+        self.focus.ua.send_ack(self._ack)
+        progress(response.status, response.reason)
+        self._confirmed()
+
+    def _failed(self, status, reason, progress):
+        progress(status, reason)
+        self._end(f"dial-out failed: {status} {reason}")
+
+    def cancel(self):
+        """CANCEL a dial-out still ringing (§9.1)."""
+        if self.dialog is None and self._invite_txn is not None:
+            self._invite_txn.cancel()
+
+    # -- inside the call ----------------------------------------------------
+
+    def request_received(self, txn, request, source):
+        focus = self.focus
+        try:
+            self.dialog.receive_request(request)
+        except DialogError as e:
+            txn.respond(focus.policy.respond(request, e.status, e.reason))
+            return
+        method = request.method
+        if method == "BYE":
+            txn.respond(focus.policy.respond(request, 200))
+            self._end("BYE from the member")
+        elif method == "INVITE":
+            self._reinvite(txn, request)
+        elif method == "REFER":
+            focus.refer(txn, request, source, self.conference, leg=self)
+        elif method in ("INFO", "OPTIONS"):
+            headers = focus.policy.capability_headers() if method == "OPTIONS" else []
+            txn.respond(focus.policy.respond(request, 200, headers=headers))
+        else:
+            txn.respond(focus.policy.respond(request, 481, "No Subscription In This Call"))
+
+    def _reinvite(self, txn, request):
+        """A target refresh, hold or resume (§14.2, RFC 3264 §8)."""
+        if self._retransmitter is not None or self.pending_offer is not None:
+            txn.respond(self.focus.policy.respond(request, 491))   # §14.2
+            return
+        try:
+            sdp = parse_offer(request)
+            body = self._answer_or_offer(sdp)
+        except SDPError as e:
+            status = 488 if "codec" in e.reason else 400
+            txn.respond(self.focus.policy.respond(request, status, e.reason))
+            return
+        self._send_2xx(txn, request, body)
+        if self.pending_offer is None:
+            self._media_changed()
+
+    def hangup(self):
+        """End the call with BYE; Deferred firing once it is answered (or
+        failed).  A dial-out still ringing is cancelled instead."""
+        if self.state == "ended":
+            return defer.succeed(None)
+        if self.dialog is None:
+            self.cancel()
+            return self.ended
+        if self._retransmitter is not None:
+            self._retransmitter.stop()
+            self._retransmitter = None
+        bye = self.dialog.create_request("BYE", list(self.focus.policy.extra_headers))
+        done = defer.Deferred()
+
+        def finished(*_):
+            if not done.called:
+                done.callback(None)
+        self.focus.ua.send_request(bye, finished, finished).addErrback(finished)
+        self._end("BYE from the focus")
+        return done
+
+    def _end(self, why):
+        if self.state == "ended":
+            return
+        was = self.state
+        self.state = "ended"
+        if self._retransmitter is not None:
+            self._retransmitter.stop()
+            self._retransmitter = None
+        if self.dialog is not None:
+            self.focus.ua.remove_dialog(self.dialog, self)
+        self.focus.leg_ended(self, why, was_member=was == "confirmed")
+        self.ended.callback(None)
+
+    # -- what the conference shows ------------------------------------------
+
+    @property
+    def media_status(self):
+        """RFC 4575 §5.7.4 media status, from our side of the answer."""
+        n = self.negotiated
+        return n.direction if n is not None else "inactive"
+
+    @property
+    def on_hold(self):
+        return self.negotiated is not None and self.negotiated.on_hold
+
+    @property
+    def call_id(self):
+        return self.dialog.call_id if self.dialog else None
+
+    def __repr__(self):
+        return f"<CallLeg {self.state} {self.user_entity} {self.call_id}>"
+
+
+def _aor(name_addr):
+    """A member's user entity: the URI without parameters (RFC 4575 §5.6)."""
+    uri = name_addr.uri
+    return str(uri.replace(params={}, headers=[]))

@@ -1,0 +1,400 @@
+"""The conference focus: the transaction user of ``twistd mfocus``.
+
+RFC 4579 conferencing for user agents on top of the UA core: conference
+URIs (``sip:ROOM@focus`` joins ROOM, created on first use; the factory
+URI makes a new one), call legs, REFER, and the RFC 4575 conference event
+package on the RFC 6665 notifier.
+
+Rules of this module:
+
+- It decides, the pieces act: ``CallLeg`` runs a call, ``Notifier`` runs
+  subscriptions, ``handle_refer`` runs a REFER; this class routes requests
+  to them (§8.2 checks first, then dialog or conference) and keeps the
+  conference registry in step with the legs.
+- Every response carries Allow, Allow-Events and Supported; every Contact
+  we send is a conference URI with ``isfocus`` (RFC 4579 §4).
+- Every size is bounded: conferences, members per focus (``capacity``),
+  subscriptions, dialogs.
+"""
+
+import time
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ..conference import info
+from ..conference.model import Conference, ConferenceFull, Endpoint, Media
+from ..media.rtp import PortsExhausted
+from ..media.sdp import SDPError
+from ..sip.dialog import DialogError, pop_own_route, strict_route_fixup
+from ..sip.ids import new_tag
+from ..sip.uas import UASPolicy
+from ..sip.uri import URI
+from ..sip.values import NameAddr
+from .call import CallLeg, parse_offer
+from .refer import handle_refer
+from .subscriptions import Notifier
+from .ua import UserAgent
+
+__all__ = ["ConferenceFocus", "ConferencePackage"]
+
+ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "SUBSCRIBE", "NOTIFY",
+         "REFER", "INFO")
+SUPPORTED = ("replaces", "norefersub")
+ACCEPT = ("application/sdp", "message/sipfrag")
+
+
+class ConferencePackage:
+    """The RFC 4575 ``conference`` event package for the ``Notifier``."""
+
+    event = "conference"
+    content_type = info.CONTENT_TYPE
+
+    def __init__(self, focus):
+        self.focus = focus
+
+    def resource(self, request):
+        return self.focus.conference_for(request.uri)
+
+    def state(self, conference):
+        return info.render_full(conference)
+
+    def changes(self, conference):
+        changes = conference.take_changes()
+        return info.render_partial(conference, changes) if changes else None
+
+
+class ConferenceFocus:
+    """Routes requests to legs, subscriptions and REFERs; owns conferences."""
+
+    log = Logger()
+
+    def __init__(self, config, rtp_pool, clock=None):
+        self.config = config
+        self.rtp_pool = rtp_pool
+        self.clock = clock
+        self.policy = UASPolicy(
+            allow=ALLOW, supported=SUPPORTED, accept=ACCEPT,
+            extra_headers=[("Allow", ", ".join(ALLOW)),
+                           ("Allow-Events", "conference, refer"),
+                           ("Supported", ", ".join(SUPPORTED)),
+                           ("Server", "mfocus")])
+        self.conferences = {}       # name -> Conference
+        self.legs = {}              # Conference -> [CallLeg]
+        self.ua = None
+        self.notifier = None
+        self.package = ConferencePackage(self)
+        self.stopping = False
+
+    def attach(self, service):
+        """Called once the transports and transactions exist."""
+        self.clock = service.reactor
+        self.ua = UserAgent(service.reactor, service.transport, service.transactions)
+        cfg = self.config
+        self.notifier = Notifier(
+            self.ua, self.policy, self._contact_for_subscription, [self.package],
+            min_interval=cfg.notify_interval, min_expires=cfg.min_expires,
+            max_expires=cfg.max_expires, max_subscriptions=cfg.max_subscriptions)
+
+    new_tag = staticmethod(new_tag)
+
+    # -- addressing --------------------------------------------------------
+
+    @property
+    def domain(self):
+        if self.config.domain:
+            return self.config.domain
+        host, port = self.ua.local_hostport("UDP")
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{port}"
+
+    @property
+    def media_address(self):
+        return self.rtp_pool.interface
+
+    @property
+    def uri(self):
+        """This focus's own URI (the API's ``focus`` of each member)."""
+        return f"sip:{self.domain}"
+
+    def conference_uri(self, conference):
+        return URI.parse(conference.uri)
+
+    def contact(self, conference, transport="UDP"):
+        """Our Contact for ``conference``: its URI at our address over
+        ``transport``, with ``isfocus`` (RFC 4579 §4)."""
+        uri = self.ua.local_uri(conference.name, transport.upper())
+        return NameAddr(uri, params={"isfocus": None})
+
+    def _contact_for_subscription(self, thing):
+        conference = getattr(thing, "resource", None)
+        if conference is None:              # a SUBSCRIBE request
+            conference = self.conference_for(thing.uri)
+        return self.contact(conference)
+
+    def conference_for(self, uri, create=True):
+        """The conference a Request-URI names, created on first use; the
+        factory URI makes a new one (RFC 4579 §5.1); None if it names none."""
+        name = uri.user if uri.is_sip else None
+        if not name:
+            return None
+        if name == self.config.factory_user:
+            if not create:
+                return None
+            name = "conf-" + new_tag()
+        conference = self.conferences.get(name)
+        if conference is None and create:
+            if len(self.conferences) >= self.config.max_conferences:
+                return None
+            uri = f"sip:{name}@{self.domain}"
+            conference = Conference(name, uri, max_users=self.config.capacity)
+            self.conferences[name] = conference
+            self.legs[conference] = []
+            self.log.info("conference {name} created ({uri})", name=name, uri=uri)
+        return conference
+
+    # -- members ---------------------------------------------------------
+
+    @property
+    def load(self):
+        return sum(len(legs) for legs in self.legs.values())
+
+    def is_full(self):
+        return self.load >= self.config.capacity
+
+    def is_member(self, conference, name_addr):
+        aor = str(name_addr.uri.replace(params={}, headers=[]))
+        return aor in conference.users
+
+    def legs_of(self, conference, uri):
+        """The legs of member ``uri`` (its user or endpoint URI)."""
+        bare = uri.replace(params={k: v for k, v in uri.params.items() if k != "method"},
+                           headers=[])
+        text, aor = str(bare), str(bare.replace(params={}))
+        return [leg for leg in self.legs.get(conference, ()) if leg.state != "ended" and
+                (leg.user_entity == aor or leg.endpoint_entity == text)]
+
+    def leg_joined(self, leg):
+        conference = leg.conference
+        leg.joined_at = time.time()
+        entity = leg.endpoint_entity
+        taken = conference.users.get(leg.user_entity)
+        if taken is not None and entity in taken.endpoints:
+            entity = f"{entity};leg={leg.dialog.local_tag}"   # same Contact twice
+            leg.endpoint_entity = entity
+        try:
+            conference.set_endpoint(leg.user_entity, self._endpoint(leg))
+        except ConferenceFull:
+            self.log.info("{conf}: full, dropping {member}", conf=conference.name,
+                          member=leg.user_entity)
+            leg.hangup()
+            return
+        self.log.info("{conf}: {member} joined ({how}, call {call})", conf=conference.name,
+                      member=leg.user_entity, how=leg.joining_method, call=leg.call_id)
+        self.notifier.changed(self.package, conference)
+
+    def leg_changed(self, leg):
+        leg.conference.set_endpoint(leg.user_entity, self._endpoint(leg))
+        self.log.info("{conf}: {member} media {status}", conf=leg.conference.name,
+                      member=leg.user_entity, status=leg.media_status)
+        self.notifier.changed(self.package, leg.conference)
+
+    def leg_ended(self, leg, why, was_member):
+        conference = leg.conference
+        legs = self.legs.get(conference, [])
+        if leg in legs:
+            legs.remove(leg)
+        self.rtp_pool.release(leg.rtp)
+        if was_member:
+            conference.remove_endpoint(leg.user_entity, leg.endpoint_entity)
+            self.log.info("{conf}: {member} left ({why}, call {call})", conf=conference.name,
+                          member=leg.user_entity, why=why, call=leg.call_id)
+            self.notifier.changed(self.package, conference)
+        self._maybe_retire(conference)
+
+    def _maybe_retire(self, conference):
+        """Forget an empty conference nobody watches (bounds the registry)."""
+        if self.legs.get(conference) or conference.user_count or \
+                self.notifier.subscriptions(resource=conference) or self.stopping:
+            return
+        self.conferences.pop(conference.name, None)
+        self.legs.pop(conference, None)
+
+    def _endpoint(self, leg):
+        status = "on-hold" if leg.on_hold else "connected"
+        n = leg.negotiated
+        media = [Media("1", "audio", status=leg.media_status)] if n is not None else []
+        dialog = leg.dialog
+        return Endpoint(leg.endpoint_entity, status=status,
+                        joining_method=leg.joining_method, when=leg.joined_at,
+                        by=_uri_of(leg.referred_by), call_id=dialog.call_id,
+                        from_tag=dialog.remote_tag if leg.joining_method == "dialed-in"
+                        else dialog.local_tag,
+                        to_tag=dialog.local_tag if leg.joining_method == "dialed-in"
+                        else dialog.remote_tag,
+                        media=media)
+
+    def _new_leg(self, conference, transport):
+        rtp = self.rtp_pool.allocate()
+        leg = CallLeg(self, conference, rtp, transport)
+        self.legs[conference].append(leg)
+        return leg
+
+    def dial_out(self, conference, target, referred_by, report):
+        """Dial ``target`` into ``conference`` (REFER, RFC 4579 §5.5)."""
+        try:
+            leg = self._new_leg(conference, (target.transport or "udp").upper())
+        except PortsExhausted:
+            report(503, "Service Unavailable")
+            return
+        leg.dial(target, referred_by, report)
+
+    def remove_legs(self, legs, report):
+        """End ``legs`` with BYE; report when the first BYE is answered (a
+        stale leg of a vanished phone would make the referrer wait 32 s)."""
+        ds = [leg.hangup() for leg in legs]
+        defer.DeferredList(ds, fireOnOneCallback=True).addBoth(lambda _: report(200, "OK"))
+
+    def refer(self, txn, request, source, conference, leg=None):
+        handle_refer(self, txn, request, source, conference, leg)
+
+    # -- the transaction user ----------------------------------------------
+
+    def request_received(self, txn, request, source):
+        policy = self.policy
+        refusal = policy.inspect(request, to_tag=new_tag())
+        if refusal is not None:
+            txn.respond(refusal)
+            return
+        strict_route_fixup(request, self.ua.is_local)   # §16.4
+        pop_own_route(request, self.ua.is_local)
+        if request.to.tag:
+            usage = self.ua.find_dialog(request)
+            if usage is None:
+                txn.respond(policy.respond(request, 481))
+            else:
+                usage.request_received(txn, request, source)
+            return
+        if self.stopping and request.method in ("INVITE", "SUBSCRIBE", "REFER"):
+            txn.respond(policy.respond(request, 503, "Shutting Down", to_tag=new_tag(),
+                                       headers=[("Retry-After", "30")]))
+            return
+        handler = getattr(self, "_out_of_dialog_" + request.method, None)
+        if handler is None:     # BYE, NOTIFY, INFO outside any dialog (§12.2.2)
+            txn.respond(policy.respond(request, 481, to_tag=new_tag()))
+        else:
+            handler(txn, request, source)
+
+    def _out_of_dialog_INVITE(self, txn, request, source):
+        respond = self.policy.respond
+        if request.headers.get("replaces"):
+            # RFC 3891 §3: no dialog of ours to replace outside a dialog we know.
+            txn.respond(respond(request, 481, "No Dialog To Replace", to_tag=new_tag()))
+            return
+        conference = self.conference_for(request.uri)
+        if conference is None:
+            status, reason = (503, "Too Many Conferences") if request.uri.user else (
+                404, "No Such Conference")
+            txn.respond(respond(request, status, reason, to_tag=new_tag()))
+            return
+        if self.is_full():
+            txn.respond(respond(request, 486, "Conference Focus Full", to_tag=new_tag(),
+                                headers=[("Retry-After", "60")]))
+            self._maybe_retire(conference)
+            return
+        try:
+            offer = parse_offer(request)
+        except SDPError as e:
+            txn.respond(respond(request, 400, e.reason, to_tag=new_tag()))
+            self._maybe_retire(conference)
+            return
+        try:
+            leg = self._new_leg(conference, source.transport)
+        except PortsExhausted:
+            txn.respond(respond(request, 503, "Out Of Media Ports", to_tag=new_tag(),
+                                headers=[("Retry-After", "30")]))
+            self._maybe_retire(conference)
+            return
+        try:
+            leg.accept(txn, request, source, offer)
+        except SDPError as e:
+            txn.respond(respond(request, 488, e.reason, to_tag=new_tag()))
+            leg._end("no acceptable media")
+        except DialogError as e:
+            txn.respond(respond(request, e.status, e.reason, to_tag=new_tag()))
+            leg._end("no dialog")
+        except Exception:
+            leg._end("internal error")
+            raise
+
+    def _out_of_dialog_SUBSCRIBE(self, txn, request, source):
+        self.notifier.subscribe(txn, request, source)
+
+    def _out_of_dialog_REFER(self, txn, request, source):
+        conference = self.conference_for(request.uri, create=False)
+        if conference is None:
+            txn.respond(self.policy.respond(request, 404, "No Such Conference",
+                                            to_tag=new_tag()))
+            return
+        self.refer(txn, request, source, conference)
+
+    def _out_of_dialog_OPTIONS(self, txn, request, source):
+        """Answer like an INVITE would (RFC 3261 §11.2), without creating."""
+        headers = self.policy.capability_headers()
+        name = request.uri.user
+        if name:
+            conference = self.conferences.get(name)
+            uri = self.ua.local_uri(name, source.transport)
+            if conference is None and name != self.config.factory_user and \
+                    len(self.conferences) >= self.config.max_conferences:
+                txn.respond(self.policy.respond(request, 503, "Too Many Conferences",
+                                                to_tag=new_tag()))
+                return
+            headers.append(("Contact", str(NameAddr(uri, params={"isfocus": None}))))
+            if self.is_full():
+                txn.respond(self.policy.respond(request, 486, "Conference Focus Full",
+                                                to_tag=new_tag(), headers=headers))
+                return
+        txn.respond(self.policy.respond(request, 200, to_tag=new_tag(), headers=headers))
+
+    def cancel_received(self, txn, cancel, source, invite_txn):
+        # §9.2: we answer INVITEs at once, so the CANCEL only gets its 200
+        # (481 when it matches nothing).
+        txn.respond(self.policy.respond(cancel, 200 if invite_txn else 481,
+                                        to_tag=new_tag()))
+
+    def ack_received(self, ack, source):
+        """A 2xx ACK (§13.3.1.4, §17.2.3): to the leg of its dialog."""
+        usage = self.ua.find_dialog(ack) if ack.to.tag else None
+        if isinstance(usage, CallLeg):
+            usage.ack_received(ack, source)
+
+    def transaction_error(self, txn, reason):
+        self.log.info("{method} from {peer} failed: {why}", method=txn.request.method,
+                      peer=str(txn.source), why=reason)
+
+    def stray_response(self, response, source):
+        self.log.debug("stray response {status} from {peer}", status=response.status,
+                       peer=str(source))
+
+    # -- shutdown --------------------------------------------------------
+
+    def shutdown(self):
+        """End every call with BYE and every subscription with a final
+        NOTIFY; Deferred firing when all were answered (or failed)."""
+        self.stopping = True
+        ds = [self.notifier.terminate_all("noresource")]
+        for legs in self.legs.values():
+            ds += [leg.hangup() for leg in list(legs)]
+        self.log.info("shutting down: {calls} calls, {subs} subscriptions",
+                      calls=self.load, subs=self.notifier.count)
+        return defer.DeferredList(ds, consumeErrors=True)
+
+
+def _uri_of(header_text):
+    if not header_text:
+        return None
+    try:
+        return str(NameAddr.parse(header_text).uri)
+    except Exception:
+        return None

@@ -1,0 +1,167 @@
+"""REFER to the focus (RFC 3515, RFC 4579 §5.5, RFC 3892, RFC 4488).
+
+``Refer-To: <sip:x>`` asks the focus to dial x into the conference;
+``Refer-To: <sip:x;method=BYE>`` asks it to remove member x.  The focus
+answers 202 and reports progress with ``message/sipfrag`` NOTIFYs of the
+implicit ``refer`` subscription (RFC 3515 §2.4.4–§2.4.7): 100 Trying at
+once, then each response of the dial-out, the final one terminating the
+subscription.  ``Refer-Sub: false`` with ``norefersub`` (RFC 4488) skips
+the subscription.
+
+Rules of this module:
+
+- The NOTIFYs go in the REFER's dialog: the member's call for an in-dialog
+  REFER, a dialog the 202 creates for an out-of-dialog one.
+- They are sent one at a time, each after the previous one is answered,
+  so the referrer sees 100, 180, 200 in that order even over UDP.
+- Who may REFER is policy (``refer_policy``): ``members`` (default) or
+  ``anyone``.  Only SIP URIs may be referred (403 otherwise).
+"""
+
+from twisted.logger import Logger
+
+from ..sip.dialog import Dialog, DialogError, uas_response_headers
+from ..sip.errors import ParseError
+from ..sip.values import NameAddr
+
+__all__ = ["ReferSubscription", "handle_refer"]
+
+SIPFRAG = "message/sipfrag;version=2.0"
+
+
+class ReferSubscription:
+    """The implicit subscription a REFER creates (RFC 3515 §2.4.4)."""
+
+    log = Logger()
+
+    def __init__(self, focus, dialog, event, owns_dialog):
+        self.focus = focus
+        self.dialog = dialog
+        self.event = event
+        self.owns_dialog = owns_dialog
+        self._queue = []
+        self._busy = False
+        self.done = False
+
+    def progress(self, status, reason):
+        """Report one response of the referred request as a sipfrag."""
+        if self.done:
+            return
+        final = status >= 200
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        self._queue.append((state, f"SIP/2.0 {status} {reason}\r\n".encode()))
+        if final:
+            self.done = True
+        self._next()
+
+    def _next(self):
+        if self._busy or not self._queue:
+            if not self._queue and self.done and not self._busy:
+                self._finish()
+            return
+        state, body = self._queue.pop(0)
+        headers = [("Event", self.event), ("Subscription-State", state),
+                   ("Content-Type", SIPFRAG)]
+        notify = self.dialog.create_request("NOTIFY", headers, body)
+        self._busy = True
+
+        def answered(response):
+            if response.status >= 200:
+                self._sent()
+
+        def failed(reason):
+            self._queue.clear()
+            self._sent()
+
+        self.focus.ua.send_request(notify, answered, failed).addErrback(
+            lambda f: failed(f.getErrorMessage()))
+
+    def _sent(self):
+        self._busy = False
+        self._next()
+
+    def _finish(self):
+        if self.owns_dialog:
+            self.focus.ua.remove_dialog(self.dialog, self)
+
+    def request_received(self, txn, request, source):
+        """A request in the dialog an out-of-dialog REFER created: the
+        subscription may be refreshed or ended, nothing else."""
+        policy = self.focus.policy
+        try:
+            self.dialog.receive_request(request)
+        except DialogError as e:
+            txn.respond(policy.respond(request, e.status, e.reason))
+            return
+        if request.method == "SUBSCRIBE":
+            txn.respond(policy.respond(request, 200, headers=[("Expires", "60")]))
+        else:
+            txn.respond(policy.respond(request, 405, headers=[("Allow", "SUBSCRIBE")]))
+
+
+def _refer_to(request):
+    values = request.headers.get_all("refer-to")
+    if len(values) != 1:            # RFC 3515 §2.4.1: exactly one
+        raise ParseError("REFER needs exactly one Refer-To")
+    return NameAddr.parse(values[0], "Refer-To")
+
+
+def handle_refer(focus, txn, request, source, conference, leg=None):
+    """Accept or refuse a REFER for ``conference`` and act on it."""
+    policy = focus.policy
+    respond = policy.respond
+    to_tag = None if leg is not None else focus.new_tag()
+    try:
+        target = _refer_to(request).uri
+    except ParseError as e:
+        txn.respond(respond(request, 400, e.reason, to_tag=to_tag))
+        return
+    if not target.is_sip:
+        txn.respond(respond(request, 403, "Only SIP URIs May Be Referred", to_tag=to_tag))
+        return
+    if leg is None and focus.config.refer_policy == "members" and \
+            not focus.is_member(conference, request.from_):
+        txn.respond(respond(request, 403, "Only Members May Refer", to_tag=to_tag))
+        return
+    method = (target.params.get("method") or "INVITE").upper()
+    if method not in ("INVITE", "BYE"):
+        txn.respond(respond(request, 403, f"Cannot Refer {method}", to_tag=to_tag))
+        return
+    victims = focus.legs_of(conference, target) if method == "BYE" else None
+    if method == "BYE" and not victims:
+        txn.respond(respond(request, 404, "Not A Member", to_tag=to_tag))
+        return
+    if method == "INVITE" and focus.is_full():
+        txn.respond(respond(request, 486, "Conference Focus Full", to_tag=to_tag))
+        return
+
+    # RFC 4488: honour Refer-Sub: false.
+    no_sub = (request.headers.get("refer-sub") or "").strip().lower() == "false"
+    headers = []
+    sub = None
+    if no_sub:
+        headers.append(("Refer-Sub", "false"))
+    if leg is not None:
+        dialog = leg.dialog
+    else:
+        try:
+            dialog = Dialog.from_uas(request, local_tag=to_tag)
+        except DialogError as e:
+            txn.respond(respond(request, e.status, e.reason, to_tag=to_tag))
+            return
+        headers = uas_response_headers(request, dialog, focus.contact(
+            conference, source.transport)) + headers
+    if not no_sub:
+        # RFC 3515 §2.4.6: a second REFER in one dialog is told apart by id.
+        event = f"refer;id={request.cseq.seq}" if leg is not None else "refer"
+        sub = ReferSubscription(focus, dialog, event, owns_dialog=leg is None)
+        if leg is None:
+            focus.ua.add_dialog(dialog, sub)
+    txn.respond(respond(request, 202, to_tag=dialog.local_tag, headers=headers))
+    report = sub.progress if sub is not None else (lambda status, reason: None)
+    report(100, "Trying")
+    referred_by = request.headers.get("referred-by") or str(NameAddr(request.from_.uri))
+    if method == "BYE":
+        focus.remove_legs(victims, report)
+    else:
+        focus.dial_out(conference, target, referred_by, report)

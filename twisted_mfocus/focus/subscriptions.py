@@ -1,0 +1,299 @@
+"""The notifier side of SIP events (RFC 6665 §4.2), for any event package.
+
+One ``Notifier`` serves every subscription of the focus: members'
+``Event: conference`` (RFC 4575) today, the foci's multifocus package
+later.  An *event package* object says what a resource's state is:
+
+    package.event            "conference"
+    package.content_type     "application/conference-info+xml"
+    package.resource(request)   the resource a SUBSCRIBE names, or None (404)
+    package.state(resource)     full state, rendered (``.with_version(v)``)
+    package.changes(resource)   partial state since the last call, or None
+
+Rules of this module:
+
+- A subscription is a dialog usage (``request_received`` for refreshes).
+  Its NOTIFYs go out in its dialog with a version of its own (RFC 4575
+  §4.5: versions count per subscription, starting at 1).
+- Changes are coalesced: ``changed(package, resource)`` schedules one
+  flush per resource no sooner than ``min_interval`` after the previous
+  one, so a burst of joins is one partial NOTIFY per subscriber, rendered
+  once for all of them (RFC 6665 §4.2.2 rate control).
+- A NOTIFY that fails (481, timeout, any error) ends the subscription
+  (RFC 6665 §4.2.2).  Time is the injected clock.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ..sip.dialog import Dialog, DialogError, uas_response_headers
+from ..sip.ids import new_tag
+
+__all__ = ["Notifier", "Subscription"]
+
+_ANY = ("*/*",)
+
+
+class Subscription:
+    """One subscription dialog: expiry, version, NOTIFY sending."""
+
+    def __init__(self, notifier, dialog, package, resource, expires, event_header):
+        self.notifier = notifier
+        self.dialog = dialog
+        self.package = package
+        self.resource = resource
+        self.event_header = event_header
+        self.version = 0
+        self.active = True
+        self._expiry = None
+        self._set_expiry(expires)
+
+    def _set_expiry(self, seconds):
+        clock = self.notifier.ua.clock
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self.expires_at = clock.seconds() + seconds
+        self._expiry = clock.callLater(seconds, self._expired)
+
+    def _expired(self):
+        self._expiry = None
+        self.terminate("timeout")
+
+    def remaining(self):
+        return max(0, int(round(self.expires_at - self.notifier.ua.clock.seconds())))
+
+    # -- the dialog usage ------------------------------------------------
+
+    def request_received(self, txn, request, source):
+        notifier = self.notifier
+        if request.method != "SUBSCRIBE":
+            txn.respond(notifier.policy.respond(request, 405, headers=[("Allow", "SUBSCRIBE")]))
+            return
+        try:
+            self.dialog.receive_request(request)
+        except DialogError as e:
+            txn.respond(notifier.policy.respond(request, e.status, e.reason))
+            return
+        expires = notifier.expires_of(request)
+        if isinstance(expires, tuple):          # refused (423)
+            txn.respond(notifier.policy.respond(request, *expires[:2], headers=expires[2]))
+            return
+        txn.respond(notifier.ok(request, self.dialog, expires, source))
+        if expires == 0:                        # unsubscribe (§4.2.1.4)
+            self.terminate(None)
+        else:                                   # refresh (§4.2.1.2): NOTIFY at once
+            self._set_expiry(expires)
+            self.notify(self.package.state(self.resource))
+
+    # -- NOTIFY ------------------------------------------------------------
+
+    def notify(self, rendered, final_reason=False):
+        """Send ``rendered`` state; ``final_reason`` (a reason or None)
+        makes it the terminating NOTIFY (RFC 6665 §4.2.2)."""
+        self.version += 1
+        if final_reason is False:
+            state = f"active;expires={self.remaining()}"
+        else:
+            state = "terminated" + (f";reason={final_reason}" if final_reason else "")
+        headers = [("Event", self.event_header), ("Subscription-State", state),
+                   ("Contact", str(self.notifier.contact(self))),
+                   ("Content-Type", self.package.content_type)]
+        body = rendered.with_version(self.version) if rendered is not None else b""
+        request = self.dialog.create_request("NOTIFY", headers, body)
+        return self.notifier._send(self, request)
+
+    def terminate(self, reason="noresource"):
+        """End this subscription with a final NOTIFY carrying full state."""
+        if not self.active:
+            return defer.succeed(None)
+        self.active = False
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
+        d = self.notify(self.package.state(self.resource), final_reason=reason)
+        self.notifier._forget(self)
+        return d
+
+    def __repr__(self):
+        return f"<Subscription {self.package.event} {self.resource!r} {self.dialog.id}>"
+
+
+class Notifier:
+    """Accepts SUBSCRIBEs, keeps subscriptions, sends NOTIFYs (RFC 6665)."""
+
+    log = Logger()
+
+    def __init__(self, ua, policy, contact, packages=(), min_interval=0.2,
+                 default_expires=3600, min_expires=60, max_expires=86400,
+                 max_subscriptions=10000):
+        self.ua = ua
+        self.policy = policy
+        #: contact(subscription_or_request) -> the Contact we put in messages
+        self.contact = contact
+        self.packages = {p.event: p for p in packages}
+        self.min_interval = min_interval
+        self.default_expires = default_expires
+        self.min_expires = min_expires
+        self.max_expires = max_expires
+        self.max_subscriptions = max_subscriptions
+        self._by_resource = {}      # (event, resource) -> {Subscription}
+        self._pending = {}          # (event, resource) -> DelayedCall
+        self._last_flush = {}       # (event, resource) -> time
+        self.count = 0
+
+    def add_package(self, package):
+        self.packages[package.event] = package
+
+    @property
+    def allow_events(self):
+        return ", ".join(self.packages)
+
+    # -- SUBSCRIBE outside a dialog (§4.2.1) --------------------------------
+
+    def subscribe(self, txn, request, source):
+        respond = self.policy.respond
+        event = (request.headers.get("event") or "").split(";", 1)[0].strip().lower()
+        package = self.packages.get(event)
+        if package is None:                     # §4.2.1.1 (RFC 6665 §7.2.2)
+            txn.respond(respond(request, 489, headers=[("Allow-Events", self.allow_events)]))
+            return
+        accept = [a.split(";", 1)[0].strip().lower()
+                  for a in request.headers.get_all("accept")]
+        if accept and not _accepts(accept, package.content_type):   # §4.2.1.1
+            txn.respond(respond(request, 406, headers=[("Accept", package.content_type)]))
+            return
+        resource = package.resource(request)
+        if resource is None:
+            txn.respond(respond(request, 404, "No Such Conference", to_tag=new_tag()))
+            return
+        expires = self.expires_of(request)
+        if isinstance(expires, tuple):
+            txn.respond(respond(request, *expires[:2], headers=expires[2]))
+            return
+        if self.count >= self.max_subscriptions:
+            txn.respond(respond(request, 503, "Too Many Subscriptions",
+                                headers=[("Retry-After", "60")]))
+            return
+        try:
+            dialog = Dialog.from_uas(request)
+        except DialogError as e:
+            txn.respond(respond(request, e.status, e.reason))
+            return
+        event_header = request.headers.get("event").strip()
+        sub = Subscription(self, dialog, package, resource, max(expires, 1), event_header)
+        txn.respond(self.ok(request, dialog, expires, source))
+        if expires == 0:                        # a fetch (§4.4.3)
+            sub.active = False
+            sub._expiry.cancel()
+            sub.notify(package.state(resource), final_reason="timeout")
+            return
+        self.ua.add_dialog(dialog, sub)
+        self._by_resource.setdefault((event, resource), set()).add(sub)
+        self.count += 1
+        sub.notify(package.state(resource))     # §4.2.1.2: NOTIFY at once
+
+    def expires_of(self, request):
+        """The granted duration, or (status, reason, headers) refusing it."""
+        value = request.headers.get("expires")
+        if value is None:
+            return self.default_expires
+        value = value.strip()
+        if not value.isdigit():
+            return (400, "Bad Expires header", [])
+        seconds = int(value)
+        if 0 < seconds < self.min_expires:      # §4.2.1.1: 423 with Min-Expires
+            return (423, None, [("Min-Expires", str(self.min_expires))])
+        return min(seconds, self.max_expires)
+
+    def ok(self, request, dialog, expires, source):
+        headers = uas_response_headers(request, dialog, self.contact(request))
+        headers.append(("Expires", str(expires)))
+        return self.policy.respond(request, 200, to_tag=dialog.local_tag, headers=headers)
+
+    # -- state changes -----------------------------------------------------
+
+    def changed(self, package, resource):
+        """``resource``'s state changed: a partial NOTIFY will follow."""
+        key = (package.event, resource)
+        if key in self._pending:
+            return
+        clock = self.ua.clock
+        last = self._last_flush.get(key)
+        delay = 0 if last is None else max(0, last + self.min_interval - clock.seconds())
+        self._pending[key] = clock.callLater(delay, self._flush, package, resource)
+
+    def _flush(self, package, resource):
+        key = (package.event, resource)
+        self._pending.pop(key, None)
+        rendered = package.changes(resource)
+        if not rendered:
+            return
+        self._last_flush[key] = self.ua.clock.seconds()
+        for sub in list(self._by_resource.get(key, ())):
+            sub.notify(rendered)
+
+    def subscriptions(self, package=None, resource=None):
+        out = []
+        for (event, res), subs in self._by_resource.items():
+            if (package is None or event == package.event) and (
+                    resource is None or res is resource):
+                out.extend(subs)
+        return out
+
+    def terminate_all(self, reason="noresource", resource=None):
+        """End every subscription (of ``resource``); Deferred when every
+        final NOTIFY was answered or failed."""
+        ds = [sub.terminate(reason) for sub in self.subscriptions(resource=resource)]
+        if resource is not None:
+            for key in [k for k in self._pending if k[1] is resource]:
+                self._pending.pop(key).cancel()
+                self._last_flush.pop(key, None)
+        return defer.DeferredList(ds, consumeErrors=True)
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _send(self, sub, request):
+        done = defer.Deferred()
+
+        def on_response(response):
+            if response.status < 200:
+                return
+            if response.status >= 300:
+                self.log.info("NOTIFY to {dialog} got {status}: subscription ended",
+                              dialog=sub.dialog.call_id, status=response.status)
+                self._end(sub)
+            if not done.called:
+                done.callback(response.status)
+
+        def on_error(reason):
+            self.log.info("NOTIFY to {dialog} failed: {why}", dialog=sub.dialog.call_id,
+                          why=reason)
+            self._end(sub)
+            if not done.called:
+                done.callback(None)
+
+        d = self.ua.send_request(request, on_response, on_error)
+        d.addErrback(lambda f: on_error(f.getErrorMessage()))
+        return done
+
+    def _end(self, sub):
+        if sub.active:
+            sub.active = False
+            if sub._expiry is not None and sub._expiry.active():
+                sub._expiry.cancel()
+            self._forget(sub)
+
+    def _forget(self, sub):
+        key = (sub.package.event, sub.resource)
+        subs = self._by_resource.get(key)
+        if subs and sub in subs:
+            subs.discard(sub)
+            self.count -= 1
+            if not subs:
+                del self._by_resource[key]
+        self.ua.remove_dialog(sub.dialog, sub)
+
+
+def _accepts(accept, content_type):
+    major = content_type.split("/", 1)[0] + "/*"
+    return any(a in (content_type, major) or a in _ANY for a in accept)

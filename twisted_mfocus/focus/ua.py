@@ -1,0 +1,203 @@
+"""The UA core under the focus: dialogs, outgoing requests, 2xx handling.
+
+pjsip's "UA layer": the transaction layer below knows nothing of dialogs;
+the focus above knows nothing of Vias, next hops or 2xx retransmission.
+This module is the middle (RFC 3261 §8.1, §12, §13.2.2.4, §13.3.1.4):
+
+- ``dialogs`` maps a dialog id (Call-ID, local tag, remote tag) to the
+  *usage* that owns it (a call leg, a subscription); an in-dialog request
+  goes to ``usage.request_received(txn, request, source)``.
+- ``send_request`` stamps our Via, finds the next hop (RFC 3263 through the
+  transport) and starts a client transaction; ``send_ack`` sends the ACK
+  for a 2xx, which is not a transaction (§13.2.2.4).
+- ``Retransmitter`` repeats a UAS 2xx until its ACK comes (§13.3.1.4).
+
+Twisted appears only as Deferreds from the transport's resolver; time is
+the injected clock, so tests run it on ``task.Clock``.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ..sip.address import Peer
+from ..sip.ids import new_branch
+from ..sip.transaction import TransactionLimit, TransportError
+from ..sip.uri import URI
+
+__all__ = ["UserAgent", "Retransmitter", "SendError"]
+
+
+class SendError(Exception):
+    """A request could not be sent at all (no route, no transaction room)."""
+
+
+class UserAgent:
+    """Shared services of every dialog usage of the focus."""
+
+    log = Logger()
+
+    def __init__(self, clock, transport, transactions, max_dialogs=100_000):
+        self.clock = clock
+        self.transport = transport
+        self.transactions = transactions
+        self.max_dialogs = max_dialogs
+        self.dialogs = {}           # (call_id, local_tag, remote_tag) -> usage
+
+    @property
+    def timers(self):
+        return self.transactions.timers
+
+    # -- addresses ---------------------------------------------------------
+
+    def local_hostport(self, transport="UDP", family=None):
+        """(host, port) we are reachable at over ``transport``: its listener,
+        else the first listener's host (an outbound stream still needs a
+        sent-by)."""
+        found = self.transport.local_address(transport, family)
+        if found is None:
+            first = self.transport.listening()[0]
+            found = (first.host, first.port)
+        return found
+
+    def local_uri(self, user, transport="UDP", family=None):
+        """A SIP URI of ours with ``user``, naming ``transport`` unless UDP
+        (design-notes: explicit transport so phones answer the right way)."""
+        host, port = self.local_hostport(transport, family)
+        params = {} if transport == "UDP" else {"transport": transport.lower()}
+        return URI("sip", user=user, host=host, port=port, params=params)
+
+    def is_local(self, uri):
+        """Is ``uri`` one of our listeners (for Route popping, §16.4)?"""
+        if not uri.is_sip:
+            return False
+        host = uri.host.strip("[]")
+        for peer in self.transport.listening():
+            port = uri.port or (5061 if peer.transport == "TLS" else 5060)
+            if peer.host == host and peer.port == port:
+                return True
+        return False
+
+    # -- dialogs -------------------------------------------------------------
+
+    def add_dialog(self, dialog, usage):
+        if len(self.dialogs) >= self.max_dialogs:
+            raise SendError(f"{len(self.dialogs)} dialogs live")
+        self.dialogs[dialog.id] = usage
+
+    def remove_dialog(self, dialog, usage=None):
+        if usage is None or self.dialogs.get(dialog.id) is usage:
+            self.dialogs.pop(dialog.id, None)
+
+    def find_dialog(self, request):
+        """The usage of the dialog ``request`` belongs to, or None (§12.2.2)."""
+        return self.dialogs.get((request.call_id, request.to.tag, request.from_.tag))
+
+    # -- sending -------------------------------------------------------------
+
+    def _via(self, peer, branch=None):
+        host, port = self.local_hostport(peer.transport, _family(peer.host))
+        if ":" in host:
+            host = f"[{host}]"
+        via = f"SIP/2.0/{peer.transport} {host}:{port};rport"
+        return f"{via};branch={branch}" if branch else via
+
+    def locate(self, request):
+        """Deferred ``Peer``: the first address of the next hop (RFC 3263)."""
+        d = self.transport.locate(request)
+
+        def first(peers):
+            if not peers:
+                raise SendError(f"no address for {request.uri_text}")
+            return peers[0]
+        return d.addCallback(first)
+
+    def send_request(self, request, on_response, on_error=None, dest=None):
+        """Send ``request`` in a new client transaction.
+
+        Returns a Deferred firing with the ``ClientTransaction`` once it is
+        started, or failing with ``SendError`` (nothing was sent; neither
+        callback will be called)."""
+        d = defer.succeed(dest) if dest is not None else self.locate(request)
+
+        def start(peer):
+            request.headers.remove("via")
+            request.headers.add("Via", self._via(peer), first=True)
+            try:
+                return self.transactions.send_request(request, peer, on_response, on_error)
+            except (TransactionLimit, TransportError, ValueError) as e:
+                raise SendError(str(e)) from e
+        d.addCallback(start)
+        d.addErrback(_as_send_error)
+        return d
+
+    def send_ack(self, ack, dest=None):
+        """Send the ACK for a 2xx (§13.2.2.4): no transaction, a fresh
+        branch; the caller keeps it to resend on 2xx retransmissions."""
+        d = defer.succeed(dest) if dest is not None else self.locate(ack)
+
+        def send(peer):
+            if "via" not in ack.headers:
+                ack.headers.add("Via", self._via(peer, new_branch()), first=True)
+            self.transport.send(ack, peer)
+            return peer
+        d.addCallback(send)
+        d.addErrback(lambda f: self.log.info("ACK for {call} not sent: {why}",
+                                             call=ack.call_id, why=f.getErrorMessage()))
+        return d
+
+
+class Retransmitter:
+    """Repeats a 2xx to an INVITE until the ACK arrives (RFC 3261 §13.3.1.4).
+
+    T1, doubling up to T2; after 64*T1 without an ACK, ``on_timeout``
+    (the UAS then ends the dialog with BYE).  Over a reliable transport
+    only the give-up timer runs."""
+
+    def __init__(self, ua, txn, response, on_timeout):
+        self.ua = ua
+        self.txn = txn
+        self.response = response
+        self.on_timeout = on_timeout
+        timers = ua.timers
+        self._interval = timers.T1
+        self._retry = None
+        if not txn.source.reliable:
+            self._retry = ua.clock.callLater(self._interval, self._resend)
+        self._give_up = ua.clock.callLater(64 * timers.T1, self._expired)
+
+    def _resend(self):
+        self._retry = None
+        try:
+            self.txn.respond(self.response)
+        except Exception:       # the transaction ended (Timer L): stop
+            return
+        self._interval = min(2 * self._interval, self.ua.timers.T2)
+        self._retry = self.ua.clock.callLater(self._interval, self._resend)
+
+    def _expired(self):
+        self._give_up = None
+        self.stop()
+        self.on_timeout()
+
+    def stop(self):
+        for name in ("_retry", "_give_up"):
+            call = getattr(self, name)
+            if call is not None and call.active():
+                call.cancel()
+            setattr(self, name, None)
+
+
+def _family(host):
+    return "IPv6" if ":" in host else "IPv4"
+
+
+def _as_send_error(failure):
+    if failure.check(SendError):
+        return failure
+    raise SendError(failure.getErrorMessage())
+
+
+def peer_of(uri):
+    """A ``Peer`` straight from a URI with an IP host (no DNS needed)."""
+    transport = (uri.params.get("transport") or "udp").upper()
+    return Peer(transport, uri.host.strip("[]"), uri.port or 5060)

@@ -1,0 +1,1 @@
+"""The management HTTP API (twisted.web)."""

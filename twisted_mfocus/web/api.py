@@ -1,0 +1,113 @@
+"""The JSON management API (``--http``), on twisted.web.
+
+``GET /api/v1/conferences`` lists conferences (name, uri, member count);
+``GET /api/v1/conferences/NAME`` shows one:
+``{"name", "uri", "foci": [{"uri", "role", "capacity", "members"}],
+"members": [{"uri", "focus", "status", "joined"}]}``.  Other tools depend
+on these field names: add fields, never rename them.  404 for anything
+unknown, 405 for methods other than GET.
+"""
+
+import json
+import time
+
+from twisted.web import resource
+
+__all__ = ["api_root", "conference_view"]
+
+
+def _iso(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None
+
+
+def conference_view(focus, conference):
+    """One conference as the API shows it: every member endpoint."""
+    members = []
+    for user in conference.users.values():
+        for endpoint in user.endpoints.values():
+            members.append({"uri": user.entity, "endpoint": endpoint.entity,
+                            "focus": focus.uri, "status": endpoint.status,
+                            "joined": _iso(endpoint.when)})
+    return {"name": conference.name, "uri": conference.uri,
+            "foci": [{"uri": focus.uri, "role": focus.config.role,
+                      "capacity": focus.config.capacity, "members": len(members)}],
+            "members": members}
+
+
+class _JSON(resource.Resource):
+    def render(self, request):
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            return self._json(request, {"error": "method not allowed"})
+        return super().render(request)
+
+    @staticmethod
+    def _json(request, value):
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(value, indent=1).encode() + b"\n"
+
+    def _not_found(self, request, what):
+        request.setResponseCode(404)
+        return self._json(request, {"error": f"no such {what}"})
+
+
+class _Conference(_JSON):
+    isLeaf = True
+
+    def __init__(self, focus, name):
+        super().__init__()
+        self.focus, self.name = focus, name
+
+    def render_GET(self, request):
+        if request.postpath and request.postpath != [b""]:
+            return self._not_found(request, "resource")
+        conference = self.focus.conferences.get(self.name)
+        if conference is None:
+            return self._not_found(request, "conference")
+        return self._json(request, conference_view(self.focus, conference))
+
+
+class _Conferences(_JSON):
+    def __init__(self, focus):
+        super().__init__()
+        self.focus = focus
+
+    def getChild(self, path, request):
+        if not path:
+            return self
+        return _Conference(self.focus, path.decode("utf-8", "replace"))
+
+    def render_GET(self, request):
+        return self._json(request, [
+            {"name": c.name, "uri": c.uri,
+             "members": sum(len(u.endpoints) for u in c.users.values())}
+            for c in self.focus.conferences.values()])
+
+
+class _NotFound(_JSON):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return self._not_found(request, "resource")
+
+
+class _Node(resource.Resource):
+    """A path step: only the named children exist."""
+
+    def __init__(self, children):
+        super().__init__()
+        for name, child in children.items():
+            self.putChild(name, child)
+
+    def getChild(self, path, request):
+        return _NotFound()
+
+    def render(self, request):
+        return _NotFound().render(request)
+
+
+def api_root(focus):
+    """The site root: ``/api/v1/conferences[/NAME]``."""
+    return _Node({b"api": _Node({b"v1": _Node({b"conferences": _Conferences(focus)})})})
