@@ -1,6 +1,7 @@
 """Start real ``twistd mfocus`` processes and talk SIP to them on loopback."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -133,3 +134,106 @@ def read_sipp_stats(path):
         except ValueError:
             stats[key] = value
     return stats
+
+
+class Sipp:
+    """A SIPp process run in the background in its own directory.
+
+    Its ``-trace_logs`` lines (the scenario's ``<log>``), ``-trace_msg``
+    messages and exit code are what tests assert on."""
+
+    def __init__(self, scenario, target, cwd, args=(), timeout=60, name=None):
+        self.cwd = os.path.join(str(cwd), name or os.path.splitext(scenario)[0])
+        os.makedirs(self.cwd, exist_ok=True)
+        self.scenario = scenario
+        self.port = free_port()
+        self.timeout = timeout
+        # A file of tests/sipp/, or the name of a SIPp built-in (uas, uac).
+        which = (["-sf", os.path.join(SIPP_DIR, scenario)] if scenario.endswith(".xml")
+                 else ["-sn", scenario])
+        cmd = ["sipp"] + ([target] if target else []) + which + [
+               "-i", "127.0.0.1", "-p", str(self.port), "-nostdin",
+               "-timeout", f"{timeout}s", "-timeout_error",
+               "-trace_msg", "-trace_err", "-trace_logs"] + list(args)
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait(self):
+        """Exit code; the process is killed if it outlives its timeout."""
+        try:
+            self.proc.wait(self.timeout + 10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def _read(self, suffix):
+        name = os.path.splitext(self.scenario)[0]
+        out = []
+        for entry in sorted(os.listdir(self.cwd)):
+            if entry.startswith(name + "_") and entry.endswith(suffix):
+                with open(os.path.join(self.cwd, entry), "rb") as f:
+                    out.append(f.read().decode("utf-8", "replace"))
+        return "".join(out)
+
+    def logs(self):
+        """The scenario's ``<log>`` lines."""
+        return [line for line in self._read("_logs.log").splitlines() if line.strip()]
+
+    def errors(self):
+        return self._read("_errors.log")
+
+    def messages(self, received=None):
+        """Every traced message as text, in order; ``received`` True or
+        False keeps only what SIPp received or sent."""
+        out = []
+        for block in re.split(r"^-{20,} [^\n]*\n", self._read("_messages.log"), flags=re.M):
+            kind, _, message = block.partition("\n")
+            if not message.strip():
+                continue
+            got = " received " in kind
+            if received is None or got == received:
+                out.append(message.strip("\n"))
+        return out
+
+
+def sip_body(message):
+    """The body of a traced SIP message (after the blank line)."""
+    head, _, body = message.replace("\r\n", "\n").partition("\n\n")
+    return body
+
+
+def sip_header(message, name):
+    """The first value of header ``name`` in a traced message, or None."""
+    for line in message.replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+def api_get(port, path):
+    """(status, JSON) of ``GET http://127.0.0.1:port/path``."""
+    import json
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05):
+    """Poll ``predicate`` until it returns something true; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
