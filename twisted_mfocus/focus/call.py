@@ -64,6 +64,7 @@ class CallLeg:
         self._retransmitter = None
         self._invite_txn = None     # UAC: our INVITE's transaction
         self._ack = None            # UAC: the ACK, resent on 2xx retransmissions
+        self.replaces = None        # the leg this one replaces (RFC 3891)
         self.ended = defer.Deferred()
 
     # -- dial-in (UAS) -----------------------------------------------------
@@ -126,6 +127,9 @@ class CallLeg:
         self.state = "confirmed"
         self.endpoint_entity = str(self.dialog.remote_target)
         self.focus.leg_joined(self)
+        if self.replaces is not None:          # RFC 3891 §3: end the old call
+            self.replaces.hangup()
+            self.replaces = None
 
     def _media_changed(self):
         if self.state == "confirmed":

@@ -287,17 +287,21 @@ class ConferenceFocus:
 
     def _out_of_dialog_INVITE(self, txn, request, source):
         respond = self.policy.respond
-        if request.headers.get("replaces"):
-            # RFC 3891 §3: no dialog of ours to replace outside a dialog we know.
-            txn.respond(respond(request, 481, "No Dialog To Replace", to_tag=new_tag()))
-            return
-        conference = self.conference_for(request.uri)
+        replaced = None
+        if "replaces" in request.headers:
+            replaced = self._replaced_leg(request)
+            if replaced is None:
+                txn.respond(respond(request, 481, "No Call To Replace", to_tag=new_tag()))
+                return
+            conference = replaced.conference
+        else:
+            conference = self.conference_for(request.uri)
         if conference is None:
             status, reason = (503, "Too Many Conferences") if request.uri.user else (
                 404, "No Such Conference")
             txn.respond(respond(request, status, reason, to_tag=new_tag()))
             return
-        if self.is_full():
+        if replaced is None and self.is_full():
             txn.respond(respond(request, 486, "Conference Focus Full", to_tag=new_tag(),
                                 headers=[("Retry-After", "60")]))
             self._maybe_retire(conference)
@@ -315,6 +319,7 @@ class ConferenceFocus:
                                 headers=[("Retry-After", "30")]))
             self._maybe_retire(conference)
             return
+        leg.replaces = replaced
         try:
             leg.accept(txn, request, source, offer)
         except SDPError as e:
@@ -326,6 +331,16 @@ class ConferenceFocus:
         except Exception:
             leg._end("internal error")
             raise
+
+    def _replaced_leg(self, request):
+        """The confirmed call a ``Replaces`` header names (RFC 3891 §3: its
+        to-tag is our tag, its from-tag the peer's), or None."""
+        call_id, *params = [p.strip() for p in request.headers.get("replaces").split(";")]
+        tags = dict(p.partition("=")[::2] for p in params)
+        usage = self.ua.dialogs.get((call_id, tags.get("to-tag"), tags.get("from-tag")))
+        if isinstance(usage, CallLeg) and usage.state == "confirmed":
+            return usage
+        return None
 
     def _out_of_dialog_SUBSCRIBE(self, txn, request, source):
         self.notifier.subscribe(txn, request, source)

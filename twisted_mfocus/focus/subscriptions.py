@@ -16,9 +16,9 @@ Rules of this module:
   Its NOTIFYs go out in its dialog with a version of its own (RFC 4575
   §4.5: versions count per subscription, starting at 1).
 - Changes are coalesced: ``changed(package, resource)`` schedules one
-  flush per resource no sooner than ``min_interval`` after the previous
-  one, so a burst of joins is one partial NOTIFY per subscriber, rendered
-  once for all of them (RFC 6665 §4.2.2 rate control).
+  flush per resource ``min_interval`` after the first change, so a burst
+  of joins is one partial NOTIFY per subscriber, rendered once for all of
+  them (RFC 6665 §4.2.2 rate control).
 - A NOTIFY that fails (481, timeout, any error) ends the subscription
   (RFC 6665 §4.2.2).  Time is the injected clock.
 """
@@ -138,7 +138,6 @@ class Notifier:
         self.max_subscriptions = max_subscriptions
         self._by_resource = {}      # (event, resource) -> {Subscription}
         self._pending = {}          # (event, resource) -> DelayedCall
-        self._last_flush = {}       # (event, resource) -> time
         self.count = 0
 
     def add_package(self, package):
@@ -217,10 +216,10 @@ class Notifier:
         key = (package.event, resource)
         if key in self._pending:
             return
-        clock = self.ua.clock
-        last = self._last_flush.get(key)
-        delay = 0 if last is None else max(0, last + self.min_interval - clock.seconds())
-        self._pending[key] = clock.callLater(delay, self._flush, package, resource)
+        # Trailing edge: what changes within min_interval of the first
+        # change goes out together, and flushes are min_interval apart.
+        self._pending[key] = self.ua.clock.callLater(
+            self.min_interval, self._flush, package, resource)
 
     def _flush(self, package, resource):
         key = (package.event, resource)
@@ -228,7 +227,6 @@ class Notifier:
         rendered = package.changes(resource)
         if not rendered:
             return
-        self._last_flush[key] = self.ua.clock.seconds()
         for sub in list(self._by_resource.get(key, ())):
             sub.notify(rendered)
 
@@ -247,7 +245,6 @@ class Notifier:
         if resource is not None:
             for key in [k for k in self._pending if k[1] is resource]:
                 self._pending.pop(key).cancel()
-                self._last_flush.pop(key, None)
         return defer.DeferredList(ds, consumeErrors=True)
 
     # -- plumbing ----------------------------------------------------------

@@ -1,0 +1,277 @@
+"""The focus driven on a ``task.Clock`` with an in-memory wire.
+
+The transaction layer, dialogs, legs, REFER and the notifier run as in the
+daemon; only the sockets are replaced by ``Wire`` (which serializes and
+re-parses every message, so what is asserted is what would go out) and
+RTP ports by a counter.  Time moves only when the test says so.
+"""
+
+import itertools
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from twisted_mfocus.config import Config
+from twisted_mfocus.focus.focus import ConferenceFocus
+from twisted_mfocus.sip.address import Peer
+from twisted_mfocus.sip.message import Request, Response, make_response, parse_datagram
+from twisted_mfocus.sip.routing import next_hop, stamp_received
+from twisted_mfocus.sip.transaction import Timers, TransactionLayer
+
+FOCUS = Peer("UDP", "127.0.0.1", 5060)
+SDP = (b"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       b"m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+
+
+class Wire:
+    """The transport, in memory: records what the focus sends."""
+
+    def __init__(self):
+        self.sent = []
+
+    def listening(self):
+        return [FOCUS]
+
+    def local_address(self, transport, family=None):
+        return (FOCUS.host, FOCUS.port) if transport == "UDP" else None
+
+    def locate(self, request):
+        uri = next_hop(request)
+        return defer.succeed([Peer("UDP", uri.host, uri.port or 5060)])
+
+    def send(self, message, peer):
+        self.sent.append((parse_datagram(message.to_bytes()), peer))
+
+    send_response = send
+
+    def take(self, what=None):
+        """Messages sent so far (of a method or status), and forget them."""
+        out = [m for m, _ in self.sent if what is None or _is(m, what)]
+        self.sent = [(m, p) for m, p in self.sent if not (what is None or _is(m, what))]
+        return out
+
+
+def _is(message, what):
+    if isinstance(what, int):
+        return isinstance(message, Response) and message.status == what
+    return isinstance(message, Request) and message.method == what
+
+
+class Pool:
+    interface = "127.0.0.1"
+
+    def __init__(self, size=100):
+        self.free = list(range(40000, 40000 + 2 * size, 2))
+
+    def allocate(self):
+        from twisted_mfocus.media.rtp import PortsExhausted
+        if not self.free:
+            raise PortsExhausted()
+        return type("RTP", (), {"port": self.free.pop(0)})()
+
+    def release(self, endpoint):
+        self.free.append(endpoint.port)
+
+
+class Phone:
+    """A SIP phone's messages, as text, at 127.0.0.1:PORT."""
+
+    counter = itertools.count(1)
+
+    def __init__(self, port, user=None):
+        self.port = port
+        self.user = user or f"phone{port}"
+        self.peer = Peer("UDP", "127.0.0.1", port)
+        self.tag = f"t{port}"
+        self.call_id = f"call{port}-{next(self.counter)}"
+        self.cseq = 0
+
+    def request(self, method, uri, to_tag=None, body=b"", headers=(), call_id=None,
+                from_tag=None):
+        self.cseq += 1
+        lines = [f"{method} {uri} SIP/2.0",
+                 f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{self.call_id}"
+                 f"{self.cseq}{method}",
+                 "Max-Forwards: 70",
+                 f"From: <sip:{self.user}@127.0.0.1:{self.port}>;tag={from_tag or self.tag}",
+                 f"To: <{uri}>" + (f";tag={to_tag}" if to_tag else ""),
+                 f"Call-ID: {call_id or self.call_id}",
+                 f"CSeq: {self.cseq if method != 'ACK' else self.cseq - 1} {method}",
+                 f"Contact: <sip:{self.user}@127.0.0.1:{self.port}>"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body)}")
+        return parse_datagram(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+
+@pytest.fixture
+def rig():
+    clock = Clock()
+    wire = Wire()
+    config = Config(overrides={("focus", "capacity"): "4",
+                               ("events", "notify_interval"): "0.2",
+                               ("events", "min_expires"): "1"})
+    focus = ConferenceFocus(config, Pool(), clock)
+
+    def send(message, peer):
+        (wire.send_response if isinstance(message, Response) else wire.send)(message, peer)
+    transactions = TransactionLayer(clock, send, focus, timers=Timers())
+    service = type("Service", (), {"reactor": clock, "transport": wire,
+                                   "transactions": transactions})()
+    focus.attach(service)
+
+    def deliver(message, peer):
+        message.validate()
+        if isinstance(message, Request):
+            stamp_received(message, peer)
+        transactions.receive(message, peer)
+    return type("Rig", (), {"clock": clock, "wire": wire, "focus": focus,
+                            "deliver": staticmethod(deliver)})()
+
+
+ROOM = "sip:room@127.0.0.1:5060"
+
+
+def join(rig, phone, ack=True):
+    rig.deliver(phone.request("INVITE", ROOM, body=SDP), phone.peer)
+    ok = rig.wire.take(200)[-1]
+    if ack:
+        rig.deliver(phone.request("ACK", ROOM, to_tag=ok.to.tag), phone.peer)
+    return ok
+
+
+def answer(rig, requests, peer):
+    """The phone at ``peer`` answers each of ``requests`` with 200."""
+    for request in requests:
+        rig.deliver(parse_datagram(make_response(request, 200).to_bytes()), peer)
+    return requests
+
+
+def conference(rig):
+    return rig.focus.conferences["room"]
+
+
+def test_dial_in_answers_with_isfocus_and_joins_on_ack(rig):
+    phone = Phone(5001)
+    ok = join(rig, phone, ack=False)
+    assert str(ok.contacts[0]) == "<sip:room@127.0.0.1:5060>;isfocus"
+    assert {"Allow", "Allow-Events", "Supported"} <= {n for _, n, _ in ok.headers._items}
+    assert conference(rig).user_count == 0          # not before the ACK
+    rig.deliver(phone.request("ACK", ROOM, to_tag=ok.to.tag), phone.peer)
+    assert list(conference(rig).users) == ["sip:phone5001@127.0.0.1:5001"]
+
+
+def test_2xx_is_retransmitted_until_acked_then_bye(rig):
+    phone = Phone(5002)
+    join(rig, phone, ack=False)
+    times = []
+    for _ in range(70):
+        rig.clock.advance(0.5)
+        if rig.wire.take(200):
+            times.append(rig.clock.seconds())
+    # §13.3.1.4: T1, 2T1, 4T1 ... capped at T2, for 64*T1.
+    assert times[:5] == [0.5, 1.5, 3.5, 7.5, 11.5]
+    assert max(times) < 32
+    assert len({bye.top_via.branch for bye in rig.wire.take("BYE")}) == 1
+    assert rig.focus.load == 0
+
+
+def test_burst_of_joins_is_one_partial_notify_per_subscriber(rig):
+    watcher = Phone(5100, "watcher")
+    rig.deliver(watcher.request("SUBSCRIBE", ROOM, headers=[("Event", "conference"),
+                                                            ("Expires", "60")]),
+                watcher.peer)
+    assert rig.wire.take(200)
+    assert len(answer(rig, rig.wire.take("NOTIFY"), watcher.peer)) == 1   # full state
+    rig.clock.advance(1)
+    for port in range(5101, 5104):
+        join(rig, Phone(port))
+        rig.clock.advance(0.01)
+    rig.clock.advance(0.5)
+    notifies = answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
+    assert len(notifies) == 1
+    assert notifies[0].body.count(b"<user entity=") == 3
+    assert b'state="partial"' in notifies[0].body
+
+
+def test_replaces_swaps_the_call_and_byes_the_old_one(rig):
+    phone = Phone(5003)
+    ok = join(rig, phone)
+    replaces = f"{phone.call_id};to-tag={ok.to.tag};from-tag={phone.tag}"
+    new = Phone(5003)
+    rig.deliver(new.request("INVITE", ROOM, body=SDP, headers=[("Replaces", replaces)]),
+                new.peer)
+    ok2 = rig.wire.take(200)[-1]
+    rig.deliver(new.request("ACK", ROOM, to_tag=ok2.to.tag), new.peer)
+    bye = rig.wire.take("BYE")
+    assert [b.call_id for b in bye] == [phone.call_id]
+    users = conference(rig).users
+    assert len(users) == 1 and len(next(iter(users.values())).endpoints) == 1
+
+
+def test_replaces_of_an_unknown_call_is_481(rig):
+    phone = Phone(5004)
+    rig.deliver(phone.request("INVITE", ROOM, body=SDP,
+                              headers=[("Replaces", "nope;to-tag=a;from-tag=b")]), phone.peer)
+    assert rig.wire.take(481)
+
+
+def test_bad_input_gets_clear_errors(rig):
+    phone = Phone(5005)
+    rig.deliver(phone.request("BYE", ROOM, to_tag="nosuch"), phone.peer)
+    assert rig.wire.take(481)
+    rig.deliver(phone.request("INVITE", ROOM, body=b"v=0\r\nbogus\r\n"), phone.peer)
+    bad = rig.wire.take(400)
+    assert bad and bad[0].reason.startswith("SDP")
+    video = SDP.replace(b"m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000",
+                        b"m=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000")
+    rig.deliver(Phone(5006).request("INVITE", ROOM, body=video), Phone(5006).peer)
+    assert rig.wire.take(488)
+    rig.deliver(phone.request("SUBSCRIBE", ROOM, headers=[("Event", "presence")]), phone.peer)
+    refused = rig.wire.take(489)
+    assert refused and "conference" in refused[0].headers.get("allow-events")
+    assert rig.focus.load == 0 and rig.focus.ua.dialogs == {}
+
+
+def test_full_focus_answers_486(rig):
+    for port in range(5010, 5014):
+        join(rig, Phone(port))
+    rig.deliver(Phone(5014).request("INVITE", ROOM, body=SDP), Phone(5014).peer)
+    assert rig.wire.take(486)
+
+
+def test_refer_policy(rig):
+    join(rig, Phone(5020))
+    outsider = Phone(5021)
+    rig.deliver(outsider.request("REFER", ROOM, headers=[
+        ("Refer-To", "<sip:x@127.0.0.1:5999>")]), outsider.peer)
+    assert rig.wire.take(403)[0].reason == "Only Members May Refer"
+    member = Phone(5020)
+    rig.deliver(member.request("REFER", ROOM, headers=[
+        ("Refer-To", "<mailto:x@example.com>")]), member.peer)
+    assert rig.wire.take(403)[0].reason == "Only SIP URIs May Be Referred"
+    rig.deliver(member.request("REFER", ROOM, headers=[
+        ("Refer-To", "<sip:x@127.0.0.1:5999>")]), member.peer)
+    assert rig.wire.take(202)
+    invite = rig.wire.take("INVITE")[0]
+    assert str(invite.uri) == "sip:x@127.0.0.1:5999"
+    assert invite.headers.get("referred-by") == "<sip:phone5020@127.0.0.1:5020>"
+    assert str(invite.from_.uri) == conference(rig).uri
+    assert str(invite.contacts[0]) == "<sip:room@127.0.0.1:5060>;isfocus"
+
+
+def test_shutdown_byes_every_call_and_ends_every_subscription(rig):
+    join(rig, Phone(5030))
+    join(rig, Phone(5031))
+    watcher = Phone(5032)
+    rig.deliver(watcher.request("SUBSCRIBE", ROOM, headers=[("Event", "conference")]),
+                watcher.peer)
+    rig.wire.take()
+    done = rig.focus.shutdown()
+    assert len(rig.wire.take("BYE")) == 2
+    final = rig.wire.take("NOTIFY")
+    assert [n.headers.get("subscription-state") for n in final] == [
+        "terminated;reason=noresource"]
+    assert not done.called          # it waits for the answers (bounded by the service)
