@@ -159,6 +159,8 @@ def test_sigterm_ends_calls_and_subscriptions(focus, tmp_path, schema):
     calls = Sipp("member.xml", focus.target, tmp_path,
                  ["-s", "room", "-m", "2", "-l", "2", "-r", "20", "-set", "wait_bye", "1"])
     assert wait_for(lambda: len(members(focus, "room") or []) == 2)
+    assert wait_for(lambda: api_get(focus.http, "/api/v1/conferences/room")[1].get(
+        "subscriptions") == 1)
     focus.proc.send_signal(signal.SIGTERM)
     # twistd ends by re-raising the signal (systemd counts that as clean).
     assert focus.proc.wait(15) in (0, -signal.SIGTERM)

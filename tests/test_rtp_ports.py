@@ -40,9 +40,9 @@ def ipv6_available():
 
 class PoolTests(unittest.TestCase):
 
-    def pool(self, pairs):
+    def pool(self, pairs, **options):
         low, high = free_range(pairs)
-        pool = RTPPortPool(reactor, low, high)
+        pool = RTPPortPool(reactor, low, high, **options)
         self.addCleanup(pool.release_all)
         return pool, low
 
@@ -106,7 +106,7 @@ class PoolTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_release_frees_the_port(self):
-        pool, low = self.pool(2)
+        pool, low = self.pool(2, max_idle=0)
         first, second = pool.allocate(), pool.allocate()
         self.assertRaises(PortsExhausted, pool.allocate)
         yield pool.release(first)
@@ -120,6 +120,26 @@ class PoolTests(unittest.TestCase):
         self.assertEqual(pool.in_use, 2)
         yield pool.release(second)
         self.assertEqual(pool.in_use, 1)
+
+    def test_released_pair_stays_bound_and_is_reused_after_quiet_time(self):
+        clock = task.Clock()
+        pool, low = self.pool(3, clock=clock, quiet=2.0)
+        first = pool.allocate()
+        first.packets = 5
+        pool.release(first)
+        self.assertFalse(bindable(first.port))          # kept bound, not closed
+        self.assertNotEqual(pool.allocate().port, first.port)   # too fresh
+        clock.advance(2.0)
+        again = pool.allocate()
+        self.assertIs(again, first)
+        self.assertEqual(again.packets, 0)              # counters start afresh
+
+    def test_idle_pair_is_used_rather_than_exhausting(self):
+        pool, low = self.pool(1)
+        first = pool.allocate()
+        pool.release(first)
+        self.assertIs(pool.allocate(), first)
+        self.assertRaises(PortsExhausted, pool.allocate)
 
     def test_released_port_is_reused_last(self):
         pool, low = self.pool(3)

@@ -3,13 +3,16 @@
 Each member's audio gets one endpoint: an even RTP port and RTCP on the
 next odd port (RFC 3550 §11), both bound on one interface.  Ports come from
 a configured range [low, high]; a port someone else holds is skipped, and
-``PortsExhausted`` says the range is full.  The pool hands ports out in a
-rotating order so a just-released port is reused last (late packets of an
-old call do not land in a new one).
+``PortsExhausted`` says the range is full.  Released pairs stay bound and
+are handed out again oldest first, so a just-released port is reused last
+(late packets of an old call rarely land in a new one); new pairs are bound
+in a rotating order through the range.
 
 For now an endpoint reads and discards what it receives, counting packets,
 octets and the last source; the mixer will replace the protocol.
 """
+
+import collections
 
 from twisted.internet import defer, error, protocol
 
@@ -55,6 +58,10 @@ class RTPEndpoint:
         self.octets += len(data)
         self.last_source = tuple(addr[:2])
 
+    def _reset(self):
+        self.packets = self.octets = self.rtcp_packets = 0
+        self.last_source = None
+
     def _stop(self):
         listeners, self._listeners = self._listeners, ()
         return defer.gatherResults(
@@ -64,7 +71,8 @@ class RTPEndpoint:
 class RTPPortPool:
     """Even RTP ports in [low, high], RTCP on port + 1, bound on ``interface``."""
 
-    def __init__(self, reactor, low, high, interface="127.0.0.1"):
+    def __init__(self, reactor, low, high, interface="127.0.0.1", max_idle=1024,
+                 quiet=0.5, clock=None):
         first = low + (low % 2)
         if not 0 < low <= high <= 65535 or first + 1 > high:
             raise ValueError(f"RTP port range {low}-{high} holds no even/odd pair")
@@ -73,25 +81,47 @@ class RTPPortPool:
         self._ports = list(range(first, high, 2))
         self._next = 0
         self._in_use = {}
+        # Released pairs stay bound, up to max_idle, and are handed out
+        # again first: binding and closing two sockets per call (and
+        # Twisted's log line for each) cost a quarter of a join+leave.
+        # A pair is reused only after ``quiet`` seconds, unless nothing else
+        # is left.
+        self.max_idle = max_idle
+        self.quiet = quiet
+        self.clock = clock or reactor
+        self._idle = collections.OrderedDict()   # port -> (released at, RTPEndpoint)
 
     @property
     def in_use(self):
         return len(self._in_use)
 
     def allocate(self):
-        """Bind the next free pair; raise PortsExhausted if there is none."""
+        """A pair released earlier (still bound), else the next free pair
+        bound now; raise PortsExhausted if there is none."""
+        if self._idle:
+            released, endpoint = next(iter(self._idle.values()))
+            if self.clock.seconds() - released >= self.quiet:
+                return self._reuse(endpoint)
         count = len(self._ports)
         for step in range(count):
             port = self._ports[(self._next + step) % count]
-            if port in self._in_use:
+            if port in self._in_use or port in self._idle:
                 continue
             endpoint = self._bind(port)
             if endpoint is not None:
                 self._next = (self._next + step + 1) % count
                 self._in_use[port] = endpoint
                 return endpoint
+        if self._idle:
+            return self._reuse(next(iter(self._idle.values()))[1])
         raise PortsExhausted(f"no free RTP port pair in {self._ports[0]}-"
                              f"{self._ports[-1] + 1} on {self.interface}")
+
+    def _reuse(self, endpoint):
+        del self._idle[endpoint.port]
+        endpoint._reset()
+        self._in_use[endpoint.port] = endpoint
+        return endpoint
 
     def _bind(self, port):
         endpoint = RTPEndpoint(port, self.interface)
@@ -110,15 +140,20 @@ class RTPPortPool:
         return endpoint
 
     def release(self, endpoint):
-        """Stop listening on ``endpoint``'s pair; the pool may hand it out
-        again.  Returns a Deferred that fires once both sockets are closed
-        (callers may ignore it)."""
+        """Give ``endpoint``'s pair back: kept bound for reuse while fewer
+        than ``max_idle`` are idle, else closed.  Returns a Deferred that
+        fires once it is closed or kept (callers may ignore it)."""
         if self._in_use.get(endpoint.port) is not endpoint:
             return defer.succeed(None)
         del self._in_use[endpoint.port]
+        if len(self._idle) < self.max_idle:
+            self._idle[endpoint.port] = (self.clock.seconds(), endpoint)
+            return defer.succeed(None)
         return endpoint._stop()
 
     def release_all(self):
-        """Release every endpoint (service stop); a Deferred as release()."""
-        return defer.gatherResults(
-            [self.release(endpoint) for endpoint in list(self._in_use.values())])
+        """Close every pair, in use or idle (service stop); a Deferred."""
+        endpoints = list(self._in_use.values()) + [e for _, e in self._idle.values()]
+        self._in_use.clear()
+        self._idle.clear()
+        return defer.gatherResults([endpoint._stop() for endpoint in endpoints])

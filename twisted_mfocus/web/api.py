@@ -3,7 +3,8 @@
 ``GET /api/v1/conferences`` lists conferences (name, uri, member count);
 ``GET /api/v1/conferences/NAME`` shows one:
 ``{"name", "uri", "foci": [{"uri", "role", "capacity", "members"}],
-"members": [{"uri", "focus", "status", "joined"}]}``.  Other tools depend
+"members": [{"uri", "focus", "status", "joined"}], "subscriptions"}``
+(each member also names its ``endpoint``).  Other tools depend
 on these field names: add fields, never rename them.  404 for anything
 unknown, 405 for methods other than GET.
 """
@@ -31,7 +32,8 @@ def conference_view(focus, conference):
     return {"name": conference.name, "uri": conference.uri,
             "foci": [{"uri": focus.uri, "role": focus.config.role,
                       "capacity": focus.config.capacity, "members": len(members)}],
-            "members": members}
+            "members": members,
+            "subscriptions": len(focus.notifier.subscriptions(resource=conference))}
 
 
 class _JSON(resource.Resource):
