@@ -39,6 +39,12 @@ def test_example_config_file_is_the_default(shared_dir):
     ("[sip]\nt1 = fast\n", "sip.t1"),
     ("[sip]\nmax_transactions = -3\n", "sip.max_transactions"),
     ("[focus]\nlisten = tls:127.0.0.1:5061\n", "tls.certificate"),
+    ("[focus]\ncapacity = 0\n", "focus.capacity"),
+    ("[focus]\nrefer_policy = friends\n", "focus.refer_policy"),
+    ("[focus]\nlog_format = xml\n", "focus.log_format"),
+    ("[media]\nrtp_ports = 30000\n", "media.rtp_ports"),
+    ("[media]\nrtp_ports = 40000-30000\n", "media.rtp_ports"),
+    ("[events]\nnotify_interval = -1\n", "events.notify_interval"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, key):
     conf = tmp_path / "bad.conf"
@@ -47,3 +53,14 @@ def test_bad_values_name_the_key(tmp_path, text, key):
         Config(str(conf))
     with pytest.raises(usage.UsageError):
         Options().parseOptions(["--config", str(conf)])
+
+
+def test_service_flags_override_the_file(tmp_path):
+    conf = tmp_path / "m.conf"
+    conf.write_text("[focus]\ncapacity = 5\nlog_format = text\n[media]\nrtp_ports = 30000-30099\n")
+    opts = Options()
+    opts.parseOptions(["--config", str(conf), "--capacity", "7", "--rtp-ports", "31000-31009",
+                       "--http", "tcp:8080:interface=127.0.0.1", "--log-format", "json"])
+    c = opts["effective"]
+    assert (c.capacity, c.rtp_ports, c.http, c.log_format) == (
+        7, (31000, 31009), "tcp:8080:interface=127.0.0.1", "json")

@@ -170,3 +170,24 @@ def test_sigterm_ends_calls_and_subscriptions(focus, tmp_path, schema):
         "BYE from the focus"] * 2
     docs = notify_documents(watcher, schema)
     assert docs[-1][0] == "terminated;reason=noresource"
+
+
+def test_json_logs_one_line_per_call_event_and_api_404(tmp_path):
+    import json
+    port, http = free_port(), free_port()
+    f = Focus(["--listen", f"udp:127.0.0.1:{port}", "--log-format", "json",
+               "--http", f"tcp:{http}:interface=127.0.0.1", "--rtp-ports", "32900-32999"],
+              tmp_path)
+    try:
+        f.wait_ready(port)
+        assert api_get(http, "/api/v1/conferences/nosuch")[0] == 404
+        assert api_get(http, "/api/v1/nothing")[0] == 404
+        call = Sipp("member.xml", f"127.0.0.1:{port}", tmp_path,
+                    ["-s", "room", "-m", "1", "-d", "500", "-set", "wait_bye", "0"])
+        assert call.wait() == 0, call.errors()
+    finally:
+        f.stop()
+    events = [json.loads(line) for line in f.log().splitlines() if line.strip()]
+    calls = [e for e in events if e.get("call") == f"1-{call.proc.pid}@127.0.0.1"]
+    assert [e["event"] for e in calls] == ["joined", "left"]
+    assert all(e["conf"] == "room" for e in calls)

@@ -189,14 +189,16 @@ class ConferenceFocus:
                           member=leg.user_entity)
             leg.hangup()
             return
-        self.log.info("{conf}: {member} joined ({how}, call {call})", conf=conference.name,
-                      member=leg.user_entity, how=leg.joining_method, call=leg.call_id)
+        self.log.info("{conf}: {member} {event} ({how}, call {call})", event="joined",
+                      conf=conference.name, member=leg.user_entity, how=leg.joining_method,
+                      call=leg.call_id)
         self.notifier.changed(self.package, conference)
 
     def leg_changed(self, leg):
         leg.conference.set_endpoint(leg.user_entity, self._endpoint(leg))
-        self.log.info("{conf}: {member} media {status}", conf=leg.conference.name,
-                      member=leg.user_entity, status=leg.media_status)
+        self.log.info("{conf}: {member} {event} {status}", event="media",
+                      conf=leg.conference.name, member=leg.user_entity,
+                      status=leg.media_status, call=leg.call_id)
         self.notifier.changed(self.package, leg.conference)
 
     def leg_ended(self, leg, why, was_member):
@@ -207,8 +209,9 @@ class ConferenceFocus:
         self.rtp_pool.release(leg.rtp)
         if was_member:
             conference.remove_endpoint(leg.user_entity, leg.endpoint_entity)
-            self.log.info("{conf}: {member} left ({why}, call {call})", conf=conference.name,
-                          member=leg.user_entity, why=why, call=leg.call_id)
+            self.log.info("{conf}: {member} {event} ({why}, call {call})", event="left",
+                          conf=conference.name, member=leg.user_entity, why=why,
+                          call=leg.call_id)
             self.notifier.changed(self.package, conference)
         self._maybe_retire(conference)
 
