@@ -18,25 +18,29 @@ from .harness import Focus, free_port, udp_options
 from .netns import private_netns
 
 # What the daemon must answer, per INDEX.md; None: no response at all.
-# Valid requests reach the application: OPTIONS 200, INVITE 404 (no such
-# conference yet), REGISTER/MESSAGE 405 (known, not supported), BYE 481
-# (no dialog), an unknown method 501.
+# Valid requests reach the focus: OPTIONS 200; an INVITE joins the
+# conference its Request-URI names (200), unless it carries a To tag of a
+# dialog we do not have (wsinv: 481), offers no G.711 (ipv6-in-sdp,
+# ipv4-mapped-ipv6 offer only G.726: 488) or has no Contact to be a dialog's
+# remote target (inv2543, RFC 2543 syntax: 400 saying so, §8.1.1.8);
+# REGISTER/MESSAGE 405 (known, not supported), BYE 481 (no dialog), an
+# unknown method 501.
 EXPECTED_4475 = {
-    "wsinv": 404, "intmeth": 501, "esc01": 404, "escnull": 405,
-    "lwsdisp": 200, "longreq": 404, "dblreq": 405, "transports": 200,
+    "wsinv": 481, "intmeth": 501, "esc01": 200, "escnull": 405,
+    "lwsdisp": 200, "longreq": 200, "dblreq": 405, "transports": 200,
     "mpart01": 405, "unreason": None,
     "badinv01": 400, "clerr": 400, "ncl": 400, "scalar02": 400,
     "quotbal": 400, "ltgtruri": 400, "lwsruri": 400, "escruri": 400,
-    "baddate": 404, "badaspec": 400, "badvers": 505, "mismatch01": 400,
+    "baddate": 200, "badaspec": 400, "badvers": 505, "mismatch01": 400,
     "bigcode": None, "badbranch": 200, "insuf": 400, "unkscm": 416,
     "bext01": 420, "invut": 415, "multi01": 400, "mcl01": 400,
-    "zeromf": 200, "inv2543": 404,
+    "zeromf": 200, "inv2543": 400,
 }
 EXPECTED_5118 = {
     "ipv6-good": 405, "ipv6-bad": 400, "port-ambiguous": 405,
     "port-unambiguous": 405, "via-received-param-with-delim": 481,
-    "via-received-param-no-delim": 200, "ipv6-in-sdp": 404,
-    "mult-ip-in-header": 481, "mult-ip-in-sdp": 404, "ipv4-mapped-ipv6": 404,
+    "via-received-param-no-delim": 200, "ipv6-in-sdp": 488,
+    "mult-ip-in-header": 481, "mult-ip-in-sdp": 200, "ipv4-mapped-ipv6": 488,
     "ipv6-bug-abnf-3-colons": 200, "ipv6-correct-abnf-2-colons": 200,
 }
 # Headers the INDEX requires on some answers.

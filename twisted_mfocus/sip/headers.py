@@ -174,6 +174,14 @@ class Headers:
                 return True
         return False
 
+    def key_counts(self):
+        """How many fields of each (lower-case long) name, in one pass."""
+        counts = {}
+        for item in self._items:
+            key = item[0]
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def __eq__(self, other):
         if not isinstance(other, Headers):
             return NotImplemented
@@ -266,6 +274,11 @@ class Headers:
         values = [parse(v) for v in self.get_all(key)]
         self._cache[key] = (parse, values)
         return values
+
+    def seed_typed(self, name, parse, values):
+        """Record ``values`` as what ``typed(name, parse)`` gives now: for a
+        caller that rewrote a header and already holds its parsed form."""
+        self._cache[canonical_name(name)[0]] = (parse, values)
 
     def release_parsed(self):
         """Drop the cached typed views (they are rebuilt on next access).

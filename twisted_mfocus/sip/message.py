@@ -51,6 +51,10 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+#: Headers every request and response carries (RFC 3261 §8.1.1).
+_MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"),
+              ("cseq", "CSeq"))
+
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded",
     182: "Queued", 183: "Session Progress", 200: "OK", 202: "Accepted",
@@ -149,12 +153,12 @@ class Message:
         len(h)                       # split the raw lines, noting bad ones
         if h.malformed:
             raise ParseError(h.malformed, message=self)
-        for key, name in (("via", "Via"), ("from", "From"), ("to", "To"),
-                          ("call-id", "Call-ID"), ("cseq", "CSeq")):
-            if key not in h:
+        counts = h.key_counts()
+        for key, name in _MANDATORY:
+            if key not in counts:
                 raise ParseError(f"Missing {name} header", message=self)
         for key in SINGLE_HEADERS:
-            if h.count(key) > 1:
+            if counts.get(key, 0) > 1:
                 raise ParseError(f"Multiple {canonical_name(key)[1]} headers",
                                  message=self)
         try:

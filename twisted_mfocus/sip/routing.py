@@ -78,8 +78,10 @@ def _replace_top_via(message, via):
     was; the new top value goes first, so the Via order is kept.
     """
     headers = message.headers
+    rest = message.vias[1:]
     headers.pop_first_value("via")
     headers.add("Via", str(via), first=True)
+    headers.seed_typed("via", Via.parse, [via] + rest)     # no re-parse of what we hold
 
 
 def stamp_received(request, source):
