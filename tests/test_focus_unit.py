@@ -136,3 +136,15 @@ def test_shutdown_byes_every_call_and_ends_every_subscription(rig):
     assert [n.headers.get("subscription-state") for n in final] == [
         "terminated;reason=noresource"]
     assert not done.called          # it waits for the answers (bounded by the service)
+
+
+def test_a_conference_nobody_holds_or_watches_is_forgotten(rig):
+    watcher = Phone(5040)
+    rig.deliver(watcher.request("SUBSCRIBE", "sip:watched@127.0.0.1:5060",
+                                headers=[("Event", "conference"), ("Expires", "2")]),
+                watcher.peer)
+    assert "watched" in rig.focus.conferences
+    answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
+    rig.clock.advance(2.5)                       # expiry: final NOTIFY
+    answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
+    assert "watched" not in rig.focus.conferences

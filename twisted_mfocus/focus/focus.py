@@ -94,7 +94,8 @@ class ConferenceFocus:
         self.notifier = Notifier(
             self.ua, self.policy, self._contact_for_subscription, [self.package],
             min_interval=cfg.notify_interval, min_expires=cfg.min_expires,
-            max_expires=cfg.max_expires, max_subscriptions=cfg.max_subscriptions)
+            max_expires=cfg.max_expires, max_subscriptions=cfg.max_subscriptions,
+            on_unwatched=self._maybe_retire)
 
     new_tag = staticmethod(new_tag)
 

@@ -125,8 +125,10 @@ class Notifier:
 
     def __init__(self, ua, policy, contact, packages=(), min_interval=0.2,
                  default_expires=3600, min_expires=60, max_expires=86400,
-                 max_subscriptions=10000):
+                 max_subscriptions=10000, on_unwatched=None):
         self.ua = ua
+        #: on_unwatched(resource): its last subscription ended
+        self.on_unwatched = on_unwatched
         self.policy = policy
         #: contact(subscription_or_request) -> the Contact we put in messages
         self.contact = contact
@@ -288,6 +290,8 @@ class Notifier:
             self.count -= 1
             if not subs:
                 del self._by_resource[key]
+                if self.on_unwatched is not None:
+                    self.on_unwatched(sub.resource)
         self.ua.remove_dialog(sub.dialog, sub)
 
 
