@@ -145,7 +145,7 @@ def test_subscription_full_then_partials_refresh_unsubscribe(focus, tmp_path, sc
 
 def test_subscription_expires(focus, tmp_path, schema):
     watcher = Sipp("subscriber.xml", focus.target, tmp_path,
-                   ["-s", "room", "-m", "1", "-set", "expires", "2", "-set", "partials", "0",
+                   ["-s", "room", "-m", "1", "-set", "expires", "2", "-set", "partials", "1000000",
                     "-set", "refresh", "0", "-set", "unsubscribe", "0"])
     assert watcher.wait() == 0, watcher.errors()
     docs = notify_documents(watcher, schema)
@@ -154,7 +154,7 @@ def test_subscription_expires(focus, tmp_path, schema):
 
 def test_sigterm_ends_calls_and_subscriptions(focus, tmp_path, schema):
     watcher = Sipp("subscriber.xml", focus.target, tmp_path,
-                   ["-s", "room", "-m", "1", "-set", "expires", "600", "-set", "partials", "0",
+                   ["-s", "room", "-m", "1", "-set", "expires", "600", "-set", "partials", "1000000",
                     "-set", "refresh", "0", "-set", "unsubscribe", "0"])
     calls = Sipp("member.xml", focus.target, tmp_path,
                  ["-s", "room", "-m", "2", "-l", "2", "-r", "20", "-set", "wait_bye", "1"])
