@@ -14,7 +14,8 @@ import time
 import pytest
 
 from .harness import Focus, Sipp, api_get, free_port, wait_for
-from .peers import _KAMAILIO_CFG, Baresip, Kamailio, Linphonec, port_free, write_tone_wav
+from .peers import Baresip, Kamailio, Linphonec, port_free, write_tone_wav
+from .peers.kamailio import _KAMAILIO_CFG
 
 HOST = "127.0.0.1"
 #: RTP ranges of the foci started by this module: away from test_focus_sipp's 31000+.

@@ -1,0 +1,87 @@
+"""Ports and processes shared by the peer controllers: loopback only, every
+wait bounded, every child stopped by its PID."""
+
+import math
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+import wave
+
+from ..harness import free_port  # noqa: F401  (re-exported)
+
+HOST = "127.0.0.1"
+
+
+# ---- ports and processes ----------------------------------------------------
+
+def port_free(port, host=HOST, kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)):
+    """True when ``port`` can be bound on ``host`` for every socket kind in ``kinds``.
+
+    No SO_REUSEADDR/SO_REUSEPORT: a process holding the port with
+    SO_REUSEPORT (belle-sip does) still makes the bind fail.
+    """
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def wait_port_free(port, timeout=5.0, host=HOST, kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)):
+    """Wait until ``port`` is free (UDP and TCP by default); raise TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    while not port_free(port, host, kinds):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"port {host}:{port} still in use after {timeout}s")
+        time.sleep(0.05)
+
+
+def _require_free(what, port, kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)):
+    if not port_free(port, kinds=kinds):
+        raise RuntimeError(f"{what}: port {HOST}:{port} is busy (a leaked process?); not starting")
+
+
+def _stop_process(proc, grace=5.0):
+    """Stop our own child ``proc`` by its PID: SIGTERM, then SIGKILL after ``grace`` s."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+    return proc.returncode
+
+
+def write_tone_wav(path, freq=440.0, seconds=60.0, rate=8000, amplitude=0.3):
+    """A 16-bit mono PCM WAV with one sine tone (what baresip's aufile source reads).
+
+    baresip hangs the call up when aufile reaches the end of the file, so make
+    it longer than the call.
+    """
+    n = int(rate * seconds)
+    period = [int(32767 * amplitude * math.sin(2 * math.pi * freq * i / rate)) for i in range(rate)]
+    second = struct.pack(f"<{rate}h", *period)  # whole seconds of an integer-Hz tone loop cleanly
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        full, rest = divmod(n, rate)
+        w.writeframes(second * full + second[:2 * rest])
+    return str(path)
+
+
+# ---- baresip ------------------------------------------------------------------
