@@ -7,7 +7,6 @@ focus's JSON API.  Every process is started here and stopped by its PID.
 """
 
 import re
-import shutil
 import socket
 import time
 
@@ -15,6 +14,7 @@ import pytest
 
 from .harness import Focus, Sipp, api_get, free_port, wait_for
 from .peers import Baresip, Kamailio, Linphonec, port_free, write_tone_wav
+from .peers.process import need, rtp_base
 from .peers.kamailio import _KAMAILIO_CFG
 
 HOST = "127.0.0.1"
@@ -22,20 +22,6 @@ HOST = "127.0.0.1"
 _next_rtp = [33000]
 
 
-def need(*binaries):
-    missing = [b for b in binaries if not shutil.which(b)]
-    if missing:
-        pytest.skip(f"missing {' '.join(missing)} (scripts/test installs them as root)")
-
-
-def rtp_base():
-    """An even port whose successor is free too (baresip's 2-port RTP/RTCP range)."""
-    for _ in range(100):
-        p = free_port()
-        p -= p % 2
-        if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in (p, p + 1)):
-            return p
-    raise RuntimeError("no free RTP pair")
 
 
 def focus_rtp_range(width=100):

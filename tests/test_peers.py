@@ -8,30 +8,16 @@
 """
 
 import re
-import shutil
 import socket
 import uuid
 
 import pytest
 
 from .peers import Baresip, Kamailio, Linphonec, free_port, port_free
+from .peers.process import need, rtp_base
 
 
 
-def need(*binaries):
-    missing = [b for b in binaries if not shutil.which(b)]
-    if missing:
-        pytest.skip(f"missing {' '.join(missing)} (scripts/test installs them as root)")
-
-
-def rtp_base():
-    """An even port whose successor is free too (baresip's 2-port RTP/RTCP range)."""
-    for _ in range(100):
-        p = free_port()
-        p -= p % 2
-        if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in (p, p + 1)):
-            return p
-    raise RuntimeError("no free RTP pair")
 
 
 def test_baresip_calls_baresip(tmp_path):

@@ -4,13 +4,14 @@ wait bounded, every child stopped by its PID."""
 import math
 import os
 import signal
+import shutil
 import socket
 import struct
 import subprocess
 import time
 import wave
 
-from ..harness import free_port  # noqa: F401  (re-exported)
+from ..harness import free_port
 
 HOST = "127.0.0.1"
 
@@ -85,3 +86,22 @@ def write_tone_wav(path, freq=440.0, seconds=60.0, rate=8000, amplitude=0.3):
 
 
 # ---- baresip ------------------------------------------------------------------
+
+
+def need(*binaries):
+    """Fail (never skip) when a peer program is missing: scripts/test
+    installs them as root, and a test that did not run proves nothing."""
+    missing = [b for b in binaries if not shutil.which(b)]
+    if missing:
+        import pytest
+        pytest.fail(f"missing {' '.join(missing)} (scripts/test installs them as root)")
+
+
+def rtp_base():
+    """An even port whose successor is free too (baresip's 2-port RTP/RTCP range)."""
+    for _ in range(100):
+        p = free_port()
+        p -= p % 2
+        if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in (p, p + 1)):
+            return p
+    raise RuntimeError("no free RTP pair")
