@@ -148,3 +148,43 @@ def test_a_conference_nobody_holds_or_watches_is_forgotten(rig):
     rig.clock.advance(2.5)                       # expiry: final NOTIFY
     answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
     assert "watched" not in rig.focus.conferences
+
+
+def test_hold_reinvite_is_answered_recvonly_and_shown_on_hold(rig):
+    watcher = Phone(5050, "watcher")
+    rig.deliver(watcher.request("SUBSCRIBE", ROOM, headers=[("Event", "conference")]),
+                watcher.peer)
+    answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
+    phone = Phone(5051)
+    ok = join(rig, phone)
+    rig.clock.advance(0.5)
+    answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
+    hold = SDP.replace(b"a=rtpmap:0 PCMU/8000\r\n", b"a=rtpmap:0 PCMU/8000\r\na=sendonly\r\n")
+    rig.deliver(phone.request("INVITE", ROOM, to_tag=ok.to.tag, body=hold), phone.peer)
+    ok2 = rig.wire.take(200)[-1]
+    assert b"a=recvonly" in ok2.body
+    assert b" 2 IN IP4 " in ok2.body                 # o= version went up (RFC 3264 §8)
+    rig.deliver(phone.request("ACK", ROOM, to_tag=ok.to.tag), phone.peer)
+    rig.clock.advance(0.5)
+    notify = answer(rig, rig.wire.take("NOTIFY"), watcher.peer)[-1]
+    assert b"<status>on-hold</status>" in notify.body
+    endpoint = next(iter(conference(rig).users.values())).endpoints
+    assert [e.status for e in endpoint.values()] == ["on-hold"]
+
+
+def test_late_offer_is_answered_in_the_ack(rig):
+    phone = Phone(5060)
+    rig.deliver(phone.request("INVITE", ROOM), phone.peer)
+    ok = rig.wire.take(200)[-1]
+    assert b"m=audio " in ok.body and b"RTP/AVP 0 8 101" in ok.body   # our offer
+    assert conference(rig).user_count == 0
+    rig.deliver(phone.request("ACK", ROOM, to_tag=ok.to.tag, body=SDP), phone.peer)
+    assert conference(rig).user_count == 1
+
+
+def test_late_offer_without_answer_ends_the_call(rig):
+    phone = Phone(5061)
+    rig.deliver(phone.request("INVITE", ROOM), phone.peer)
+    ok = rig.wire.take(200)[-1]
+    rig.deliver(phone.request("ACK", ROOM, to_tag=ok.to.tag), phone.peer)
+    assert rig.wire.take("BYE") and rig.focus.load == 0
