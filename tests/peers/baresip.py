@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from .process import HOST, _require_free, _stop_process, write_tone_wav
+from .process import ChildProcess, HOST, _require_free, _stop_process, write_tone_wav
 
 BARESIP_MODULES = "/usr/lib/baresip/modules"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -44,7 +44,7 @@ snd_path\t\t{rec_dir}
 """
 
 
-class Baresip:
+class Baresip(ChildProcess):
     """One baresip user agent, auto-answering, driven over ctrl_tcp (JSON netstrings).
 
     ``rtp_low`` starts the RTP port range; it is ``rtp_span`` ports wide (2 by
@@ -144,15 +144,6 @@ class Baresip:
             self._log.close()
             self._log = None
         return self.proc.returncode if self.proc else None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
 
     # -- ctrl_tcp: netstrings carrying JSON
     def _read_loop(self):
@@ -261,13 +252,6 @@ class Baresip:
             time.sleep(0.1)
 
     # -- results
-    def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
     def recordings(self):
         """WAV files written by sndfile (``record=True``): ``{"enc": [...], "dec": [...]}``."""
         files = sorted(os.listdir(self.rec_dir))

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from ..harness import udp_options
-from .process import HOST, _require_free
+from .process import ChildProcess, HOST, _require_free
 
 
 _KAMAILIO_CFG = """\
@@ -118,7 +118,7 @@ route[RELAY] {{
 """
 
 
-class Kamailio:
+class Kamailio(ChildProcess):
     """Kamailio as registrar + stateful proxy on ``udp:127.0.0.1:port``.
 
     Registered users are looked up in usrloc; unregistered users whose name
@@ -200,18 +200,3 @@ class Kamailio:
             self._log = None
         return self.proc.returncode
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""

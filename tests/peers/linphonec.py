@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 
-from .process import HOST, _require_free, _stop_process, free_port
+from .process import ChildProcess, HOST, _require_free, _stop_process, free_port
 
 
 _LINPHONERC = """\
@@ -60,7 +60,7 @@ dial_escape_plus=0
 """
 
 
-class Linphonec:
+class Linphonec(ChildProcess):
     """One ``linphonec`` driven through stdin/stdout, debug log in ``linphone.log``.
 
     ``HOME`` is the work directory (liblinphone needs ``$HOME/.local/share/linphone``).
@@ -187,13 +187,6 @@ class Linphonec:
                 raise TimeoutError(f"linphonec {self.name}: not registered via {self.register_via}")
             time.sleep(0.2)
 
-    def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
             try:
@@ -213,12 +206,6 @@ class Linphonec:
             self._out.close()
             self._out = None
         return self.proc.returncode if self.proc else None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 # ---- kamailio -----------------------------------------------------------------

@@ -105,3 +105,29 @@ def rtp_base():
         if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in (p, p + 1)):
             return p
     raise RuntimeError("no free RTP pair")
+
+
+class ChildProcess:
+    """What every peer controller shares: ``with`` starts and stops it,
+    ``alive()``, and its log file as text."""
+
+    proc = None
+    log_path = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    log_text = log

@@ -181,7 +181,6 @@ class CallLeg:
         def not_sent(failure):
             self._failed(503, "Service Unavailable", progress)
 
-        self._invite = invite
         self.focus.ua.send_request(invite, on_response, on_error).addCallbacks(
             started, not_sent)
 

@@ -19,7 +19,6 @@ the injected clock, so tests run it on ``task.Clock``.
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ..sip.address import Peer
 from ..sip.ids import new_branch
 from ..sip.transaction import TransactionLimit, TransportError
 from ..sip.uri import URI
@@ -196,8 +195,3 @@ def _as_send_error(failure):
         return failure
     raise SendError(failure.getErrorMessage())
 
-
-def peer_of(uri):
-    """A ``Peer`` straight from a URI with an IP host (no DNS needed)."""
-    transport = (uri.params.get("transport") or "udp").upper()
-    return Peer(transport, uri.host.strip("[]"), uri.port or 5060)
