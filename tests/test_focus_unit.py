@@ -188,3 +188,11 @@ def test_late_offer_without_answer_ends_the_call(rig):
     ok = rig.wire.take(200)[-1]
     rig.deliver(phone.request("ACK", ROOM, to_tag=ok.to.tag), phone.peer)
     assert rig.wire.take("BYE") and rig.focus.load == 0
+
+
+def test_subscribe_to_the_factory_makes_one_conference_named_in_the_contact(rig):
+    watcher = Phone(5070)
+    rig.deliver(watcher.request("SUBSCRIBE", "sip:conference@127.0.0.1:5060",
+                                headers=[("Event", "conference")]), watcher.peer)
+    ok = rig.wire.take(200)[-1]
+    assert list(rig.focus.conferences) == [ok.contacts[0].uri.user]

@@ -27,7 +27,7 @@ from ..sip.message import Request
 from ..sip.values import NameAddr
 from .ua import Retransmitter
 
-__all__ = ["CallLeg", "parse_offer"]
+__all__ = ["CallLeg", "aor", "parse_offer"]
 
 SDP = "application/sdp"
 
@@ -73,7 +73,7 @@ class CallLeg:
         """Answer a dial-in INVITE with 200 (§13.3.1.4)."""
         self.transport = source.transport
         self.dialog = Dialog.from_uas(request)
-        self.user_entity = _aor(request.from_)
+        self.user_entity = aor(request.from_.uri)
         body = self._answer_or_offer(offer_sdp)
         self.focus.ua.add_dialog(self.dialog, self)
         self._send_2xx(txn, request, body)
@@ -142,7 +142,7 @@ class CallLeg:
         reason)`` hears every response (and 408/503 for failures)."""
         self.joining_method = "dialed-out"
         self.referred_by = referred_by
-        self.user_entity = _aor(NameAddr(target))
+        self.user_entity = aor(target)
         self.transport = (target.transport or "udp").upper()
         self.pending_offer = offer(self.sdp, self.rtp.port)
         conf_uri = NameAddr(self.focus.conference_uri(self.conference),
@@ -312,7 +312,6 @@ class CallLeg:
         return f"<CallLeg {self.state} {self.user_entity} {self.call_id}>"
 
 
-def _aor(name_addr):
+def aor(uri):
     """A member's user entity: the URI without parameters (RFC 4575 §5.6)."""
-    uri = name_addr.uri
     return str(uri.replace(params={}, headers=[]))

@@ -31,7 +31,7 @@ from ..sip.ids import new_tag
 from ..sip.uas import UASPolicy
 from ..sip.uri import URI
 from ..sip.values import NameAddr
-from .call import CallLeg, parse_offer
+from .call import CallLeg, aor, parse_offer
 from .refer import handle_refer
 from .subscriptions import Notifier
 from .ua import UserAgent
@@ -92,7 +92,7 @@ class ConferenceFocus:
         self.ua = UserAgent(service.reactor, service.transport, service.transactions)
         cfg = self.config
         self.notifier = Notifier(
-            self.ua, self.policy, self._contact_for_subscription, [self.package],
+            self.ua, self.policy, self.contact, [self.package],
             min_interval=cfg.notify_interval, min_expires=cfg.min_expires,
             max_expires=cfg.max_expires, max_subscriptions=cfg.max_subscriptions,
             on_unwatched=self._maybe_retire)
@@ -127,12 +127,6 @@ class ConferenceFocus:
         uri = self.ua.local_uri(conference.name, transport.upper())
         return NameAddr(uri, params={"isfocus": None})
 
-    def _contact_for_subscription(self, thing):
-        conference = getattr(thing, "resource", None)
-        if conference is None:              # a SUBSCRIBE request
-            conference = self.conference_for(thing.uri)
-        return self.contact(conference)
-
     def conference_for(self, uri, create=True):
         """The conference a Request-URI names, created on first use; the
         factory URI makes a new one (RFC 4579 §5.1); None if it names none."""
@@ -164,16 +158,15 @@ class ConferenceFocus:
         return self.load >= self.config.capacity
 
     def is_member(self, conference, name_addr):
-        aor = str(name_addr.uri.replace(params={}, headers=[]))
-        return aor in conference.users
+        return aor(name_addr.uri) in conference.users
 
     def legs_of(self, conference, uri):
         """The legs of member ``uri`` (its user or endpoint URI)."""
         bare = uri.replace(params={k: v for k, v in uri.params.items() if k != "method"},
                            headers=[])
-        text, aor = str(bare), str(bare.replace(params={}))
+        text, user = str(bare), aor(bare)
         return [leg for leg in self.legs.get(conference, ()) if leg.state != "ended" and
-                (leg.user_entity == aor or leg.endpoint_entity == text)]
+                (leg.user_entity == user or leg.endpoint_entity == text)]
 
     def leg_joined(self, leg):
         conference = leg.conference
@@ -219,7 +212,7 @@ class ConferenceFocus:
     def _maybe_retire(self, conference):
         """Forget an empty conference nobody watches (bounds the registry)."""
         if self.legs.get(conference) or conference.user_count or \
-                self.notifier.subscriptions(resource=conference) or self.stopping:
+                self.notifier.watched(conference) or self.stopping:
             return
         self.conferences.pop(conference.name, None)
         self.legs.pop(conference, None)
@@ -229,14 +222,14 @@ class ConferenceFocus:
         n = leg.negotiated
         media = [Media("1", "audio", status=leg.media_status)] if n is not None else []
         dialog = leg.dialog
+        # RFC 4575 §5.7.5 call-info: the tags as the dialog's creator named them.
+        from_tag, to_tag = dialog.remote_tag, dialog.local_tag
+        if leg.joining_method == "dialed-out":
+            from_tag, to_tag = to_tag, from_tag
         return Endpoint(leg.endpoint_entity, status=status,
                         joining_method=leg.joining_method, when=leg.joined_at,
                         by=_uri_of(leg.referred_by), call_id=dialog.call_id,
-                        from_tag=dialog.remote_tag if leg.joining_method == "dialed-in"
-                        else dialog.local_tag,
-                        to_tag=dialog.local_tag if leg.joining_method == "dialed-in"
-                        else dialog.remote_tag,
-                        media=media)
+                        from_tag=from_tag, to_tag=to_tag, media=media)
 
     def _new_leg(self, conference, transport):
         rtp = self.rtp_pool.allocate()
@@ -266,7 +259,7 @@ class ConferenceFocus:
 
     def request_received(self, txn, request, source):
         policy = self.policy
-        refusal = policy.inspect(request, to_tag=new_tag())
+        refusal = policy.inspect(request)
         if refusal is not None:
             txn.respond(refusal)
             return

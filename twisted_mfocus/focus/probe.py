@@ -32,7 +32,7 @@ class ProbeUAS:
         self.policy = policy or default_policy()
 
     def request_received(self, txn, request, source):
-        refusal = self.policy.inspect(request, to_tag=new_tag())
+        refusal = self.policy.inspect(request)
         if refusal is not None:
             txn.respond(refusal)
             return

@@ -10,6 +10,8 @@ later.  An *event package* object says what a resource's state is:
     package.state(resource)     full state, rendered (``.with_version(v)``)
     package.changes(resource)   partial state since the last call, or None
 
+``contact(resource)`` gives the Contact the notifier puts in its messages.
+
 Rules of this module:
 
 - A subscription is a dialog usage (``request_received`` for refreshes).
@@ -34,6 +36,17 @@ __all__ = ["Notifier", "Subscription"]
 _ANY = ("*/*",)
 
 
+class Refused(Exception):
+    """A SUBSCRIBE we answer with ``status`` (and ``headers``)."""
+
+    def __init__(self, status, reason=None, headers=()):
+        super().__init__(status, reason)
+        self.status, self.reason, self.headers = status, reason, list(headers)
+
+    def response(self, policy, request):
+        return policy.respond(request, self.status, self.reason, headers=self.headers)
+
+
 class Subscription:
     """One subscription dialog: expiry, version, NOTIFY sending."""
 
@@ -44,16 +57,28 @@ class Subscription:
         self.resource = resource
         self.event_header = event_header
         self.version = 0
-        self.active = True
+        self.active = expires > 0      # Expires: 0 is a fetch (§4.4.3): one NOTIFY
         self._expiry = None
-        self._set_expiry(expires)
+        self.expires_at = notifier.ua.clock.seconds()
+        if self.active:
+            self._set_expiry(expires)
 
     def _set_expiry(self, seconds):
         clock = self.notifier.ua.clock
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
+        self._stop_expiry()
         self.expires_at = clock.seconds() + seconds
         self._expiry = clock.callLater(seconds, self._expired)
+
+    def _stop_expiry(self):
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
+
+    def deactivate(self):
+        """No more NOTIFYs after this; True if it was active."""
+        was, self.active = self.active, False
+        self._stop_expiry()
+        return was
 
     def _expired(self):
         self._expiry = None
@@ -74,11 +99,12 @@ class Subscription:
         except DialogError as e:
             txn.respond(notifier.policy.respond(request, e.status, e.reason))
             return
-        expires = notifier.expires_of(request)
-        if isinstance(expires, tuple):          # refused (423)
-            txn.respond(notifier.policy.respond(request, *expires[:2], headers=expires[2]))
+        try:
+            expires = notifier.expires_of(request)
+        except Refused as e:
+            txn.respond(e.response(notifier.policy, request))
             return
-        txn.respond(notifier.ok(request, self.dialog, expires, source))
+        txn.respond(notifier.ok(request, self.dialog, expires, self.resource))
         if expires == 0:                        # unsubscribe (§4.2.1.4)
             self.terminate(None)
         else:                                   # refresh (§4.2.1.2): NOTIFY at once
@@ -96,7 +122,7 @@ class Subscription:
         else:
             state = "terminated" + (f";reason={final_reason}" if final_reason else "")
         headers = [("Event", self.event_header), ("Subscription-State", state),
-                   ("Contact", str(self.notifier.contact(self))),
+                   ("Contact", str(self.notifier.contact(self.resource))),
                    ("Content-Type", self.package.content_type)]
         body = rendered.with_version(self.version) if rendered is not None else b""
         request = self.dialog.create_request("NOTIFY", headers, body)
@@ -104,12 +130,8 @@ class Subscription:
 
     def terminate(self, reason="noresource"):
         """End this subscription with a final NOTIFY carrying full state."""
-        if not self.active:
+        if not self.deactivate():
             return defer.succeed(None)
-        self.active = False
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
-        self._expiry = None
         d = self.notify(self.package.state(self.resource), final_reason=reason)
         self.notifier._forget(self)
         return d
@@ -130,7 +152,6 @@ class Notifier:
         #: on_unwatched(resource): its last subscription ended
         self.on_unwatched = on_unwatched
         self.policy = policy
-        #: contact(subscription_or_request) -> the Contact we put in messages
         self.contact = contact
         self.packages = {p.event: p for p in packages}
         self.min_interval = min_interval
@@ -167,9 +188,10 @@ class Notifier:
         if resource is None:
             txn.respond(respond(request, 404, "No Such Conference", to_tag=new_tag()))
             return
-        expires = self.expires_of(request)
-        if isinstance(expires, tuple):
-            txn.respond(respond(request, *expires[:2], headers=expires[2]))
+        try:
+            expires = self.expires_of(request)
+        except Refused as e:
+            txn.respond(e.response(self.policy, request))
             return
         if self.count >= self.max_subscriptions:
             txn.respond(respond(request, 503, "Too Many Subscriptions",
@@ -181,11 +203,9 @@ class Notifier:
             txn.respond(respond(request, e.status, e.reason))
             return
         event_header = request.headers.get("event").strip()
-        sub = Subscription(self, dialog, package, resource, max(expires, 1), event_header)
-        txn.respond(self.ok(request, dialog, expires, source))
-        if expires == 0:                        # a fetch (§4.4.3)
-            sub.active = False
-            sub._expiry.cancel()
+        sub = Subscription(self, dialog, package, resource, expires, event_header)
+        txn.respond(self.ok(request, dialog, expires, resource))
+        if not sub.active:                      # a fetch (§4.4.3)
             sub.notify(package.state(resource), final_reason="timeout")
             return
         self.ua.add_dialog(dialog, sub)
@@ -194,20 +214,20 @@ class Notifier:
         sub.notify(package.state(resource))     # §4.2.1.2: NOTIFY at once
 
     def expires_of(self, request):
-        """The granted duration, or (status, reason, headers) refusing it."""
+        """The granted duration; ``Refused`` if it cannot be granted."""
         value = request.headers.get("expires")
         if value is None:
             return self.default_expires
         value = value.strip()
         if not value.isdigit():
-            return (400, "Bad Expires header", [])
+            raise Refused(400, "Bad Expires header")
         seconds = int(value)
         if 0 < seconds < self.min_expires:      # §4.2.1.1: 423 with Min-Expires
-            return (423, None, [("Min-Expires", str(self.min_expires))])
+            raise Refused(423, headers=[("Min-Expires", str(self.min_expires))])
         return min(seconds, self.max_expires)
 
-    def ok(self, request, dialog, expires, source):
-        headers = uas_response_headers(request, dialog, self.contact(request))
+    def ok(self, request, dialog, expires, resource):
+        headers = uas_response_headers(request, dialog, self.contact(resource))
         headers.append(("Expires", str(expires)))
         return self.policy.respond(request, 200, to_tag=dialog.local_tag, headers=headers)
 
@@ -231,6 +251,11 @@ class Notifier:
             return
         for sub in list(self._by_resource.get(key, ())):
             sub.notify(rendered)
+
+    def watched(self, resource):
+        """Has ``resource`` any subscription?  (One lookup per package: this
+        runs whenever a call ends.)"""
+        return any((event, resource) in self._by_resource for event in self.packages)
 
     def subscriptions(self, package=None, resource=None):
         out = []
@@ -276,10 +301,7 @@ class Notifier:
         return done
 
     def _end(self, sub):
-        if sub.active:
-            sub.active = False
-            if sub._expiry is not None and sub._expiry.active():
-                sub._expiry.cancel()
+        if sub.deactivate():
             self._forget(sub)
 
     def _forget(self, sub):

@@ -8,6 +8,7 @@ UAS supports, so the same checks serve the minimal probe UAS and the
 conference focus.
 """
 
+from .ids import new_tag
 from .message import KNOWN_METHODS, make_response
 
 __all__ = ["UASPolicy", "KNOWN_METHODS"]
@@ -40,18 +41,29 @@ class UASPolicy:
         """The response that refuses ``request``, or None if it may proceed.
 
         ACK is never answered (§17.1.1.3, §17.2.3), so it always proceeds.
+        A refusal carries ``to_tag``, or a fresh tag (§8.2.6.2) made only
+        then: an accepted request, the hot path, costs no tag.
         """
         if request.method == "ACK":
             return None
+        refusal = self._refusal(request)
+        if refusal is None:
+            return None
+        status, reason, headers = refusal
+        return self.respond(request, status, reason, to_tag=to_tag or new_tag(),
+                            headers=headers)
+
+    def _refusal(self, request):
+        """(status, reason, headers) of the first §8.2 check that fails."""
         # §8.2.1 Method Inspection.
         if request.method not in self.allow:
             allow = [("Allow", ", ".join(self.allow))]
             if request.method in KNOWN_METHODS:
-                return self.respond(request, 405, to_tag=to_tag, headers=allow)
-            return self.respond(request, 501, to_tag=to_tag, headers=allow)
+                return 405, None, allow
+            return 501, None, allow
         # §8.2.2.1 To and Request-URI: an unsupported scheme is a 416.
         if request.uri.scheme not in self.schemes:
-            return self.respond(request, 416, to_tag=to_tag)
+            return 416, None, []
         # §8.2.2.3 Require: every option-tag we do not know goes back in
         # Unsupported.  Never for CANCEL, nor ACK (§8.2.2.3).
         if request.method != "CANCEL":
@@ -59,17 +71,14 @@ class UASPolicy:
             unknown = [t for t in required if t and t.lower() not in
                        {s.lower() for s in self.supported}]
             if unknown:
-                return self.respond(request, 420, to_tag=to_tag,
-                                    headers=[("Unsupported", ", ".join(unknown))])
+                return 420, None, [("Unsupported", ", ".join(unknown))]
         # §8.2.3 Content Processing: a body we cannot read is a 415 with
         # Accept (and Accept-Encoding when the encoding is the problem).
         if request.body:
             ctype = request.content_type or "application/sdp"   # §7.4.1 default
             if ctype not in self.accept:
-                return self.respond(request, 415, to_tag=to_tag,
-                                    headers=[("Accept", ", ".join(self.accept))])
+                return 415, None, [("Accept", ", ".join(self.accept))]
             encodings = [e.strip().lower() for e in request.headers.get_all("content-encoding")]
             if any(e and e != "identity" for e in encodings):
-                return self.respond(request, 415, to_tag=to_tag,
-                                    headers=[("Accept-Encoding", "identity")])
+                return 415, None, [("Accept-Encoding", "identity")]
         return None
