@@ -21,6 +21,15 @@ refer_policy = members
 http =
 log_format = text
 
+[multifocus]
+peers =
+headroom = 1
+overflow = 20
+max_hops = 3
+link_expires = 600
+handover_grace = 2.0
+max_conference_members = 10000
+
 [media]
 address =
 rtp_ports = 20000-29999
@@ -100,6 +109,16 @@ class Config:
         self.min_expires = self._int("events", "min_expires")
         self.max_expires = self._int("events", "max_expires")
         self.max_subscriptions = self._int("events", "max_subscriptions")
+        self.peers = self._uris("multifocus", "peers")
+        self.headroom = self._count("multifocus", "headroom")
+        self.overflow = self._count("multifocus", "overflow")
+        self.max_hops = self._int("multifocus", "max_hops")
+        self.link_expires = self._int("multifocus", "link_expires")
+        if self.link_expires < self.min_expires:
+            raise ConfigError(f"multifocus.link_expires must be at least events.min_expires "
+                              f"({self.min_expires})")
+        self.handover_grace = self._number("multifocus", "handover_grace")
+        self.max_conference_members = self._int("multifocus", "max_conference_members")
         self.t1 = self._float("sip", "t1")
         self.t2 = self._float("sip", "t2")
         self.t4 = self._float("sip", "t4")
@@ -123,6 +142,31 @@ class Config:
         if value < 0:
             raise ConfigError(f"{section}.{key} must not be negative")
         return value
+
+    def _count(self, section, key):
+        """A whole number that may be zero."""
+        try:
+            value = int(self._get(section, key))
+        except ValueError:
+            raise ConfigError(f"{section}.{key} must be a whole number")
+        if value < 0:
+            raise ConfigError(f"{section}.{key} must not be negative")
+        return value
+
+    def _uris(self, section, key):
+        """Space-separated SIP URIs (parsed, so a typo is caught at start)."""
+        from .sip.errors import SIPError
+        from .sip.uri import URI
+        out = []
+        for text in self._get(section, key).split():
+            try:
+                uri = URI.parse(text)
+            except SIPError as e:
+                raise ConfigError(f"{section}.{key}: {text!r} is not a SIP URI ({e})")
+            if not uri.is_sip:
+                raise ConfigError(f"{section}.{key}: {text!r} is not a sip: or sips: URI")
+            out.append(uri)
+        return out
 
     def _range(self, section, key):
         """LOW-HIGH, an even number of ports at least two wide (RTP+RTCP)."""

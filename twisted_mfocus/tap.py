@@ -28,10 +28,16 @@ class Options(usage.Options):
     def __init__(self):
         super().__init__()
         self["listen"] = []
+        self["peers"] = []
 
     def opt_listen(self, spec):
         """Listen on udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT (repeatable)."""
         self["listen"].append(spec)
+
+    def opt_peer(self, uri):
+        """A trusted focus URI, e.g. sip:127.0.0.1:5070 (repeatable; adds to
+        multifocus.peers)."""
+        self["peers"].append(uri)
 
     def postOptions(self):
         overrides = {
@@ -44,6 +50,10 @@ class Options(usage.Options):
             ("media", "rtp_ports"): self["rtp-ports"],
         }
         try:
+            if self["peers"]:       # --peer adds to the file's peers
+                listed = Config(self["config"]).peers if self["config"] else []
+                overrides[("multifocus", "peers")] = " ".join(
+                    [str(u) for u in listed] + self["peers"])
             self["effective"] = Config(self["config"], overrides)
         except (ConfigError, OSError) as e:
             raise usage.UsageError(str(e))

@@ -65,6 +65,9 @@ class CallLeg:
         self._invite_txn = None     # UAC: our INVITE's transaction
         self._ack = None            # UAC: the ACK, resent on 2xx retransmissions
         self.replaces = None        # the leg this one replaces (RFC 3891)
+        self.provisional = False    # accepted beyond capacity: to be handed over
+        self.handing_over = None    # the focus a handover of this leg is going to
+        self.handed_over = None     # MemberRecord of the dialog this leg replaces
         self.ended = defer.Deferred()
 
     # -- dial-in (UAS) -----------------------------------------------------
@@ -137,23 +140,41 @@ class CallLeg:
 
     # -- dial-out (UAC) ----------------------------------------------------
 
-    def dial(self, target, referred_by=None, on_progress=None):
+    def dial(self, target, referred_by=None, on_progress=None, replaces=None):
         """INVITE ``target`` into the conference; ``on_progress(status,
-        reason)`` hears every response (and 408/503 for failures)."""
+        reason)`` hears every response (and 408/503 for failures).
+
+        A focus that does not hold the conference URI appears to the member
+        as that URI (From, Contact with ``isfocus``) and Record-Routes
+        itself, so the member's requests in this dialog come here
+        (seed-design, "Spreading the load"; design-notes: ``lr`` and an
+        explicit ``transport``).  ``replaces`` makes the INVITE replace the
+        member's call with another focus (RFC 3891)."""
         self.joining_method = "dialed-out"
         self.referred_by = referred_by
         self.user_entity = aor(target)
+        if self.handed_over is not None:          # the same member, moved
+            self.user_entity = self.handed_over.user
+            self.joining_method = self.handed_over.joining_method
         self.transport = (target.transport or "udp").upper()
         self.pending_offer = offer(self.sdp, self.rtp.port)
-        conf_uri = NameAddr(self.focus.conference_uri(self.conference),
-                            params={"tag": new_tag()})
+        conference_uri = self.focus.conference_uri(self.conference)
         h = Headers()
         h.add("Max-Forwards", "70")
-        h.add("From", str(conf_uri))
+        h.add("From", str(NameAddr(conference_uri, params={"tag": new_tag()})))
         h.add("To", str(NameAddr(target)))
         h.add("Call-ID", new_call_id())
         h.add("CSeq", "1 INVITE")
-        h.add("Contact", str(self.focus.contact(self.conference, self.transport)))
+        if self.focus.ua.is_local(conference_uri):
+            h.add("Contact", str(self.focus.contact(self.conference, self.transport)))
+        else:
+            own = self.focus.ua.local_uri(None, self.transport)
+            own = own.replace(params={"lr": None, "transport": self.transport.lower()})
+            h.add("Record-Route", str(NameAddr(own)))
+            h.add("Contact", str(NameAddr(conference_uri, params={"isfocus": None})))
+        if replaces:
+            h.add("Replaces", replaces)
+            h.add("Require", "replaces")
         if referred_by:
             h.add("Referred-By", referred_by)
         for name, value in self.focus.policy.extra_headers:
@@ -204,6 +225,9 @@ class CallLeg:
             progress(488, "Not Acceptable Here")
             return
         self.pending_offer = None
+        # Our own Record-Route, echoed in the 2xx, is no hop toward the member.
+        self.dialog.route_set = [r for r in self.dialog.route_set
+                                 if not self.focus.ua.is_local(r.uri)]
         self.focus.ua.add_dialog(self.dialog, self)
         self._ack = self.dialog.create_ack(invite.cseq.seq)
         self.focus.ua.send_ack(self._ack)
@@ -303,6 +327,16 @@ class CallLeg:
     @property
     def on_hold(self):
         return self.negotiated is not None and self.negotiated.on_hold
+
+    @property
+    def by_uri(self):
+        """The URI of Referred-By (RFC 4575 joining-info/by), or None."""
+        if not self.referred_by:
+            return None
+        try:
+            return str(NameAddr.parse(self.referred_by).uri)
+        except Exception:
+            return None
 
     @property
     def call_id(self):

@@ -23,7 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..conference import info
-from ..conference.model import Conference, ConferenceFull, Endpoint, Media
+from ..conference.model import Conference
 from ..media.rtp import PortsExhausted
 from ..media.sdp import SDPError
 from ..sip.dialog import DialogError, pop_own_route, strict_route_fixup
@@ -31,7 +31,10 @@ from ..sip.ids import new_tag
 from ..sip.uas import UASPolicy
 from ..sip.uri import URI
 from ..sip.values import NameAddr
+from ..conference import multifocus
 from .call import CallLeg, aor, parse_offer
+from .delegation import Delegator
+from .mesh import Mesh, MultifocusPackage, focus_id
 from .refer import handle_refer
 from .subscriptions import Notifier
 from .ua import UserAgent
@@ -76,7 +79,7 @@ class ConferenceFocus:
         self.policy = UASPolicy(
             allow=ALLOW, supported=SUPPORTED, accept=ACCEPT,
             extra_headers=[("Allow", ", ".join(ALLOW)),
-                           ("Allow-Events", "conference, refer"),
+                           ("Allow-Events", f"conference, refer, {multifocus.EVENT}"),
                            ("Supported", ", ".join(SUPPORTED)),
                            ("Server", "mfocus")])
         self.conferences = {}       # name -> Conference
@@ -84,6 +87,9 @@ class ConferenceFocus:
         self.ua = None
         self.notifier = None
         self.package = ConferencePackage(self)
+        self.mf_package = MultifocusPackage(self)
+        self.meshes = {}            # Conference -> Mesh
+        self.delegator = Delegator(self)
         self.stopping = False
 
     def attach(self, service):
@@ -92,7 +98,7 @@ class ConferenceFocus:
         self.ua = UserAgent(service.reactor, service.transport, service.transactions)
         cfg = self.config
         self.notifier = Notifier(
-            self.ua, self.policy, self.contact, [self.package],
+            self.ua, self.policy, self.contact, [self.package, self.mf_package],
             min_interval=cfg.notify_interval, min_expires=cfg.min_expires,
             max_expires=cfg.max_expires, max_subscriptions=cfg.max_subscriptions,
             on_unwatched=self._maybe_retire)
@@ -115,8 +121,13 @@ class ConferenceFocus:
 
     @property
     def uri(self):
-        """This focus's own URI (the API's ``focus`` of each member)."""
-        return f"sip:{self.domain}"
+        """This focus's id among foci (the API's ``focus`` of each member):
+        ``sip:host:port`` of its UDP listener, whatever the domain."""
+        host, port = self.ua.local_hostport("UDP")
+        return focus_id(URI("sip", host=host, port=port))
+
+    def conference_name_addr(self, conference):
+        return NameAddr(URI.parse(conference.uri))
 
     def conference_uri(self, conference):
         return URI.parse(conference.uri)
@@ -133,6 +144,8 @@ class ConferenceFocus:
         name = uri.user if uri.is_sip else None
         if not name:
             return None
+        if self.config.role == "secondary":     # holds no conference URI of its own
+            return self.conferences.get(name)
         if name == self.config.factory_user:
             if not create:
                 return None
@@ -141,12 +154,51 @@ class ConferenceFocus:
         if conference is None and create:
             if len(self.conferences) >= self.config.max_conferences:
                 return None
-            uri = f"sip:{name}@{self.domain}"
-            conference = Conference(name, uri, max_users=self.config.capacity)
-            self.conferences[name] = conference
-            self.legs[conference] = []
-            self.log.info("conference {name} created ({uri})", name=name, uri=uri)
+            conference = self._add_conference(name, f"sip:{name}@{self.domain}")
         return conference
+
+    def _add_conference(self, name, uri):
+        conference = Conference(name, uri, max_users=self.config.max_conference_members)
+        self.conferences[name] = conference
+        self.legs[conference] = []
+        self.log.info("conference {name} created ({uri})", name=name, uri=uri)
+        return conference
+
+    def conference_for_focus(self, request):
+        """The conference a focus's multifocus SUBSCRIBE names (its To is
+        the conference URI): ours, or a new replica of one held elsewhere."""
+        uri = request.to.uri
+        name = uri.user if uri.is_sip else None
+        if not name:
+            return None
+        conference = self.conferences.get(name)
+        if conference is None and len(self.conferences) < self.config.max_conferences:
+            conference = self._add_conference(name, str(uri.replace(params={}, headers=[])))
+        return conference
+
+    def mesh_of(self, conference):
+        mesh = self.meshes.get(conference)
+        if mesh is None:
+            mesh = self.meshes[conference] = Mesh(self, conference)
+        return mesh
+
+    def trusts(self, source):
+        """Is ``source`` a focus we may take forwarded REFERs and multifocus
+        SUBSCRIBEs from: a configured peer, or a focus of a conference we
+        share?  (Datagrams come from the sender's listening port; stream
+        connections from any port, so those match on the host.)"""
+        def match(uri):
+            u = URI.parse(uri) if isinstance(uri, str) else uri
+            if u.host.strip("[]") != source.host:
+                return False
+            return source.reliable or (u.port or 5060) == source.port
+        if any(match(u) for u in self.config.peers):
+            return True
+        for mesh in self.meshes.values():
+            if any(match(f.uri) for f in mesh.replica.foci()) or any(
+                    match(uri) for uri in mesh.links):
+                return True
+        return False
 
     # -- members ---------------------------------------------------------
 
@@ -156,6 +208,11 @@ class ConferenceFocus:
 
     def is_full(self):
         return self.load >= self.config.capacity
+
+    def can_overflow(self, conference):
+        """May a newcomer be accepted beyond capacity, to be handed over?"""
+        return self.load < self.config.capacity + self.config.overflow and \
+            self.mesh_of(conference).can_place()
 
     def is_member(self, conference, name_addr):
         return aor(name_addr.uri) in conference.users
@@ -171,14 +228,13 @@ class ConferenceFocus:
     def leg_joined(self, leg):
         conference = leg.conference
         leg.joined_at = time.time()
+        mesh = self.mesh_of(conference)
         entity = leg.endpoint_entity
-        taken = conference.users.get(leg.user_entity)
-        if taken is not None and entity in taken.endpoints:
+        if entity in mesh.replica.held_by(self.uri):
             entity = f"{entity};leg={leg.dialog.local_tag}"   # same Contact twice
             leg.endpoint_entity = entity
-        try:
-            conference.set_endpoint(leg.user_entity, self._endpoint(leg))
-        except ConferenceFull:
+        if leg.user_entity not in conference.users and \
+                conference.user_count >= conference.max_users:
             self.log.info("{conf}: full, dropping {member}", conf=conference.name,
                           member=leg.user_entity)
             leg.hangup()
@@ -186,14 +242,15 @@ class ConferenceFocus:
         self.log.info("{conf}: {member} {event} ({how}, call {call})", event="joined",
                       conf=conference.name, member=leg.user_entity, how=leg.joining_method,
                       call=leg.call_id)
-        self.notifier.changed(self.package, conference)
+        mesh.member_joined(leg)
+        if leg.provisional:
+            self.delegator.hand_over(leg)
 
     def leg_changed(self, leg):
-        leg.conference.set_endpoint(leg.user_entity, self._endpoint(leg))
         self.log.info("{conf}: {member} {event} {status}", event="media",
                       conf=leg.conference.name, member=leg.user_entity,
                       status=leg.media_status, call=leg.call_id)
-        self.notifier.changed(self.package, leg.conference)
+        self.mesh_of(leg.conference).member_changed(leg)
 
     def leg_ended(self, leg, why, was_member):
         conference = leg.conference
@@ -202,34 +259,22 @@ class ConferenceFocus:
             legs.remove(leg)
         self.rtp_pool.release(leg.rtp)
         if was_member:
-            conference.remove_endpoint(leg.user_entity, leg.endpoint_entity)
             self.log.info("{conf}: {member} {event} ({why}, call {call})", event="left",
                           conf=conference.name, member=leg.user_entity, why=why,
                           call=leg.call_id)
-            self.notifier.changed(self.package, conference)
+            self.mesh_of(conference).member_left(leg)
         self._maybe_retire(conference)
 
     def _maybe_retire(self, conference):
         """Forget an empty conference nobody watches (bounds the registry)."""
+        mesh = self.meshes.get(conference)
         if self.legs.get(conference) or conference.user_count or \
-                self.notifier.watched(conference) or self.stopping:
+                self.notifier.watched(conference) or self.stopping or \
+                (mesh is not None and mesh.links):
             return
         self.conferences.pop(conference.name, None)
         self.legs.pop(conference, None)
-
-    def _endpoint(self, leg):
-        status = "on-hold" if leg.on_hold else "connected"
-        n = leg.negotiated
-        media = [Media("1", "audio", status=leg.media_status)] if n is not None else []
-        dialog = leg.dialog
-        # RFC 4575 §5.7.5 call-info: the tags as the dialog's creator named them.
-        from_tag, to_tag = dialog.remote_tag, dialog.local_tag
-        if leg.joining_method == "dialed-out":
-            from_tag, to_tag = to_tag, from_tag
-        return Endpoint(leg.endpoint_entity, status=status,
-                        joining_method=leg.joining_method, when=leg.joined_at,
-                        by=_uri_of(leg.referred_by), call_id=dialog.call_id,
-                        from_tag=from_tag, to_tag=to_tag, media=media)
+        self.meshes.pop(conference, None)
 
     def _new_leg(self, conference, transport):
         rtp = self.rtp_pool.allocate()
@@ -237,14 +282,33 @@ class ConferenceFocus:
         self.legs[conference].append(leg)
         return leg
 
-    def dial_out(self, conference, target, referred_by, report):
-        """Dial ``target`` into ``conference`` (REFER, RFC 4579 §5.5)."""
+    def dial_out(self, conference, target, referred_by, report, replaces=None):
+        """Dial ``target`` into ``conference`` (REFER, RFC 4579 §5.5).
+
+        With ``replaces`` (a handover) the INVITE carries it (RFC 3891); a
+        phone that refuses it is invited again without (the old focus then
+        ends the first call with BYE)."""
         try:
             leg = self._new_leg(conference, (target.transport or "udp").upper())
         except PortsExhausted:
             report(503, "Service Unavailable")
             return
-        leg.dial(target, referred_by, report)
+        progress = report
+        if replaces:
+            held = self.mesh_of(conference).replica.members()
+            for holder, record in held.values():
+                if record.call_id == replaces.split(";", 1)[0].strip():
+                    leg.handed_over = record      # keep the member's identity
+                    break
+
+            def progress(status, reason):
+                if status >= 300 and status not in (486, 600, 603) and not self.stopping:
+                    self.log.info("{target} refused Replaces ({status}): inviting "
+                                  "without", target=str(target), status=status)
+                    self.dial_out(conference, target, referred_by, report)
+                else:
+                    report(status, reason)
+        leg.dial(target, referred_by, progress, replaces=replaces)
 
     def remove_legs(self, legs, report):
         """End ``legs`` with BYE; report when the first BYE is answered (a
@@ -298,7 +362,8 @@ class ConferenceFocus:
                 404, "No Such Conference")
             txn.respond(respond(request, status, reason, to_tag=new_tag()))
             return
-        if replaced is None and self.is_full():
+        provisional = replaced is None and self.is_full()
+        if provisional and not self.can_overflow(conference):
             txn.respond(respond(request, 486, "Conference Focus Full", to_tag=new_tag(),
                                 headers=[("Retry-After", "60")]))
             self._maybe_retire(conference)
@@ -317,6 +382,10 @@ class ConferenceFocus:
             self._maybe_retire(conference)
             return
         leg.replaces = replaced
+        leg.provisional = provisional
+        if multifocus.EVENT in (request.headers.get("allow-events") or "") and \
+                request.contacts:
+            self.mesh_of(conference).add_candidate(request.contacts[0].uri)
         try:
             leg.accept(txn, request, source, offer)
         except SDPError as e:
@@ -340,6 +409,11 @@ class ConferenceFocus:
         return None
 
     def _out_of_dialog_SUBSCRIBE(self, txn, request, source):
+        event = (request.headers.get("event") or "").split(";", 1)[0].strip().lower()
+        if event == multifocus.EVENT and not self.trusts(source):
+            txn.respond(self.policy.respond(request, 403, "Not A Trusted Focus",
+                                            to_tag=new_tag()))
+            return
         self.notifier.subscribe(txn, request, source)
 
     def _out_of_dialog_REFER(self, txn, request, source):
@@ -398,15 +472,8 @@ class ConferenceFocus:
         ds = [self.notifier.terminate_all("noresource")]
         for legs in self.legs.values():
             ds += [leg.hangup() for leg in list(legs)]
+        for mesh in self.meshes.values():
+            mesh.close()
         self.log.info("shutting down: {calls} calls, {subs} subscriptions",
                       calls=self.load, subs=self.notifier.count)
         return defer.DeferredList(ds, consumeErrors=True)
-
-
-def _uri_of(header_text):
-    if not header_text:
-        return None
-    try:
-        return str(NameAddr.parse(header_text).uri)
-    except Exception:
-        return None

@@ -16,6 +16,13 @@ Rules of this module:
   so the referrer sees 100, 180, 200 in that order even over UDP.
 - Who may REFER is policy (``refer_policy``): ``members`` (default) or
   ``anyone``.  Only SIP URIs may be referred (403 otherwise).
+- A full focus forwards an invitation to a focus with room
+  (delegation.py, case 2).  A forwarded REFER (marker header) is taken
+  only from a trusted focus (403 otherwise), skips the member policy (the
+  forwarding focus applied it), and is refused with 482 once its hop
+  count reaches ``max_hops`` and it would have to travel on.
+- Headers in the Refer-To URI (RFC 3515 §2.1) other than Replaces are
+  ignored; Replaces goes into the INVITE (a handover, RFC 3891).
 """
 
 from twisted.logger import Logger
@@ -23,6 +30,7 @@ from twisted.logger import Logger
 from ..sip.dialog import Dialog, DialogError, uas_response_headers
 from ..sip.errors import ParseError
 from ..sip.values import NameAddr
+from .delegation import MARKER, parse_marker
 
 __all__ = ["ReferSubscription", "handle_refer"]
 
@@ -119,7 +127,20 @@ def handle_refer(focus, txn, request, source, conference, leg=None):
     if not target.is_sip:
         txn.respond(respond(request, 403, "Only SIP URIs May Be Referred", to_tag=to_tag))
         return
-    if leg is None and focus.config.refer_policy == "members" and \
+    forwarded = None
+    marker = request.headers.get(MARKER)
+    if marker is not None:
+        if not focus.trusts(source):
+            txn.respond(respond(request, 403, "Forwarded REFER From Untrusted Node",
+                                to_tag=to_tag))
+            return
+        try:
+            forwarded = parse_marker(marker)
+        except (ValueError, ParseError) as e:
+            txn.respond(respond(request, 400, f"Bad {MARKER}: {e}", to_tag=to_tag))
+            return
+    max_hops = focus.config.max_hops
+    if forwarded is None and leg is None and focus.config.refer_policy == "members" and \
             not focus.is_member(conference, request.from_):
         txn.respond(respond(request, 403, "Only Members May Refer", to_tag=to_tag))
         return
@@ -131,9 +152,17 @@ def handle_refer(focus, txn, request, source, conference, leg=None):
     if method == "BYE" and not victims:
         txn.respond(respond(request, 404, "Not A Member", to_tag=to_tag))
         return
+    forward_to = None
     if method == "INVITE" and focus.is_full():
-        txn.respond(respond(request, 486, "Conference Focus Full", to_tag=to_tag))
-        return
+        hops = forwarded[1] if forwarded else 0
+        if hops >= max_hops:
+            txn.respond(respond(request, 482, "Loop Detected: Too Many Forwarding Hops",
+                                to_tag=to_tag))
+            return
+        if focus.mesh_of(conference).pick() is None:
+            txn.respond(respond(request, 486, "Conference Focus Full", to_tag=to_tag))
+            return
+        forward_to = (forwarded[0] if forwarded else focus.uri, hops + 1)
 
     # RFC 4488: honour Refer-Sub: false.
     no_sub = (request.headers.get("refer-sub") or "").strip().lower() == "false"
@@ -161,7 +190,13 @@ def handle_refer(focus, txn, request, source, conference, leg=None):
     report = sub.progress if sub is not None else (lambda status, reason: None)
     report(100, "Trying")
     referred_by = request.headers.get("referred-by") or str(NameAddr(request.from_.uri))
+    replaces = next((v for k, v in target.headers if k.lower() == "replaces"), None)
+    target = target.replace(headers=[])
     if method == "BYE":
         focus.remove_legs(victims, report)
+    elif forward_to is not None:
+        if replaces:
+            target = target.replace(headers=[("Replaces", replaces)])
+        focus.delegator.forward(conference, target, referred_by, *forward_to, report)
     else:
-        focus.dial_out(conference, target, referred_by, report)
+        focus.dial_out(conference, target, referred_by, report, replaces=replaces)

@@ -10,6 +10,14 @@ later.  An *event package* object says what a resource's state is:
     package.state(resource)     full state, rendered (``.with_version(v)``)
     package.changes(resource)   partial state since the last call, or None
 
+and optionally, for packages whose subscribers get different content:
+
+    package.render_for(changes, subscription)  what one subscriber gets of
+                                the changes (None: nothing for it)
+    package.subscribed(subscription)          a new subscription was accepted
+
+``resource`` may raise ``Refused`` (e.g. 403 for an untrusted subscriber).
+
 ``contact(resource)`` gives the Contact the notifier puts in its messages.
 
 Rules of this module:
@@ -184,7 +192,11 @@ class Notifier:
         if accept and not _accepts(accept, package.content_type):   # §4.2.1.1
             txn.respond(respond(request, 406, headers=[("Accept", package.content_type)]))
             return
-        resource = package.resource(request)
+        try:
+            resource = package.resource(request)
+        except Refused as e:
+            txn.respond(e.response(self.policy, request))
+            return
         if resource is None:
             txn.respond(respond(request, 404, "No Such Conference", to_tag=new_tag()))
             return
@@ -212,6 +224,9 @@ class Notifier:
         self._by_resource.setdefault((event, resource), set()).add(sub)
         self.count += 1
         sub.notify(package.state(resource))     # §4.2.1.2: NOTIFY at once
+        subscribed = getattr(package, "subscribed", None)
+        if subscribed is not None:
+            subscribed(sub)
 
     def expires_of(self, request):
         """The granted duration; ``Refused`` if it cannot be granted."""
@@ -249,8 +264,11 @@ class Notifier:
         rendered = package.changes(resource)
         if not rendered:
             return
+        render_for = getattr(package, "render_for", None)
         for sub in list(self._by_resource.get(key, ())):
-            sub.notify(rendered)
+            doc = rendered if render_for is None else render_for(rendered, sub)
+            if doc is not None:
+                sub.notify(doc)
 
     def watched(self, resource):
         """Has ``resource`` any subscription?  (One lookup per package: this

@@ -41,6 +41,7 @@ class UserAgent:
         self.transactions = transactions
         self.max_dialogs = max_dialogs
         self.dialogs = {}           # (call_id, local_tag, remote_tag) -> usage
+        self.expected = {}          # (call_id, local_tag) -> usage awaiting its dialog
 
     @property
     def timers(self):
@@ -88,8 +89,25 @@ class UserAgent:
             self.dialogs.pop(dialog.id, None)
 
     def find_dialog(self, request):
-        """The usage of the dialog ``request`` belongs to, or None (§12.2.2)."""
-        return self.dialogs.get((request.call_id, request.to.tag, request.from_.tag))
+        """The usage of the dialog ``request`` belongs to, or None (§12.2.2).
+
+        A NOTIFY may overtake the 2xx of its SUBSCRIBE or REFER (RFC 6665
+        §4.1.2.4): a usage that ``expect``s a dialog gets it by Call-ID and
+        our tag, and makes the dialog from the request itself."""
+        usage = self.dialogs.get((request.call_id, request.to.tag, request.from_.tag))
+        if usage is None and self.expected:
+            usage = self.expected.get((request.call_id, request.to.tag))
+        return usage
+
+    def expect(self, call_id, local_tag, usage):
+        """``usage`` sent a dialog-creating request (Call-ID, our tag):
+        requests in the dialog-to-be reach it until ``unexpect``."""
+        if len(self.expected) >= self.max_dialogs:
+            raise SendError(f"{len(self.expected)} dialogs pending")
+        self.expected[(call_id, local_tag)] = usage
+
+    def unexpect(self, call_id, local_tag):
+        self.expected.pop((call_id, local_tag), None)
 
     # -- sending -------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 ``GET /api/v1/conferences`` lists conferences (name, uri, member count);
 ``GET /api/v1/conferences/NAME`` shows one:
-``{"name", "uri", "foci": [{"uri", "role", "capacity", "members"}],
+``{"name", "uri", "foci": [{"uri", "role", "capacity", "members", "state",
+"links"}],
 "members": [{"uri", "focus", "status", "joined"}], "subscriptions"}``
 (each member also names its ``endpoint``).  Other tools depend
 on these field names: add fields, never rename them.  404 for anything
@@ -22,16 +23,21 @@ def _iso(t):
 
 
 def conference_view(focus, conference):
-    """One conference as the API shows it: every member endpoint."""
+    """One conference as the API shows it, the same on every focus: every
+    member endpoint with the focus holding it, and every focus (from the
+    replicated state, sorted so that views compare equal)."""
+    replica = focus.mesh_of(conference).replica
+    held = {}
     members = []
-    for user in conference.users.values():
-        for endpoint in user.endpoints.values():
-            members.append({"uri": user.entity, "endpoint": endpoint.entity,
-                            "focus": focus.uri, "status": endpoint.status,
-                            "joined": _iso(endpoint.when)})
-    return {"name": conference.name, "uri": conference.uri,
-            "foci": [{"uri": focus.uri, "role": focus.config.role,
-                      "capacity": focus.config.capacity, "members": len(members)}],
+    for endpoint, (holder, record) in sorted(replica.members().items(),
+                                              key=lambda kv: (kv[1][1].user, kv[0])):
+        held[holder] = held.get(holder, 0) + 1
+        members.append({"uri": record.user, "endpoint": endpoint, "focus": holder,
+                        "status": record.status, "joined": _iso(record.when)})
+    foci = [{"uri": f.uri, "role": f.role, "capacity": f.capacity,
+             "members": held.get(f.uri, 0), "state": f.state, "links": list(f.links)}
+            for f in replica.foci()]
+    return {"name": conference.name, "uri": conference.uri, "foci": foci,
             "members": members,
             "subscriptions": len(focus.notifier.subscriptions(resource=conference))}
 

@@ -1,0 +1,167 @@
+"""Handing calls to foci with room: the two delegation cases of the design.
+
+Case 1, a newcomer INVITEs a full focus: the focus accepts the call, then
+REFERs the least loaded focus with room to take the member.  That focus
+INVITEs the member afresh (From and Contact = the conference URI with
+``isfocus``, ``Record-Route`` to itself) with ``Replaces`` for the first
+dialog (RFC 3891), so the phone swaps calls by itself.  When the referred
+INVITE succeeded (the sipfrag says 2xx) the first focus waits
+``handover_grace`` for the phone's BYE of the replaced call, then ends it
+itself (a phone without Replaces support).
+
+Case 2, a REFER reaches a full focus: it is forwarded to a focus with room
+with the marker header (``X-Mfocus-Forwarded: <origin>;hops=N``) and
+``Referred-By``; the sipfrag progress of the forwarded REFER is relayed to
+the original referrer.
+
+Rules of this module:
+
+- Only foci of the conference's replicated state are targets; a focus gets
+  a delegation only while it has room counting the delegations already in
+  flight to it (``Mesh.reserved``), so a burst does not overfill it.
+- A failed delegation tries the next focus; when none is left the member
+  (case 1) is ended with BYE and the referrer (case 2) hears the failure.
+- Forwarding is bounded by ``max_hops`` (design-notes: loops end).
+"""
+
+from twisted.logger import Logger
+
+from ..sip.uri import URI
+from ..sip.values import NameAddr
+from .subscriber import Subscriber, out_of_dialog_request
+
+__all__ = ["MARKER", "Delegator", "parse_marker", "sipfrag_status"]
+
+#: The forwarded-REFER marker (design-notes, "Forwarded REFER marker").
+MARKER = "X-Mfocus-Forwarded"
+WAIT_FOR_ROOM = 10.0        # seconds a provisionally accepted call waits for a focus
+
+
+def parse_marker(value):
+    """``<origin>;hops=N`` → (origin URI text, N); ValueError if garbled."""
+    addr = NameAddr.parse(value, MARKER)
+    hops = addr.params.get("hops")
+    if hops is None or not hops.isdigit():
+        raise ValueError(f"{MARKER} needs hops=N")
+    return str(addr.uri), int(hops)
+
+
+def sipfrag_status(body):
+    """(status, reason) of a message/sipfrag body's status line (RFC 3420)."""
+    line = body.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("utf-8", "replace")
+    parts = line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("SIP/") or not parts[1].isdigit():
+        return None
+    return int(parts[1]), (parts[2] if len(parts) > 2 else "")
+
+
+class Delegator:
+    """Sends members and REFERs on to foci with room."""
+
+    log = Logger()
+
+    def __init__(self, focus):
+        self.focus = focus
+
+    # -- case 1 ------------------------------------------------------------
+
+    def hand_over(self, leg, tried=()):
+        """Move ``leg``'s member to a focus with room (or wait for one)."""
+        mesh = self.focus.mesh_of(leg.conference)
+        if leg.state != "confirmed":
+            return
+        target = mesh.pick(exclude=tried)
+        if target is None:
+            mesh.wait_for_room(leg, WAIT_FOR_ROOM)
+            return
+        dialog = leg.dialog
+        replaces = f"{dialog.call_id};to-tag={dialog.remote_tag};from-tag={dialog.local_tag}"
+        refer_to = dialog.remote_target.replace(headers=[("Replaces", replaces)])
+        self.log.info("{conf}: handing {member} over to {target}", conf=leg.conference.name,
+                      member=leg.user_entity, target=target, event="handover")
+        leg.handing_over = target
+
+        def done(status, reason):
+            mesh.release(target)
+            leg.handing_over = None
+            if 200 <= status < 300:
+                self.focus.clock.callLater(self.focus.config.handover_grace,
+                                           self._end_replaced, leg)
+            elif leg.state == "confirmed":
+                self.log.info("{conf}: {target} did not take {member}: {status}",
+                              conf=leg.conference.name, target=target,
+                              member=leg.user_entity, status=status)
+                self.hand_over(leg, tuple(tried) + (target,))
+        mesh.reserve(target)
+        self.refer(leg.conference, target, refer_to, self.focus.conference_name_addr(
+            leg.conference), self.focus.uri, 1, done)
+
+    def _end_replaced(self, leg):
+        if leg.state == "confirmed":     # the phone kept the old call: end it
+            leg.hangup()
+
+    # -- case 2 ------------------------------------------------------------
+
+    def forward(self, conference, target_uri, referred_by, origin, hops, report, tried=()):
+        """Forward a REFER for ``conference`` (``report`` hears sipfrags)."""
+        mesh = self.focus.mesh_of(conference)
+        focus_uri = mesh.pick(exclude=tried)
+        if focus_uri is None:
+            report(486, "Busy Here")
+            return
+        mesh.reserve(focus_uri)
+
+        def done(status, reason):
+            mesh.release(focus_uri)
+            if status in (403, 404, 482, 486, 503) and len(tried) < 8:
+                self.forward(conference, target_uri, referred_by, origin, hops, report,
+                             tuple(tried) + (focus_uri,))
+            else:
+                report(status, reason)
+        self.log.info("{conf}: forwarding REFER for {target} to {focus} (hops {hops})",
+                      conf=conference.name, target=str(target_uri), focus=focus_uri,
+                      hops=hops, event="forward")
+        self.refer(conference, focus_uri, target_uri, referred_by, origin, hops, done,
+                   progress=report)
+
+    # -- the REFER both cases send ------------------------------------------
+
+    def refer(self, conference, focus_uri, refer_to, referred_by, origin, hops, done,
+              progress=None):
+        """REFER ``focus_uri`` to bring ``refer_to`` into ``conference``;
+        ``done(status, reason)`` hears the final outcome (the referred
+        request's final response, or the REFER's own failure)."""
+        focus = self.focus
+        me = URI.parse(focus.uri)
+        target = URI.parse(focus_uri).replace(user=conference.name)
+        headers = [("Refer-To", str(NameAddr(refer_to))),
+                   ("Referred-By", str(referred_by)),
+                   (MARKER, f"<{origin}>;hops={hops}")]
+        headers += list(focus.policy.extra_headers)
+        request = out_of_dialog_request("REFER", target, me, URI.parse(conference.uri),
+                                        NameAddr(me), headers)
+        finished = []
+
+        def finish(status, reason):
+            if not finished:
+                finished.append(status)
+                done(status, reason)
+
+        def on_notify(notify):
+            got = sipfrag_status(notify.body or b"")
+            if got is None:
+                return
+            status, reason = got
+            if status >= 200:
+                finish(status, reason)
+            elif progress is not None and status > 100:
+                progress(status, reason)
+
+        def on_result(status):
+            if status >= 300:
+                finish(status, "REFER refused")
+
+        def on_end(reason):
+            finish(408, f"Request Timeout ({reason})")
+
+        Subscriber(focus.ua, focus.policy, request, on_notify, on_result, on_end).start()

@@ -1,0 +1,468 @@
+"""Many foci, one conference: the mesh between foci and its replicated state.
+
+Each conference a focus serves has a ``Mesh``: the ``Replica`` of the
+conference's state (conference/replica.py), the subscriptions this focus
+holds to the other foci (``FocusLink``, ``Event: inet-ci-multifocus-ext``),
+discovery of new foci, and the bookkeeping of delegations in flight.
+
+How state flows (design-notes, "Consistency model"):
+
+- A member joins, changes or leaves here: ``member_*`` writes a delta to
+  our partition, the conference model follows (``sync``) and the delta is
+  queued for the foci subscribed to us.
+- A NOTIFY from a focus we subscribe to: a full document's snapshot is
+  merged, a partial document's deltas applied once each; what was new is
+  queued again for our subscribers that do not hear its writer directly
+  (``Replica.relay_targets``).  A gap in a writer's sequence makes us
+  refresh that subscription: the answer is a full NOTIFY.
+- The queue is flushed by the notifier's rate control: one partial NOTIFY
+  per subscribed focus per ``notify_interval``, rendered once per distinct
+  set of deltas.
+- Every focus named in the state is subscribed to directly: a mesh, never
+  a chain (seed-design, "Finding a new focus").
+
+Discovery: when our load reaches ``capacity - headroom`` and the other foci
+have fewer than ``headroom`` free places, candidates (``multifocus.peers``,
+then members whose INVITE advertised the package) are tried one by one with
+SUBSCRIBE: 2xx makes a focus, anything else (489 from a plain phone, 403,
+a timeout) moves on to the next.
+"""
+
+from twisted.logger import Logger
+
+from ..conference import info, multifocus
+from ..conference.model import ConferenceFull, Changes, Endpoint, Media
+from ..conference.replica import DEL, FOCUS, SET, FocusRecord, MemberRecord, Replica
+from ..sip.uri import URI
+from ..sip.values import NameAddr
+from .subscriber import Subscriber, out_of_dialog_request
+
+__all__ = ["Mesh", "FocusLink", "MultifocusPackage", "focus_id"]
+
+LINK_RETRY = 3.0            # seconds before re-subscribing a lost link
+LINK_RETRIES = 5            # then the focus is left to failure handling
+CANDIDATE_BACKOFF = 60.0    # a candidate that refused is not asked again before
+
+
+def focus_id(uri):
+    """A focus's id: ``sip:host:port`` of its URI (user and params dropped)."""
+    if isinstance(uri, str):
+        uri = URI.parse(uri)
+    host = f"[{uri.host.strip('[]')}]" if ":" in uri.host else uri.host
+    return f"{uri.scheme}:{host}:{uri.port or (5061 if uri.scheme == 'sips' else 5060)}"
+
+
+class MultifocusPackage:
+    """``inet-ci-multifocus-ext`` for the ``Notifier``: full documents carry
+    a snapshot, partial ones the deltas each subscriber still needs."""
+
+    event = multifocus.EVENT
+    content_type = multifocus.CONTENT_TYPE
+
+    def __init__(self, focus):
+        self.focus = focus
+
+    def resource(self, request):
+        return self.focus.conference_for_focus(request)
+
+    def state(self, conference):
+        mesh = self.focus.mesh_of(conference)
+        return info.render_full(conference, extra=multifocus.render_snapshot(
+            mesh.replica.snapshot()))
+
+    def changes(self, conference):
+        return self.focus.mesh_of(conference).take_batch()
+
+    def render_for(self, batch, sub):
+        return batch.render_for(focus_id(sub.dialog.remote_uri.uri))
+
+    def subscribed(self, sub):
+        """A focus subscribed to us: subscribe back (the mesh)."""
+        self.focus.mesh_of(sub.resource).connect(focus_id(sub.dialog.remote_uri.uri))
+
+
+class Batch:
+    """Deltas gathered for one flush, each with the focus it came from."""
+
+    def __init__(self, mesh, items, users):
+        self.mesh = mesh
+        self.items = items
+        self.users = users
+        self._rendered = {}
+
+    def __bool__(self):
+        return bool(self.items)
+
+    def render_for(self, subscriber):
+        replica = self.mesh.replica
+        keep = tuple(i for i, (delta, source) in enumerate(self.items)
+                     if replica.relay_targets(delta, [subscriber], source))
+        if not keep:
+            return None
+        rendered = self._rendered.get(keep)
+        if rendered is None:
+            conference = self.mesh.conference
+            changed = [u for u in self.users if u in conference.users]
+            deleted = [u for u in self.users if u not in conference.users]
+            extra = multifocus.render_deltas([self.items[i][0] for i in keep])
+            rendered = self._rendered[keep] = info.render_partial(
+                conference, Changes(changed, deleted), extra=extra)
+        return rendered
+
+
+class FocusLink:
+    """Our subscription to one other focus of the conference."""
+
+    log = Logger()
+
+    def __init__(self, mesh, uri, target=None, on_result=None):
+        self.mesh = mesh
+        self.uri = uri                  # the focus id
+        self.target = target or URI.parse(uri)
+        self.on_result = on_result
+        self.up = False
+        self.closed = False
+        self.failures = 0
+        self._sub = None
+        self._timer = None
+        self._resyncing = False
+
+    def start(self):
+        focus = self.mesh.focus
+        me = URI.parse(focus.uri)
+        expires = focus.config.link_expires
+        headers = [("Event", multifocus.EVENT), ("Accept", multifocus.CONTENT_TYPE),
+                   ("Expires", str(expires))] + list(focus.policy.extra_headers)
+        request = out_of_dialog_request(
+            "SUBSCRIBE", self.target, me, URI.parse(self.mesh.conference.uri),
+            NameAddr(me), headers)
+        self._sub = Subscriber(focus.ua, focus.policy, request, self._notified,
+                               self._result, self._ended)
+        self._sub.start()
+
+    def _result(self, status):
+        if 200 <= status < 300:
+            self.up = True
+            self.failures = 0
+            self._schedule(self.mesh.focus.config.link_expires / 2, self._refresh)
+        if self.on_result is not None:
+            on_result, self.on_result = self.on_result, None
+            on_result(self, status)
+        if self.up:
+            self.mesh.link_changed()
+
+    def _notified(self, request):
+        self._resyncing = False
+        self.mesh.notified(self, request)
+
+    def _refresh(self):
+        self._timer = None
+        self._sub.refresh(self.mesh.focus.config.link_expires)
+        self._schedule(self.mesh.focus.config.link_expires / 2, self._refresh)
+
+    def resync(self):
+        """Ask for full state now (a refresh is answered with it)."""
+        if self.up and not self._resyncing:
+            self._resyncing = True
+            self._sub.refresh(self.mesh.focus.config.link_expires)
+
+    def _ended(self, reason):
+        was_up, self.up = self.up, False
+        self._cancel()
+        if self.closed:
+            return
+        self.log.info("{conf}: link to {uri} ended: {why}", conf=self.mesh.conference.name,
+                      uri=self.uri, why=reason)
+        self.mesh.link_lost(self, was_up)
+
+    def _schedule(self, delay, call):
+        self._cancel()
+        self._timer = self.mesh.focus.clock.callLater(delay, call)
+
+    def _cancel(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def close(self):
+        self.closed = True
+        self._cancel()
+        if self._sub is not None:
+            self._sub.close()
+
+
+class Mesh:
+    """The multi-focus side of one conference at this focus."""
+
+    log = Logger()
+
+    def __init__(self, focus, conference):
+        self.focus = focus
+        self.conference = conference
+        self.links = {}             # focus id -> FocusLink
+        self.replica = Replica(focus.uri, self._own_record())
+        self._batch = []            # [(Delta, source focus id or None)]
+        self._batch_users = set()
+        self._user_of = {}          # endpoint -> user entity in the model
+        self.candidates = {}        # focus id -> URI: members offering the package
+        self._refused = {}          # candidate id -> time it refused
+        self.recruiting = None
+        self.reserved = {}          # focus id -> delegations in flight
+        self.waiting = []           # legs accepted while no focus had room
+
+    # -- our partition -----------------------------------------------------
+
+    def _own_record(self):
+        focus = self.focus
+        links = tuple(sorted(uri for uri, link in self.links.items() if link.up))
+        return FocusRecord(focus.uri, focus.config.role, focus.config.capacity,
+                           focus.load, "leaving" if focus.stopping else "active", links)
+
+    def member_joined(self, leg):
+        self._write((SET, member_record(leg)), (FOCUS, self._own_record()))
+        self.maybe_recruit()
+
+    def member_changed(self, leg):
+        self._write((SET, member_record(leg)))
+
+    def member_left(self, leg):
+        self._write((DEL, leg.endpoint_entity), (FOCUS, self._own_record()))
+        if leg in self.waiting:
+            self.waiting.remove(leg)
+
+    def link_changed(self):
+        self._write((FOCUS, self._own_record()))
+
+    def _write(self, *ops):
+        self._queue(self.replica.write(*ops), None)
+        self.sync()
+
+    def _queue(self, delta, source):
+        self._batch.append((delta, source))
+        self.focus.notifier.changed(self.focus.mf_package, self.conference)
+
+    def take_batch(self):
+        if not self._batch:
+            return None
+        batch = Batch(self, self._batch, self._batch_users)
+        self._batch, self._batch_users = [], set()
+        return batch
+
+    # -- what other foci tell us -------------------------------------------
+
+    def notified(self, link, request):
+        try:
+            parsed = multifocus.parse(request.body or b"")
+        except multifocus.MultifocusError as e:
+            self.log.info("{conf}: bad NOTIFY from {uri}: {why}",
+                          conf=self.conference.name, uri=link.uri, why=str(e))
+            return
+        replica = self.replica
+        if parsed.snapshot is not None:
+            replica.merge(parsed.snapshot)
+        for delta in parsed.deltas:
+            for applied in replica.receive(delta):
+                self._queue(applied, link.uri)
+        if replica.lagging():
+            link.resync()
+        self.sync()
+
+    def sync(self):
+        """Bring the conference model (what members see) in step with the
+        replica's merged view."""
+        endpoints, foci_changed = self.replica.take_changes()
+        if endpoints:
+            members = self.replica.members()
+            conference = self.conference
+            for endpoint in endpoints:
+                entry = members.get(endpoint)
+                old_user = self._user_of.pop(endpoint, None)
+                if old_user is not None and (entry is None or entry[1].user != old_user):
+                    conference.remove_endpoint(old_user, endpoint)
+                    self._batch_users.add(old_user)
+                if entry is None:
+                    continue
+                holder, record = entry
+                try:
+                    conference.set_endpoint(record.user, model_endpoint(record))
+                except ConferenceFull:
+                    self.log.info("{conf}: full, not showing {member}",
+                                  conf=conference.name, member=record.user)
+                    continue
+                self._user_of[endpoint] = record.user
+                self._batch_users.add(record.user)
+            self.focus.notifier.changed(self.focus.package, conference)
+        if foci_changed:
+            self.connect_known()
+            self.place_waiting()
+
+    # -- links ---------------------------------------------------------------
+
+    def connect(self, uri, target=None, on_result=None):
+        """Subscribe to focus ``uri`` unless we already do (or it is us)."""
+        if uri == self.focus.uri or uri in self.links or self.focus.stopping:
+            return None
+        link = self.links[uri] = FocusLink(self, uri, target, on_result)
+        link.start()
+        return link
+
+    def connect_known(self):
+        for record in self.replica.foci():
+            if record.state == "active":
+                self.connect(record.uri)
+
+    def link_lost(self, link, was_up):
+        if self.links.get(link.uri) is link:
+            del self.links[link.uri]
+        if was_up:
+            self.link_changed()
+        link.failures += 1
+        if link.failures <= LINK_RETRIES and self.replica.focus(link.uri) is not None:
+            def again():
+                if link.uri not in self.links and not self.focus.stopping:
+                    relink = self.connect(link.uri)
+                    if relink is not None:
+                        relink.failures = link.failures
+            self.focus.clock.callLater(LINK_RETRY * link.failures, again)
+
+    def close(self):
+        for link in list(self.links.values()):
+            link.close()
+        self.links.clear()
+
+    # -- discovery -------------------------------------------------------------
+
+    def add_candidate(self, uri):
+        """A member whose INVITE advertised the multifocus package."""
+        if len(self.candidates) < 100:
+            self.candidates.setdefault(focus_id(uri), uri)
+
+    def spare(self):
+        return sum(self.room(record) for record in self.replica.foci()
+                   if record.uri != self.focus.uri)
+
+    def room(self, record):
+        if record.state != "active" or record.uri not in self.links or \
+                not self.links[record.uri].up:
+            return 0
+        return max(0, record.capacity - record.load - self.reserved.get(record.uri, 0))
+
+    def pick(self, exclude=()):
+        """The least loaded other focus with room, or None."""
+        best = None
+        for record in self.replica.foci():
+            if record.uri == self.focus.uri or record.uri in exclude or \
+                    self.room(record) <= 0:
+                continue
+            key = ((record.load + self.reserved.get(record.uri, 0)) / record.capacity,
+                   record.uri)
+            if best is None or key < best[0]:
+                best = (key, record.uri)
+        return None if best is None else best[1]
+
+    def reserve(self, uri):
+        self.reserved[uri] = self.reserved.get(uri, 0) + 1
+
+    def release(self, uri):
+        left = self.reserved.get(uri, 0) - 1
+        if left > 0:
+            self.reserved[uri] = left
+        else:
+            self.reserved.pop(uri, None)
+
+    def can_place(self):
+        """Could a newcomer beyond our capacity be handed to another focus?"""
+        return self.spare() > 0 or self.recruiting is not None or \
+            self._next_candidate() is not None
+
+    def maybe_recruit(self):
+        focus, cfg = self.focus, self.focus.config
+        if self.recruiting is not None or focus.stopping:
+            return
+        if focus.load < cfg.capacity - cfg.headroom or self.spare() >= max(cfg.headroom, 1):
+            return
+        candidate = self._next_candidate()
+        if candidate is None:
+            return
+        uri, target = candidate
+        self.log.info("{conf}: recruiting {uri}", conf=self.conference.name, uri=uri,
+                      event="recruit")
+        self.recruiting = uri
+        self.connect(uri, target, self._recruited)
+
+    def _next_candidate(self):
+        known = {record.uri for record in self.replica.foci()} | set(self.links)
+        now = self.focus.clock.seconds()
+        listed = [(focus_id(u), u) for u in self.focus.config.peers]
+        for uri, target in listed + list(self.candidates.items()):
+            if uri in known or uri == self.focus.uri:
+                continue
+            if now - self._refused.get(uri, -CANDIDATE_BACKOFF) < CANDIDATE_BACKOFF:
+                continue
+            return uri, target
+        return None
+
+    def _recruited(self, link, status):
+        self.recruiting = None
+        if 200 <= status < 300:
+            self.log.info("{conf}: {uri} is a focus now", conf=self.conference.name,
+                          uri=link.uri, event="recruited")
+            return
+        self.log.info("{conf}: candidate {uri} declined ({status})",
+                      conf=self.conference.name, uri=link.uri, status=status)
+        self._refused[link.uri] = self.focus.clock.seconds()
+        link.closed = True
+        self.maybe_recruit()
+        if self.recruiting is None:
+            self.place_waiting()
+
+    # -- calls waiting for a focus with room ----------------------------------
+
+    def wait_for_room(self, leg, timeout):
+        if leg in self.waiting:
+            return
+        self.waiting.append(leg)
+        self.maybe_recruit()
+
+        def give_up():
+            if leg in self.waiting:
+                self.waiting.remove(leg)
+                self.log.info("{conf}: no focus took {member}: ending the call",
+                              conf=self.conference.name, member=leg.user_entity)
+                leg.hangup()
+        self.focus.clock.callLater(timeout, give_up)
+
+    def place_waiting(self):
+        """Foci changed: hand waiting calls to those with room now."""
+        while self.waiting and self.pick() is not None:
+            leg = self.waiting.pop(0)
+            self.focus.delegator.hand_over(leg)
+        if self.waiting and not self.can_place():
+            for leg in list(self.waiting):
+                self.waiting.remove(leg)
+                leg.hangup()
+
+
+def member_record(leg):
+    """A call leg as the replicated state carries it."""
+    dialog = leg.dialog
+    return MemberRecord(
+        endpoint=leg.endpoint_entity, user=leg.user_entity,
+        status="on-hold" if leg.on_hold else "connected",
+        joining_method=leg.joining_method, when=leg.joined_at, by=leg.by_uri,
+        media=leg.media_status if leg.negotiated is not None else None,
+        call_id=dialog.call_id, local_tag=dialog.local_tag, remote_tag=dialog.remote_tag,
+        remote_target=str(dialog.remote_target),
+        route=tuple(str(r) for r in dialog.route_set))
+
+
+def model_endpoint(record):
+    """A replicated member as an RFC 4575 endpoint (§5.7.5 call-info tags
+    as the dialog's creator named them)."""
+    from_tag, to_tag = record.remote_tag, record.local_tag
+    if record.joining_method == "dialed-out":
+        from_tag, to_tag = to_tag, from_tag
+    media = [Media("1", "audio", status=record.media)] if record.media else []
+    return Endpoint(record.endpoint, status=record.status,
+                    joining_method=record.joining_method, when=record.when, by=record.by,
+                    call_id=record.call_id, from_tag=from_tag, to_tag=to_tag, media=media)
