@@ -173,7 +173,7 @@ class Sipp:
             self.proc.wait()
 
     def _read(self, suffix):
-        name = os.path.splitext(self.scenario)[0]
+        name = os.path.splitext(os.path.basename(self.scenario))[0]
         out = []
         for entry in sorted(os.listdir(self.cwd)):
             if entry.startswith(name + "_") and entry.endswith(suffix):

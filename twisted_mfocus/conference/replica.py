@@ -152,7 +152,7 @@ class Replica:
             return []
         self._apply(writer, part, delta.ops)
         part.seq = seq
-        return [delta]
+        return [delta] + self._release(writer)
 
     def merge(self, snapshot):
         """Take every partition newer than ours (never our own); True if anything changed."""
@@ -265,7 +265,7 @@ class Replica:
         holders = self._holders.get(endpoint)
         entry = None
         if holders:
-            entry = max(((holder, self._parts[holder].members[endpoint]) for holder in holders),
+            entry = min(((holder, self._parts[holder].members[endpoint]) for holder in holders),
                         key=lambda pair: _merge_key(*pair))
         else:
             self._holders.pop(endpoint, None)

@@ -67,7 +67,7 @@ class CallLeg:
         self.replaces = None        # the leg this one replaces (RFC 3891)
         self.provisional = False    # accepted beyond capacity: to be handed over
         self.handing_over = None    # the focus a handover of this leg is going to
-        self.handed_over = None     # MemberRecord of the dialog this leg replaces
+        self.replacing_call_id = None   # the other focus's call this leg replaces
         self.ended = defer.Deferred()
 
     # -- dial-in (UAS) -----------------------------------------------------
@@ -153,9 +153,6 @@ class CallLeg:
         self.joining_method = "dialed-out"
         self.referred_by = referred_by
         self.user_entity = aor(target)
-        if self.handed_over is not None:          # the same member, moved
-            self.user_entity = self.handed_over.user
-            self.joining_method = self.handed_over.joining_method
         self.transport = (target.transport or "udp").upper()
         self.pending_offer = offer(self.sdp, self.rtp.port)
         conference_uri = self.focus.conference_uri(self.conference)

@@ -44,7 +44,7 @@ __all__ = ["ConferenceFocus", "ConferencePackage"]
 ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "SUBSCRIBE", "NOTIFY",
          "REFER", "INFO")
 SUPPORTED = ("replaces", "norefersub")
-ACCEPT = ("application/sdp", "message/sipfrag")
+ACCEPT = ("application/sdp", "message/sipfrag", multifocus.CONTENT_TYPE)
 
 
 class ConferencePackage:
@@ -229,6 +229,12 @@ class ConferenceFocus:
         conference = leg.conference
         leg.joined_at = time.time()
         mesh = self.mesh_of(conference)
+        if leg.replacing_call_id:               # a handover: the same member
+            for holder, record in mesh.replica.members().values():
+                if record.call_id == leg.replacing_call_id:
+                    leg.user_entity = record.user
+                    leg.joining_method = record.joining_method
+                    break
         entity = leg.endpoint_entity
         if entity in mesh.replica.held_by(self.uri):
             entity = f"{entity};leg={leg.dialog.local_tag}"   # same Contact twice
@@ -295,11 +301,7 @@ class ConferenceFocus:
             return
         progress = report
         if replaces:
-            held = self.mesh_of(conference).replica.members()
-            for holder, record in held.values():
-                if record.call_id == replaces.split(";", 1)[0].strip():
-                    leg.handed_over = record      # keep the member's identity
-                    break
+            leg.replacing_call_id = replaces.split(";", 1)[0].strip()
 
             def progress(status, reason):
                 if status >= 300 and status not in (486, 600, 603) and not self.stopping:

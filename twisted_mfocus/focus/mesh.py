@@ -437,10 +437,6 @@ class Mesh:
         while self.waiting and self.pick() is not None:
             leg = self.waiting.pop(0)
             self.focus.delegator.hand_over(leg)
-        if self.waiting and not self.can_place():
-            for leg in list(self.waiting):
-                self.waiting.remove(leg)
-                leg.hangup()
 
 
 def member_record(leg):
