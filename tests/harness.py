@@ -142,11 +142,11 @@ class Sipp:
     Its ``-trace_logs`` lines (the scenario's ``<log>``), ``-trace_msg``
     messages and exit code are what tests assert on."""
 
-    def __init__(self, scenario, target, cwd, args=(), timeout=60, name=None):
+    def __init__(self, scenario, target, cwd, args=(), timeout=60, name=None, port=None):
         self.cwd = os.path.join(str(cwd), name or os.path.splitext(scenario)[0])
         os.makedirs(self.cwd, exist_ok=True)
         self.scenario = scenario
-        self.port = free_port()
+        self.port = port or free_port()
         self.timeout = timeout
         # A file of tests/sipp/, or the name of a SIPp built-in (uas, uac).
         which = (["-sf", os.path.join(SIPP_DIR, scenario)] if scenario.endswith(".xml")

@@ -265,7 +265,7 @@ class Replica:
         holders = self._holders.get(endpoint)
         entry = None
         if holders:
-            entry = min(((holder, self._parts[holder].members[endpoint]) for holder in holders),
+            entry = max(((holder, self._parts[holder].members[endpoint]) for holder in holders),
                         key=lambda pair: _merge_key(*pair))
         else:
             self._holders.pop(endpoint, None)
@@ -325,7 +325,7 @@ class Replica:
             if uri == source or uri == delta.writer:
                 continue
             record = self.focus(uri)
-            if record is None or delta.writer not in record.links:
+            if record is not None and delta.writer in record.links:
                 targets.append(uri)
         return targets
 

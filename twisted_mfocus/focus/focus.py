@@ -33,7 +33,7 @@ from ..sip.uri import URI
 from ..sip.values import NameAddr
 from ..conference import multifocus
 from .call import CallLeg, aor, parse_offer
-from .delegation import Delegator
+from .delegation import MARKER, Delegator
 from .mesh import Mesh, MultifocusPackage, focus_id
 from .refer import handle_refer
 from .subscriptions import Notifier
@@ -419,6 +419,10 @@ class ConferenceFocus:
         self.notifier.subscribe(txn, request, source)
 
     def _out_of_dialog_REFER(self, txn, request, source):
+        if MARKER in request.headers and not self.trusts(source):
+            txn.respond(self.policy.respond(request, 403, "Forwarded REFER From Untrusted Node",
+                                            to_tag=new_tag()))
+            return
         conference = self.conference_for(request.uri, create=False)
         if conference is None:
             txn.respond(self.policy.respond(request, 404, "No Such Conference",

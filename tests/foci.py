@@ -1,0 +1,98 @@
+"""Several real ``twistd mfocus`` processes on loopback, for multi-focus tests
+and benchmarks: start them as peers of each other and read their APIs."""
+
+import os
+import time
+
+from .harness import Focus, api_get, free_port
+
+_next_rtp = [36000]
+
+
+class Node:
+    """One focus process: its SIP port, API port and URI."""
+
+    def __init__(self, name, role, capacity, cwd, config_text="", peers=()):
+        self.name, self.role, self.capacity = name, role, capacity
+        self.port, self.http = free_port(), free_port()
+        self.uri = f"sip:127.0.0.1:{self.port}"
+        self.cwd = os.path.join(str(cwd), name)
+        os.makedirs(self.cwd, exist_ok=True)
+        self.config = os.path.join(self.cwd, "mfocus.conf")
+        with open(self.config, "w") as f:
+            f.write("[events]\nnotify_interval = 0.05\n" + config_text)
+        self.peers = list(peers)
+        self.process = None
+
+    def start(self, log_format="text"):
+        low = _next_rtp[0]
+        _next_rtp[0] += 200
+        args = ["--config", self.config, "--role", self.role,
+                "--listen", f"udp:127.0.0.1:{self.port}", "--capacity", str(self.capacity),
+                "--http", f"tcp:{self.http}:interface=127.0.0.1",
+                "--rtp-ports", f"{low}-{low + 199}", "--log-format", log_format]
+        for peer in self.peers:
+            args += ["--peer", peer]
+        self.process = Focus(args, self.cwd)
+        self.process.wait_ready(self.port)
+        return self
+
+    def conference(self, name):
+        """The API's view of conference ``name`` (None if unknown)."""
+        status, body = api_get(self.http, f"/api/v1/conferences/{name}")
+        return body if status == 200 else None
+
+    def stop(self):
+        if self.process is not None:
+            self.process.stop()
+
+
+def start_foci(cwd, specs, config_text="", trust_all=True):
+    """Start foci from ``specs`` [(name, role, capacity)]; with
+    ``trust_all`` each names every other as ``--peer``, in spec order."""
+    nodes = [Node(name, role, cap, cwd, config_text) for name, role, cap in specs]
+    if trust_all:
+        for node in nodes:
+            node.peers = [other.uri for other in nodes if other is not node]
+    for node in nodes:
+        node.start()
+    return nodes
+
+
+def shared_view(view):
+    """What every focus must agree on: members (with their focus) and foci."""
+    if view is None:
+        return None
+    members = sorted((m["uri"], m["endpoint"], m["focus"], m["status"], m["joined"])
+                     for m in view["members"])
+    foci = sorted((f["uri"], f["role"], f["capacity"], f["members"]) for f in view["foci"])
+    return members, foci
+
+
+def agreed(nodes, name):
+    """The shared view if every node's API shows the same one, else None."""
+    views = [shared_view(node.conference(name)) for node in nodes]
+    if views[0] is not None and all(v == views[0] for v in views):
+        return views[0]
+    return None
+
+
+def wait_agreement(nodes, name, predicate, timeout=30.0, interval=0.05):
+    """Poll until all APIs agree on a view satisfying ``predicate``.
+
+    Returns (view, lag): lag is the time from the first poll where any
+    API showed that final view until all showed it (the propagation
+    delay, to the polling resolution); (None, None) on timeout."""
+    deadline = time.monotonic() + timeout
+    first_seen = {}
+    while time.monotonic() < deadline:
+        views = [shared_view(node.conference(name)) for node in nodes]
+        now = time.monotonic()
+        for view in views:
+            if view is not None:
+                key = repr(view)
+                first_seen.setdefault(key, now)
+        if views[0] is not None and all(v == views[0] for v in views) and predicate(views[0]):
+            return views[0], now - first_seen[repr(views[0])]
+        time.sleep(interval)
+    return None, None
