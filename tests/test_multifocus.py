@@ -9,8 +9,9 @@ from every focus's API.
 
 import collections
 import re
+import time
 
-from .foci import Node, start_foci, wait_agreement
+from .foci import Node, shared_view, start_foci, wait_agreement
 from .harness import Sipp, free_port, sip_header, wait_for
 
 CONF = "conf1"
@@ -178,3 +179,50 @@ def test_forwarded_refer_needs_a_trusted_focus_and_a_hop_budget(tmp_path):
         assert len(primary.conference(CONF)["members"]) == 1
     finally:
         stop_all(nodes, member, uas)
+
+
+def test_baresip_members_are_handed_over_with_replaces(tmp_path):
+    from .peers import Baresip, port_free, write_tone_wav
+    from .peers.process import need, rtp_base
+    import socket
+
+    need("baresip")
+    nodes = start_foci(tmp_path, [("primary", "primary", 1), ("s1", "secondary", 3)])
+    primary, s1 = nodes
+    phones = []
+    for name in ("alice", "bob", "carol"):
+        work = tmp_path / name
+        work.mkdir()
+        # Four RTP ports: the handover call exists next to the first one.
+        low = next(p for p in iter(rtp_base, None)
+                   if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + 4)))
+        phones.append(Baresip(work, name, free_port(), low, free_port(socket.SOCK_STREAM),
+                              tone_wav=write_tone_wav(work / "tone.wav", seconds=60),
+                              rtp_span=4))
+    try:
+        for phone in phones:
+            phone.start()
+            phone.dial(f"sip:{CONF}@127.0.0.1:{primary.port}")
+            phone.wait_event("CALL_ESTABLISHED", 8)
+        # Alice fills the primary; bob and carol are moved to s1 by a new
+        # INVITE from s1.  baresip 1.0 has no Replaces (420 to Require:
+        # replaces), so s1 invites again without it, baresip auto-answers,
+        # and the primary ends the first call: one call, with s1, remains.
+        view, _ = wait_agreement(
+            nodes, CONF, lambda v: len(v[0]) == 3 and
+            collections.Counter(m[2] for m in v[0]) == {primary.uri: 1, s1.uri: 2},
+            timeout=20)
+        assert view is not None, [node.conference(CONF) for node in nodes]
+        for phone in phones[1:]:
+            # One call, now with s1 (the Replaces INVITE came from there), still up.
+            calls = wait_for(lambda: len(phone.calls()) == 1 and phone.calls(), timeout=10)
+            assert calls, phone.calls()
+        time.sleep(3)           # the call stays up (no CALL_CLOSED of the new call)
+        for phone in phones:
+            assert len(phone.calls()) == 1, (phone.name, phone.calls())
+        still = shared_view(primary.conference(CONF))
+        assert still == view
+    finally:
+        for phone in phones:
+            phone.stop()
+        stop_all(nodes)
