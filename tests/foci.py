@@ -6,7 +6,16 @@ import time
 
 from .harness import Focus, api_get, free_port
 
-_next_rtp = [36000]
+#: RTP ranges below the kernel's ephemeral ports (32768+), where free_port
+#: and the phones' ports come from, so a focus never takes a phone's port.
+_next_rtp = [20000]
+
+
+def _rtp_range(capacity):
+    width = 4 * capacity + 100     # overflow, and pairs resting before reuse
+    low = _next_rtp[0]
+    _next_rtp[0] = low + width if low + 2 * width < 32000 else 20000
+    return low, low + width - 1
 
 
 class Node:
@@ -25,12 +34,13 @@ class Node:
         self.process = None
 
     def start(self, log_format="text"):
-        low = _next_rtp[0]
-        _next_rtp[0] += 200
+        low, high = _rtp_range(self.capacity)
+        # UDP and TCP: large NOTIFYs between foci go over TCP (RFC 3261 §18.1.1).
         args = ["--config", self.config, "--role", self.role,
-                "--listen", f"udp:127.0.0.1:{self.port}", "--capacity", str(self.capacity),
+                "--listen", f"udp:127.0.0.1:{self.port}",
+                "--listen", f"tcp:127.0.0.1:{self.port}", "--capacity", str(self.capacity),
                 "--http", f"tcp:{self.http}:interface=127.0.0.1",
-                "--rtp-ports", f"{low}-{low + 199}", "--log-format", log_format]
+                "--rtp-ports", f"{low}-{high}", "--log-format", log_format]
         for peer in self.peers:
             args += ["--peer", peer]
         self.process = Focus(args, self.cwd)

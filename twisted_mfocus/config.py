@@ -27,7 +27,7 @@ headroom = 1
 overflow = 20
 max_hops = 3
 link_expires = 600
-handover_grace = 2.0
+handover_grace = 0.5
 max_conference_members = 10000
 
 [media]

@@ -152,7 +152,7 @@ class Replica:
             return []
         self._apply(writer, part, delta.ops)
         part.seq = seq
-        return [delta] + self._release(writer)
+        return [delta]
 
     def merge(self, snapshot):
         """Take every partition newer than ours (never our own); True if anything changed."""
@@ -325,7 +325,7 @@ class Replica:
             if uri == source or uri == delta.writer:
                 continue
             record = self.focus(uri)
-            if record is not None and delta.writer in record.links:
+            if record is None or delta.writer not in record.links:
                 targets.append(uri)
         return targets
 

@@ -68,6 +68,7 @@ class CallLeg:
         self.provisional = False    # accepted beyond capacity: to be handed over
         self.handing_over = None    # the focus a handover of this leg is going to
         self.replacing_call_id = None   # the other focus's call this leg replaces
+        self.handed_off = False     # another focus holds the member now
         self.ended = defer.Deferred()
 
     # -- dial-in (UAS) -----------------------------------------------------

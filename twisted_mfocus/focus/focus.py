@@ -204,7 +204,11 @@ class ConferenceFocus:
 
     @property
     def load(self):
-        return sum(len(legs) for legs in self.legs.values())
+        """Calls held, not counting calls already handed to another focus
+        (they only wait for the phone, or ``handover_grace``, to end)."""
+        return sum(len(legs) for legs in self.legs.values()) - self.handed_off
+
+    handed_off = 0
 
     def is_full(self):
         return self.load >= self.config.capacity
@@ -263,6 +267,8 @@ class ConferenceFocus:
         legs = self.legs.get(conference, [])
         if leg in legs:
             legs.remove(leg)
+            if leg.handed_off:
+                self.handed_off -= 1
         self.rtp_pool.release(leg.rtp)
         if was_member:
             self.log.info("{conf}: {member} {event} ({why}, call {call})", event="left",

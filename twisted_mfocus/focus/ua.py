@@ -19,6 +19,7 @@ the injected clock, so tests run it on ``task.Clock``.
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from ..sip.address import Peer
 from ..sip.ids import new_branch
 from ..sip.transaction import TransactionLimit, TransportError
 from ..sip.uri import URI
@@ -137,6 +138,7 @@ class UserAgent:
         d = defer.succeed(dest) if dest is not None else self.locate(request)
 
         def start(peer):
+            peer = _congestion_controlled(request, peer)
             request.headers.remove("via")
             request.headers.add("Via", self._via(peer), first=True)
             try:
@@ -202,6 +204,23 @@ class Retransmitter:
             if call is not None and call.active():
                 call.cancel()
             setattr(self, name, None)
+
+
+#: RFC 3261 §18.1.1: a request larger than this (path MTU unknown) goes over TCP.
+UDP_REQUEST_LIMIT = 1300
+
+
+def _congestion_controlled(request, peer):
+    """The peer to use for ``request``: a UDP next hop becomes TCP at the
+    same address when the request exceeds 1300 bytes and its URI does not
+    ask for a transport (§18.1.1; RFC 3263 makes a SIP server listen on
+    both).  Large NOTIFYs between foci (full multifocus state) need it."""
+    if peer.transport != "UDP" or len(request.body or b"") < UDP_REQUEST_LIMIT // 2 or \
+            "transport" in request.uri.params:
+        return peer
+    if len(request.to_bytes()) <= UDP_REQUEST_LIMIT:
+        return peer
+    return Peer("TCP", peer.host, peer.port)
 
 
 def _family(host):
