@@ -103,6 +103,12 @@ class _Part:
         self.seq, self.focus, self.members = seq, focus, members
 
 
+def _is_member(record):
+    """A record we can key and order: a str endpoint and a numeric (or no) join time."""
+    return (isinstance(record, MemberRecord) and isinstance(record.endpoint, str)
+            and (record.when is None or isinstance(record.when, (int, float))))
+
+
 def _merge_key(holder, record):
     """Which holder wins an endpoint held twice (a handover): the latest join."""
     return (record.when or 0.0, holder)
@@ -152,7 +158,7 @@ class Replica:
             return []
         self._apply(writer, part, delta.ops)
         part.seq = seq
-        return [delta]
+        return [delta] + self._release(writer)
 
     def merge(self, snapshot):
         """Take every partition newer than ours (never our own); True if anything changed."""
@@ -175,7 +181,7 @@ class Replica:
             if not isinstance(op, tuple) or len(op) != 2:
                 raise ValueError(f"bad op {op!r}")
             name, arg = op
-            ok = ((name == SET and isinstance(arg, MemberRecord) and isinstance(arg.endpoint, str))
+            ok = ((name == SET and _is_member(arg))
                   or (name == DEL and isinstance(arg, str))
                   or (name == FOCUS and isinstance(arg, FocusRecord) and arg.uri == writer))
             if not ok:
@@ -189,7 +195,7 @@ class Replica:
                                            and part.focus.uri == writer):
             raise ValueError(f"bad focus record for {writer!r}: {part.focus!r}")
         for endpoint, record in part.members.items():
-            if not isinstance(record, MemberRecord) or record.endpoint != endpoint:
+            if not _is_member(record) or record.endpoint != endpoint:
                 raise ValueError(f"bad member {endpoint!r} of {writer!r}")
         return part
 
@@ -287,7 +293,8 @@ class Replica:
         return {writer: part.seq for writer, part in self._parts.items()}
 
     def lagging(self):
-        """Writers we know we are behind on: a snapshot would catch us up."""
+        """Writers we know we are behind on (deltas buffered past a gap, or
+        dropped from a full buffer): a snapshot would catch us up."""
         behind = set(self._pending)
         behind.update(writer for writer, seq in self._dropped.items()
                       if writer not in self._parts or seq > self._parts[writer].seq)
