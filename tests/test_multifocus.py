@@ -70,6 +70,10 @@ def test_seven_members_spread_over_three_foci(tmp_path, capsys):
         assert log.count("bye-to 127.0.0.1:") == len(moved)
         for user in moved:
             assert f"bye-to 127.0.0.1:{by_uri[holder_of[user]].port}" in log
+        # Wait for the last BYE's answer before counting answers.
+        assert wait_for(lambda: "\n".join(uas.logs()).count("hangup ") >= len(moved),
+                        timeout=10), uas.logs()
+        log = "\n".join(uas.logs())
         assert log.count("hangup 200") == len(moved), log
         # Every replaced first call was ended (by the primary, at the Contact).
         assert log.count("old-dialog-bye") == len(moved)
