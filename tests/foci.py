@@ -57,13 +57,17 @@ class Node:
             self.process.stop()
 
 
-def start_foci(cwd, specs, config_text="", trust_all=True):
-    """Start foci from ``specs`` [(name, role, capacity)]; with
-    ``trust_all`` each names every other as ``--peer``, in spec order."""
+def start_foci(cwd, specs, config_text="", start=True):
+    """Foci from ``specs`` [(name, role, capacity)], each naming every other
+    as ``--peer`` in spec order; started unless ``start`` is False (to
+    change a node's peers first, then ``start_all``)."""
     nodes = [Node(name, role, cap, cwd, config_text) for name, role, cap in specs]
-    if trust_all:
-        for node in nodes:
-            node.peers = [other.uri for other in nodes if other is not node]
+    for node in nodes:
+        node.peers = [other.uri for other in nodes if other is not node]
+    return start_all(nodes) if start else nodes
+
+
+def start_all(nodes):
     for node in nodes:
         node.start()
     return nodes

@@ -11,7 +11,7 @@ import collections
 import re
 import time
 
-from .foci import Node, shared_view, start_foci, wait_agreement
+from .foci import shared_view, start_all, start_foci, wait_agreement
 from .harness import Sipp, free_port, sip_header, wait_for
 
 CONF = "conf1"
@@ -87,14 +87,11 @@ def test_seven_members_spread_over_three_foci(tmp_path, capsys):
 
 def test_discovery_skips_a_plain_phone_and_builds_a_full_mesh(tmp_path):
     phone = Sipp("plain_phone.xml", None, tmp_path, timeout=60)
-    nodes = [Node("primary", "primary", 1, tmp_path), Node("s1", "secondary", 1, tmp_path),
-             Node("s2", "secondary", 3, tmp_path)]
-    primary, s1, s2 = nodes
-    primary.peers = [f"sip:127.0.0.1:{phone.port}", s1.uri, s2.uri]
-    s1.peers = [primary.uri, s2.uri]
-    s2.peers = [primary.uri, s1.uri]
-    for node in nodes:
-        node.start()
+    nodes = start_foci(tmp_path, [("primary", "primary", 1), ("s1", "secondary", 1),
+                                  ("s2", "secondary", 3)], start=False)
+    primary = nodes[0]
+    primary.peers.insert(0, f"sip:127.0.0.1:{phone.port}")     # the first candidate
+    start_all(nodes)
     uas = Sipp("member_handover.xml", None, tmp_path, ["-set", "hold_ms", "20000"],
                timeout=60)
     uac = Sipp("member_dialin.xml", f"127.0.0.1:{primary.port}", tmp_path,
@@ -148,12 +145,11 @@ def test_refer_to_a_full_focus_is_forwarded(tmp_path):
 
 def test_forwarded_refer_needs_a_trusted_focus_and_a_hop_budget(tmp_path):
     trusted_port = free_port()      # a SIPp the foci list as a peer focus
-    nodes = [Node("primary", "primary", 1, tmp_path), Node("s1", "secondary", 3, tmp_path)]
-    primary, s1 = nodes
-    primary.peers = [s1.uri, f"sip:127.0.0.1:{trusted_port}"]
-    s1.peers = [primary.uri]
-    for node in nodes:
-        node.start()
+    nodes = start_foci(tmp_path, [("primary", "primary", 1), ("s1", "secondary", 3)],
+                       start=False)
+    primary = nodes[0]
+    primary.peers.append(f"sip:127.0.0.1:{trusted_port}")
+    start_all(nodes)
     target = f"127.0.0.1:{primary.port}"
     uas = Sipp("member_handover.xml", None, tmp_path, ["-set", "hold_ms", "30000"], timeout=60)
     member = Sipp("member_dialin.xml", target, tmp_path,

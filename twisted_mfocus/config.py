@@ -135,20 +135,17 @@ class Config:
 
     def _number(self, section, key):
         """A number that may be zero."""
-        try:
-            value = float(self._get(section, key))
-        except ValueError:
-            raise ConfigError(f"{section}.{key} must be a number")
-        if value < 0:
-            raise ConfigError(f"{section}.{key} must not be negative")
-        return value
+        return self._non_negative(section, key, float, "a number")
 
     def _count(self, section, key):
         """A whole number that may be zero."""
+        return self._non_negative(section, key, int, "a whole number")
+
+    def _non_negative(self, section, key, kind, what):
         try:
-            value = int(self._get(section, key))
+            value = kind(self._get(section, key))
         except ValueError:
-            raise ConfigError(f"{section}.{key} must be a whole number")
+            raise ConfigError(f"{section}.{key} must be {what}")
         if value < 0:
             raise ConfigError(f"{section}.{key} must not be negative")
         return value

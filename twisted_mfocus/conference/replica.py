@@ -312,6 +312,16 @@ class Replica:
         """The merged view (a copy): endpoint -> (holder, MemberRecord)."""
         return dict(self._merged)
 
+    def member(self, endpoint):
+        """(holder, MemberRecord) of one endpoint in the merged view, or None
+        (no copy of the view: this runs on every change)."""
+        return self._merged.get(endpoint)
+
+    def holds(self, uri, endpoint):
+        """Does ``uri``'s partition hold ``endpoint``?"""
+        part = self._parts.get(uri)
+        return part is not None and endpoint in part.members
+
     def held_by(self, uri):
         part = self._parts.get(uri)
         return dict(part.members) if part is not None else {}

@@ -85,9 +85,7 @@ class Delegator:
             mesh.release(target)
             leg.handing_over = None
             if 200 <= status < 300:
-                if leg.state == "confirmed" and not leg.handed_off:
-                    leg.handed_off = True       # its place is free again
-                    self.focus.handed_off += 1
+                self.focus.handed_off_leg(leg)  # its place is free again
                 self.focus.clock.callLater(self.focus.config.handover_grace,
                                            self._end_replaced, leg)
             elif leg.state == "confirmed":

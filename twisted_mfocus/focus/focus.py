@@ -33,7 +33,7 @@ from ..sip.uri import URI
 from ..sip.values import NameAddr
 from ..conference import multifocus
 from .call import CallLeg, aor, parse_offer
-from .delegation import MARKER, Delegator
+from .delegation import Delegator
 from .mesh import Mesh, MultifocusPackage, focus_id
 from .refer import handle_refer
 from .subscriptions import Notifier
@@ -56,7 +56,7 @@ class ConferencePackage:
     def __init__(self, focus):
         self.focus = focus
 
-    def resource(self, request):
+    def resource(self, request, source):
         return self.focus.conference_for(request.uri)
 
     def state(self, conference):
@@ -90,6 +90,8 @@ class ConferenceFocus:
         self.mf_package = MultifocusPackage(self)
         self.meshes = {}            # Conference -> Mesh
         self.delegator = Delegator(self)
+        #: the trusted foci of the config, as (focus id, URI to SUBSCRIBE)
+        self.peers = [(focus_id(uri), uri) for uri in config.peers]
         self.stopping = False
 
     def attach(self, service):
@@ -187,18 +189,15 @@ class ConferenceFocus:
         SUBSCRIBEs from: a configured peer, or a focus of a conference we
         share?  (Datagrams come from the sender's listening port; stream
         connections from any port, so those match on the host.)"""
-        def match(uri):
-            u = URI.parse(uri) if isinstance(uri, str) else uri
-            if u.host.strip("[]") != source.host:
-                return False
-            return source.reliable or (u.port or 5060) == source.port
-        if any(match(u) for u in self.config.peers):
+        def match(focus):               # a focus id: sip:HOST:PORT
+            host, _, port = focus.partition(":")[2].rpartition(":")
+            return host.strip("[]") == source.host and (
+                source.reliable or int(port) == source.port)
+        if any(match(uri) for uri, _ in self.peers):
             return True
-        for mesh in self.meshes.values():
-            if any(match(f.uri) for f in mesh.replica.foci()) or any(
-                    match(uri) for uri in mesh.links):
-                return True
-        return False
+        return any(match(f.uri) for mesh in self.meshes.values()
+                   for f in mesh.replica.foci()) or any(
+            match(uri) for mesh in self.meshes.values() for uri in mesh.links)
 
     # -- members ---------------------------------------------------------
 
@@ -209,6 +208,12 @@ class ConferenceFocus:
         return sum(len(legs) for legs in self.legs.values()) - self.handed_off
 
     handed_off = 0
+
+    def handed_off_leg(self, leg):
+        """Another focus holds ``leg``'s member now: its place is free."""
+        if leg.state == "confirmed" and not leg.handed_off:
+            leg.handed_off = True
+            self.handed_off += 1
 
     def is_full(self):
         return self.load >= self.config.capacity
@@ -240,7 +245,7 @@ class ConferenceFocus:
                     leg.joining_method = record.joining_method
                     break
         entity = leg.endpoint_entity
-        if entity in mesh.replica.held_by(self.uri):
+        if mesh.replica.holds(self.uri, entity):
             entity = f"{entity};leg={leg.dialog.local_tag}"   # same Contact twice
             leg.endpoint_entity = entity
         if leg.user_entity not in conference.users and \
@@ -305,18 +310,17 @@ class ConferenceFocus:
         except PortsExhausted:
             report(503, "Service Unavailable")
             return
-        progress = report
+        def without_replaces_on_refusal(status, reason):
+            if status >= 300 and status not in (486, 600, 603) and not self.stopping:
+                self.log.info("{target} refused Replaces ({status}): inviting without",
+                              target=str(target), status=status)
+                self.dial_out(conference, target, referred_by, report)
+            else:
+                report(status, reason)
         if replaces:
             leg.replacing_call_id = replaces.split(";", 1)[0].strip()
-
-            def progress(status, reason):
-                if status >= 300 and status not in (486, 600, 603) and not self.stopping:
-                    self.log.info("{target} refused Replaces ({status}): inviting "
-                                  "without", target=str(target), status=status)
-                    self.dial_out(conference, target, referred_by, report)
-                else:
-                    report(status, reason)
-        leg.dial(target, referred_by, progress, replaces=replaces)
+        leg.dial(target, referred_by, without_replaces_on_refusal if replaces else report,
+                 replaces=replaces)
 
     def remove_legs(self, legs, report):
         """End ``legs`` with BYE; report when the first BYE is answered (a
@@ -417,24 +421,10 @@ class ConferenceFocus:
         return None
 
     def _out_of_dialog_SUBSCRIBE(self, txn, request, source):
-        event = (request.headers.get("event") or "").split(";", 1)[0].strip().lower()
-        if event == multifocus.EVENT and not self.trusts(source):
-            txn.respond(self.policy.respond(request, 403, "Not A Trusted Focus",
-                                            to_tag=new_tag()))
-            return
         self.notifier.subscribe(txn, request, source)
 
     def _out_of_dialog_REFER(self, txn, request, source):
-        if MARKER in request.headers and not self.trusts(source):
-            txn.respond(self.policy.respond(request, 403, "Forwarded REFER From Untrusted Node",
-                                            to_tag=new_tag()))
-            return
-        conference = self.conference_for(request.uri, create=False)
-        if conference is None:
-            txn.respond(self.policy.respond(request, 404, "No Such Conference",
-                                            to_tag=new_tag()))
-            return
-        self.refer(txn, request, source, conference)
+        self.refer(txn, request, source, self.conference_for(request.uri, create=False))
 
     def _out_of_dialog_OPTIONS(self, txn, request, source):
         """Answer like an INVITE would (RFC 3261 §11.2), without creating."""

@@ -36,6 +36,7 @@ from ..conference.replica import DEL, FOCUS, SET, FocusRecord, MemberRecord, Rep
 from ..sip.uri import URI
 from ..sip.values import NameAddr
 from .subscriber import Subscriber, out_of_dialog_request
+from .subscriptions import Refused
 
 __all__ = ["Mesh", "FocusLink", "MultifocusPackage", "focus_id"]
 
@@ -62,7 +63,10 @@ class MultifocusPackage:
     def __init__(self, focus):
         self.focus = focus
 
-    def resource(self, request):
+    def resource(self, request, source):
+        """Only a trusted focus may subscribe (design-notes: trust)."""
+        if not self.focus.trusts(source):
+            raise Refused(403, "Not A Trusted Focus", tagged=True)
         return self.focus.conference_for_focus(request)
 
     def state(self, conference):
@@ -272,10 +276,9 @@ class Mesh:
         replica's merged view."""
         endpoints, foci_changed = self.replica.take_changes()
         if endpoints:
-            members = self.replica.members()
             conference = self.conference
             for endpoint in endpoints:
-                entry = members.get(endpoint)
+                entry = self.replica.member(endpoint)
                 old_user = self._user_of.pop(endpoint, None)
                 if old_user is not None and (entry is None or entry[1].user != old_user):
                     conference.remove_endpoint(old_user, endpoint)
@@ -393,8 +396,7 @@ class Mesh:
     def _next_candidate(self):
         known = {record.uri for record in self.replica.foci()} | set(self.links)
         now = self.focus.clock.seconds()
-        listed = [(focus_id(u), u) for u in self.focus.config.peers]
-        for uri, target in listed + list(self.candidates.items()):
+        for uri, target in self.focus.peers + list(self.candidates.items()):
             if uri in known or uri == self.focus.uri:
                 continue
             if now - self._refused.get(uri, -CANDIDATE_BACKOFF) < CANDIDATE_BACKOFF:

@@ -115,21 +115,14 @@ def _refer_to(request):
 
 
 def handle_refer(focus, txn, request, source, conference, leg=None):
-    """Accept or refuse a REFER for ``conference`` and act on it."""
+    """Accept or refuse a REFER for ``conference`` (None: the Request-URI
+    names none we know) and act on it."""
     policy = focus.policy
     respond = policy.respond
     to_tag = None if leg is not None else focus.new_tag()
-    try:
-        target = _refer_to(request).uri
-    except ParseError as e:
-        txn.respond(respond(request, 400, e.reason, to_tag=to_tag))
-        return
-    if not target.is_sip:
-        txn.respond(respond(request, 403, "Only SIP URIs May Be Referred", to_tag=to_tag))
-        return
     forwarded = None
     marker = request.headers.get(MARKER)
-    if marker is not None:
+    if marker is not None:      # untrusted nodes learn nothing, not even 404
         if not focus.trusts(source):
             txn.respond(respond(request, 403, "Forwarded REFER From Untrusted Node",
                                 to_tag=to_tag))
@@ -139,6 +132,17 @@ def handle_refer(focus, txn, request, source, conference, leg=None):
         except (ValueError, ParseError) as e:
             txn.respond(respond(request, 400, f"Bad {MARKER}: {e}", to_tag=to_tag))
             return
+    if conference is None:
+        txn.respond(respond(request, 404, "No Such Conference", to_tag=to_tag))
+        return
+    try:
+        target = _refer_to(request).uri
+    except ParseError as e:
+        txn.respond(respond(request, 400, e.reason, to_tag=to_tag))
+        return
+    if not target.is_sip:
+        txn.respond(respond(request, 403, "Only SIP URIs May Be Referred", to_tag=to_tag))
+        return
     max_hops = focus.config.max_hops
     if forwarded is None and leg is None and focus.config.refer_policy == "members" and \
             not focus.is_member(conference, request.from_):

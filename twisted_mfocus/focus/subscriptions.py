@@ -6,7 +6,8 @@ later.  An *event package* object says what a resource's state is:
 
     package.event            "conference"
     package.content_type     "application/conference-info+xml"
-    package.resource(request)   the resource a SUBSCRIBE names, or None (404)
+    package.resource(request, source)   the resource a SUBSCRIBE (from the
+                                ``Peer`` source) names, or None (404)
     package.state(resource)     full state, rendered (``.with_version(v)``)
     package.changes(resource)   partial state since the last call, or None
 
@@ -45,14 +46,17 @@ _ANY = ("*/*",)
 
 
 class Refused(Exception):
-    """A SUBSCRIBE we answer with ``status`` (and ``headers``)."""
+    """A SUBSCRIBE we answer with ``status`` (and ``headers``; a new To tag
+    when ``tagged``)."""
 
-    def __init__(self, status, reason=None, headers=()):
+    def __init__(self, status, reason=None, headers=(), tagged=False):
         super().__init__(status, reason)
         self.status, self.reason, self.headers = status, reason, list(headers)
+        self.tagged = tagged
 
     def response(self, policy, request):
-        return policy.respond(request, self.status, self.reason, headers=self.headers)
+        return policy.respond(request, self.status, self.reason, headers=self.headers,
+                              to_tag=new_tag() if self.tagged else None)
 
 
 class Subscription:
@@ -181,38 +185,10 @@ class Notifier:
     # -- SUBSCRIBE outside a dialog (§4.2.1) --------------------------------
 
     def subscribe(self, txn, request, source):
-        respond = self.policy.respond
-        event = (request.headers.get("event") or "").split(";", 1)[0].strip().lower()
-        package = self.packages.get(event)
-        if package is None:                     # §4.2.1.1 (RFC 6665 §7.2.2)
-            txn.respond(respond(request, 489, headers=[("Allow-Events", self.allow_events)]))
-            return
-        accept = [a.split(";", 1)[0].strip().lower()
-                  for a in request.headers.get_all("accept")]
-        if accept and not _accepts(accept, package.content_type):   # §4.2.1.1
-            txn.respond(respond(request, 406, headers=[("Accept", package.content_type)]))
-            return
         try:
-            resource = package.resource(request)
+            event, package, resource, expires, dialog = self._admit(request, source)
         except Refused as e:
             txn.respond(e.response(self.policy, request))
-            return
-        if resource is None:
-            txn.respond(respond(request, 404, "No Such Conference", to_tag=new_tag()))
-            return
-        try:
-            expires = self.expires_of(request)
-        except Refused as e:
-            txn.respond(e.response(self.policy, request))
-            return
-        if self.count >= self.max_subscriptions:
-            txn.respond(respond(request, 503, "Too Many Subscriptions",
-                                headers=[("Retry-After", "60")]))
-            return
-        try:
-            dialog = Dialog.from_uas(request)
-        except DialogError as e:
-            txn.respond(respond(request, e.status, e.reason))
             return
         event_header = request.headers.get("event").strip()
         sub = Subscription(self, dialog, package, resource, expires, event_header)
@@ -227,6 +203,29 @@ class Notifier:
         subscribed = getattr(package, "subscribed", None)
         if subscribed is not None:
             subscribed(sub)
+
+    def _admit(self, request, source):
+        """What a new SUBSCRIBE asks for, checked in RFC 6665 §4.2.1.1 order;
+        ``Refused`` says how to answer one we cannot accept."""
+        event = (request.headers.get("event") or "").split(";", 1)[0].strip().lower()
+        package = self.packages.get(event)
+        if package is None:                     # RFC 6665 §7.2.2
+            raise Refused(489, headers=[("Allow-Events", self.allow_events)])
+        accept = [a.split(";", 1)[0].strip().lower()
+                  for a in request.headers.get_all("accept")]
+        if accept and not _accepts(accept, package.content_type):
+            raise Refused(406, headers=[("Accept", package.content_type)])
+        resource = package.resource(request, source)
+        if resource is None:
+            raise Refused(404, "No Such Conference", tagged=True)
+        expires = self.expires_of(request)
+        if self.count >= self.max_subscriptions:
+            raise Refused(503, "Too Many Subscriptions", headers=[("Retry-After", "60")])
+        try:
+            dialog = Dialog.from_uas(request)
+        except DialogError as e:
+            raise Refused(e.status, e.reason) from e
+        return event, package, resource, expires, dialog
 
     def expires_of(self, request):
         """The granted duration; ``Refused`` if it cannot be granted."""

@@ -215,10 +215,12 @@ def _congestion_controlled(request, peer):
     same address when the request exceeds 1300 bytes and its URI does not
     ask for a transport (§18.1.1; RFC 3263 makes a SIP server listen on
     both).  Large NOTIFYs between foci (full multifocus state) need it."""
-    if peer.transport != "UDP" or len(request.body or b"") < UDP_REQUEST_LIMIT // 2 or \
+    body = len(request.body or b"")
+    if peer.transport != "UDP" or body < UDP_REQUEST_LIMIT // 2 or \
             "transport" in request.uri.params:
         return peer
-    if len(request.to_bytes()) <= UDP_REQUEST_LIMIT:
+    # Serialize to measure only when the body alone does not decide it.
+    if body <= UDP_REQUEST_LIMIT and len(request.to_bytes()) <= UDP_REQUEST_LIMIT:
         return peer
     return Peer("TCP", peer.host, peer.port)
 
