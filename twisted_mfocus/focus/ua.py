@@ -138,16 +138,39 @@ class UserAgent:
         d = defer.succeed(dest) if dest is not None else self.locate(request)
 
         def start(peer):
-            peer = _congestion_controlled(request, peer)
-            request.headers.remove("via")
-            request.headers.add("Via", self._via(peer), first=True)
-            try:
-                return self.transactions.send_request(request, peer, on_response, on_error)
-            except (TransactionLimit, TransportError, ValueError) as e:
-                raise SendError(str(e)) from e
+            chosen = _congestion_controlled(request, peer)
+            if chosen is peer:
+                return self._start(request, peer, on_response, on_error)
+            # §18.1.1: TCP only because of the size; if that attempt fails
+            # before any answer (no TCP listener there), retry over UDP.
+            answered = []
+
+            def got(response):
+                answered.append(True)
+                on_response(response)
+
+            def failed(reason):
+                if answered:
+                    if on_error is not None:
+                        on_error(reason)
+                    return
+                try:
+                    self._start(request, peer, on_response, on_error)
+                except SendError as e:
+                    if on_error is not None:
+                        on_error(str(e))
+            return self._start(request, chosen, got, failed)
         d.addCallback(start)
         d.addErrback(_as_send_error)
         return d
+
+    def _start(self, request, peer, on_response, on_error):
+        request.headers.remove("via")
+        request.headers.add("Via", self._via(peer), first=True)
+        try:
+            return self.transactions.send_request(request, peer, on_response, on_error)
+        except (TransactionLimit, TransportError, ValueError) as e:
+            raise SendError(str(e)) from e
 
     def send_ack(self, ack, dest=None):
         """Send the ACK for a 2xx (§13.2.2.4): no transaction, a fresh
