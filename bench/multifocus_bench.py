@@ -98,9 +98,8 @@ class Capture:
         return (int(m.group(1)), int(m.group(2))) if m else (None, None)
 
 
-def udp_packets(path):
-    """(time, sport, dport, payload) of each IPv4/UDP packet of a pcap file;
-    IP fragments are counted in udp_packets.fragments, not returned."""
+def ip_packets(path):
+    """(time, IPv4 packet) of each packet of a classic pcap file."""
     with open(path, "rb") as f:
         data = f.read()
     magic = struct.unpack("<I", data[:4])[0]
@@ -108,20 +107,63 @@ def udp_packets(path):
     scale = 1e-9 if magic in (0xA1B23C4D, 0x4D3CB2A1) else 1e-6
     link = struct.unpack(end + "I", data[20:24])[0]
     skip = {1: 14, 113: 16}[link]
-    udp_packets.fragments, pos = 0, 24
+    pos = 24
     while pos + 16 <= len(data):
         sec, frac, incl, _ = struct.unpack(end + "IIII", data[pos:pos + 16])
         pkt = data[pos + 16:pos + 16 + incl]
         pos += 16 + incl
         ip = pkt[skip:]
-        if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
-            continue
-        if struct.unpack(">H", ip[6:8])[0] & 0x3FFF:
-            udp_packets.fragments += 1
-            continue
+        if len(ip) >= 20 and ip[0] >> 4 == 4:
+            yield sec + frac * scale, ip
+
+
+CONTENT_LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.I)
+
+
+def sip_messages(path):
+    """(time, sport, dport, message) of each SIP message of a capture: UDP
+    datagrams as they are, TCP streams reassembled in sequence order and
+    framed by Content-Length (RFC 3261 §18.3), each message timed by the
+    segment that completed it.  Loopback loses nothing; a retransmitted
+    segment (sequence already seen) is skipped.  IP fragments are counted in
+    sip_messages.fragments."""
+    sip_messages.fragments = 0
+    streams = {}  # (src, sport, dst, dport) -> [next seq, buffer]
+    for t, ip in ip_packets(path):
         ihl = (ip[0] & 15) * 4
-        sport, dport, ulen = struct.unpack(">HHH", ip[ihl:ihl + 6])
-        yield sec + frac * scale, sport, dport, ip[ihl + 8:ihl + ulen]
+        total = struct.unpack(">H", ip[2:4])[0]
+        if ip[9] == 17:
+            if struct.unpack(">H", ip[6:8])[0] & 0x3FFF:
+                sip_messages.fragments += 1
+                continue
+            sport, dport, ulen = struct.unpack(">HHH", ip[ihl:ihl + 6])
+            yield t, sport, dport, ip[ihl + 8:ihl + ulen]
+        elif ip[9] == 6:
+            sport, dport, seq = struct.unpack(">HHI", ip[ihl:ihl + 8])
+            flags = ip[ihl + 13]
+            payload = ip[ihl + (ip[ihl + 12] >> 4) * 4:total]
+            key = (ip[12:16], sport, ip[16:20], dport)
+            if flags & 0x02:  # SYN: the stream starts after it
+                streams[key] = [(seq + 1) & 0xFFFFFFFF, b""]
+                continue
+            state = streams.get(key)
+            if state is None or not payload or seq != state[0]:
+                continue
+            state[0] = (seq + len(payload)) & 0xFFFFFFFF
+            state[1] += payload
+            while True:
+                buf = state[1].lstrip(b"\r\n")
+                head_end = buf.find(b"\r\n\r\n")
+                if head_end < 0:
+                    state[1] = buf
+                    break
+                m = CONTENT_LENGTH.search(buf, 0, head_end + 2)
+                size = head_end + 4 + (int(m.group(1)) if m else 0)
+                if len(buf) < size:
+                    state[1] = buf
+                    break
+                yield t, sport, dport, buf[:size]
+                state[1] = buf[size:]
 
 
 COMPACT = {b"i": b"call-id", b"o": b"event"}
@@ -141,7 +183,7 @@ def sip_head(payload):
 def analyse(path, focus_ports, dialin_port, handover_port):
     """Join and handover times, focus-to-focus NOTIFYs, from one capture."""
     joins, handovers, notifies, other_f2f, refused, moved = {}, {}, [], 0, {}, {}
-    for t, sport, dport, payload in udp_packets(path):
+    for t, sport, dport, payload in sip_messages(path):
         first, hdr = sip_head(payload)
         cseq = hdr.get(b"cseq", b"").split()[-1:]
         if first.startswith(b"SIP/2.0 2") and cseq == [b"INVITE"]:
@@ -153,18 +195,19 @@ def analyse(path, focus_ports, dialin_port, handover_port):
         elif first[:9] in (b"SIP/2.0 3", b"SIP/2.0 4", b"SIP/2.0 5", b"SIP/2.0 6") and cseq == [b"INVITE"] and sport in focus_ports \
                 and dport == dialin_port:
             refused.setdefault(hdr.get(b"call-id"), first[8:].decode(errors="replace"))
+        elif first.startswith(b"NOTIFY ") and hdr.get(b"event", b"").startswith(
+                b"inet-ci-multifocus-ext"):
+            # Only foci subscribe to this package; over TCP the sending port
+            # is an ephemeral one, so the event, not the ports, says f2f.
+            root = re.search(rb'<conference-info[^>]*\bstate="(\w+)"', payload)
+            notifies.append((t, len(payload), bool(root) and root.group(1) == b"full"))
         elif sport in focus_ports and dport in focus_ports:
-            if first.startswith(b"NOTIFY ") and hdr.get(b"event", b"").startswith(
-                    b"inet-ci-multifocus-ext"):
-                root = re.search(rb'<conference-info[^>]*\bstate="(\w+)"', payload)
-                notifies.append((t, len(payload), bool(root) and root.group(1) == b"full"))
-            else:
-                other_f2f += len(payload)
+            other_f2f += len(payload)
     return {"joins": sorted(joins.values()), "handovers": sorted(handovers.values()),
             "notifies": notifies, "other_f2f": other_f2f,
             "refused": collections.Counter(refused.values()),
             "moved_to": collections.Counter(moved.values()),
-            "fragments": udp_packets.fragments}
+            "fragments": sip_messages.fragments}
 
 
 def counts(nodes):
@@ -326,6 +369,11 @@ def report(label, res, args):
         print(f"  focus-to-focus NOTIFY bytes per join, joins up to {marks} members: "
               + " / ".join(f"{x:.0f}" for x in per)
               + "; partial documents only: " + " / ".join(f"{x:.0f}" for x in part))
+        if part[1]:
+            res["bytes_ratio"] = part[3] / part[1]
+            print(f"    partial bytes per join, last quarter / second quarter: "
+                  f"{res['bytes_ratio']:.2f} (goal: independent of the members, ~1; "
+                  f"the first quarter includes recruiting the mesh)")
         print(f"    {len(notes)} NOTIFYs in all, {len(full)} full documents "
               f"({sum(x[1] for x in full)} bytes, largest {max([x[1] for x in full] or [0])}); "
               f"other focus-to-focus SIP bytes (SUBSCRIBE, REFER, responses...): "
@@ -356,7 +404,10 @@ def main():
     ap.add_argument("--members", type=int, default=1000)
     ap.add_argument("--foci", type=int, default=5)
     ap.add_argument("--rate", type=int, default=50, help="joins offered per second")
-    ap.add_argument("--headroom", type=int, default=20, help="[multifocus] headroom")
+    ap.add_argument("--headroom", type=int, default=None,
+                    help="[multifocus] headroom (default: the whole pool, so every focus is "
+                         "recruited at the first join and the mesh is the same size in every "
+                         "quarter of the run)")
     ap.add_argument("--quick", action="store_true", help="200 members, capacities 40")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="extra mfocus.conf setting for every focus (printed in the header)")
@@ -367,6 +418,8 @@ def main():
         if not shutil.which(tool):
             sys.exit(f"needs {tool} (Debian packages sip-tester, tshark)")
     n, cap = args.members, math.ceil(args.members / args.foci)
+    if args.headroom is None:
+        args.headroom = cap * (args.foci - 1) + 1
     extra = {}
     for item in args.set:
         key, _, value = item.partition("=")

@@ -114,6 +114,17 @@ def test_partial_document_is_valid_and_round_trips(rfc_schema):
     assert parse(doc) == mf.Parsed("partial", CONF_URI, 4, None, DELTAS)
 
 
+def test_focus_to_focus_partial_carries_only_the_deltas(rfc_schema):
+    """What foci send each other (mesh.Batch): no <users>, whose members the
+    deltas already carry; still valid RFC 4575 and round-tripping."""
+    doc = info.render_partial(conference(), None, extra=render_deltas(DELTAS)).with_version(5)
+    root = check_valid(doc, rfc_schema)
+    assert root.xpath("ci:users", namespaces=NS) == []
+    assert root.xpath("number(ci:conference-state/ci:user-count)", namespaces=NS) == 3
+    assert parse(doc) == mf.Parsed("partial", CONF_URI, 5, None, DELTAS)
+    assert len(doc) < len(partial_doc(version=5))
+
+
 def test_a_plain_rfc4575_reader_still_reads_the_users(rfc_schema):
     root = etree.fromstring(full_doc(), etree.XMLParser())
     assert rfc_schema.validate(root)

@@ -170,16 +170,21 @@ def render_full(conference, extra=b""):
 def render_partial(conference, changes, extra=b""):
     """The changes of one batch (``Conference.take_changes()``), state="partial".
 
-    A user listed as changed but gone by now is sent as deleted.
+    A user listed as changed but gone by now is sent as deleted.  With
+    ``changes`` None there is no <users> element (RFC 4575 §5: every child
+    of <conference-info> is optional): the multifocus extension's deltas
+    carry the members, and repeating them would double every NOTIFY.
     """
-    users = conference.users
     parts = [(f'"><conference-state><user-count>{conference.user_count}</user-count>'
-              '</conference-state><users state="partial">').encode("utf-8")]
-    for entity in changes.changed:
-        user = users.get(entity)
-        parts.append(_deleted_fragment(entity) if user is None else user_fragment(user))
-    parts.extend(_deleted_fragment(entity) for entity in changes.deleted)
-    parts.append(b"</users>")
+              '</conference-state>').encode("utf-8")]
+    if changes is not None:
+        users = conference.users
+        parts.append(b'<users state="partial">')
+        for entity in changes.changed:
+            user = users.get(entity)
+            parts.append(_deleted_fragment(entity) if user is None else user_fragment(user))
+        parts.extend(_deleted_fragment(entity) for entity in changes.deleted)
+        parts.append(b"</users>")
     parts.append(extra)
     parts.append(_END.encode("ascii"))
     return Rendered(_head(conference, "partial"), b"".join(parts))

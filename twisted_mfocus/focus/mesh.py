@@ -31,7 +31,7 @@ a timeout) moves on to the next.
 from twisted.logger import Logger
 
 from ..conference import info, multifocus
-from ..conference.model import ConferenceFull, Changes, Endpoint, Media
+from ..conference.model import ConferenceFull, Endpoint, Media
 from ..conference.replica import DEL, FOCUS, SET, FocusRecord, MemberRecord, Replica
 from ..sip.uri import URI
 from ..sip.values import NameAddr
@@ -88,16 +88,18 @@ class MultifocusPackage:
 class Batch:
     """Deltas gathered for one flush, each with the focus it came from."""
 
-    def __init__(self, mesh, items, users):
+    def __init__(self, mesh, items):
         self.mesh = mesh
         self.items = items
-        self.users = users
         self._rendered = {}
 
     def __bool__(self):
         return bool(self.items)
 
     def render_for(self, subscriber):
+        """The partial document ``subscriber`` needs: only the deltas it does
+        not hear from their writer directly, and no RFC 4575 <users> (the
+        deltas carry the members; repeating them doubled every NOTIFY)."""
         replica = self.mesh.replica
         keep = tuple(i for i, (delta, source) in enumerate(self.items)
                      if replica.relay_targets(delta, [subscriber], source))
@@ -105,12 +107,9 @@ class Batch:
             return None
         rendered = self._rendered.get(keep)
         if rendered is None:
-            conference = self.mesh.conference
-            changed = [u for u in self.users if u in conference.users]
-            deleted = [u for u in self.users if u not in conference.users]
             extra = multifocus.render_deltas([self.items[i][0] for i in keep])
             rendered = self._rendered[keep] = info.render_partial(
-                conference, Changes(changed, deleted), extra=extra)
+                self.mesh.conference, None, extra=extra)
         return rendered
 
 
@@ -206,7 +205,6 @@ class Mesh:
         self.links = {}             # focus id -> FocusLink
         self.replica = Replica(focus.uri, self._own_record())
         self._batch = []            # [(Delta, source focus id or None)]
-        self._batch_users = set()
         self._user_of = {}          # endpoint -> user entity in the model
         self.candidates = {}        # focus id -> URI: members offering the package
         self._refused = {}          # candidate id -> time it refused
@@ -248,8 +246,8 @@ class Mesh:
     def take_batch(self):
         if not self._batch:
             return None
-        batch = Batch(self, self._batch, self._batch_users)
-        self._batch, self._batch_users = [], set()
+        batch = Batch(self, self._batch)
+        self._batch = []
         return batch
 
     # -- what other foci tell us -------------------------------------------
@@ -282,7 +280,6 @@ class Mesh:
                 old_user = self._user_of.pop(endpoint, None)
                 if old_user is not None and (entry is None or entry[1].user != old_user):
                     conference.remove_endpoint(old_user, endpoint)
-                    self._batch_users.add(old_user)
                 if entry is None:
                     continue
                 holder, record = entry
@@ -293,7 +290,6 @@ class Mesh:
                                   conf=conference.name, member=record.user)
                     continue
                 self._user_of[endpoint] = record.user
-                self._batch_users.add(record.user)
             self.focus.notifier.changed(self.focus.package, conference)
         if foci_changed:
             self.connect_known()
