@@ -57,6 +57,20 @@ class Node:
             self.process.stop()
 
 
+def stop_all(nodes, *others):
+    """End of a test: kill ``others`` (SIPp, phones: anything with kill())
+    and every focus.  SIGKILL, not SIGTERM: a focus that is told to stop
+    leaves (hands its members to the other foci, waiting up to
+    leave_timeout), which only the tests of leaving want."""
+    for other in others:
+        other.kill()
+    for node in nodes:
+        if node.process is not None and node.process.proc.poll() is None:
+            node.process.proc.kill()
+    for node in nodes:
+        node.stop()
+
+
 def start_foci(cwd, specs, config_text="", start=True):
     """Foci from ``specs`` [(name, role, capacity)], each naming every other
     as ``--peer`` in spec order; started unless ``start`` is False (to

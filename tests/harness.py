@@ -91,9 +91,17 @@ class Focus:
     def alive(self):
         return self.proc.poll() is None
 
-    def stop(self, timeout=10.0):
-        if self.proc.poll() is None:
+    def terminate(self):
+        """SIGTERM without waiting (several foci leave at once)."""
+        if self.proc.poll() is None and not self.terminated:
+            self.terminated = True
             self.proc.send_signal(signal.SIGTERM)
+
+    terminated = False
+
+    def stop(self, timeout=20.0):
+        if self.proc.poll() is None:
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -11,17 +11,10 @@ import collections
 import re
 import time
 
-from .foci import shared_view, start_all, start_foci, wait_agreement
+from .foci import shared_view, start_all, start_foci, stop_all, wait_agreement
 from .harness import Sipp, free_port, sip_header, wait_for
 
 CONF = "conf1"
-
-
-def stop_all(nodes, *sipps):
-    for sipp in sipps:
-        sipp.kill()
-    for node in nodes:
-        node.stop()
 
 
 def test_seven_members_spread_over_three_foci(tmp_path, capsys):

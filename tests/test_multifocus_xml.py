@@ -164,6 +164,10 @@ ROUND_TRIPS = {
             m.endpoint: m for m in (member(str(w), when=w) for w in (
                 0.0, 0.1, 1e+16, 5e-324, 1.7976931348623157e+308, -1.5, 1764000000.123456789,
                 2 ** 53 + 1.0))})}),
+    "epochs and down claims": Snapshot({A: Partition(4, FocusRecord(
+        A, "primary", 3, 1, "active", (B,), epoch=2, down=((B, 0), ("sip:c:1", 7))),
+        {"e": MemberRecord("e", "u", epoch=5)}), B: Partition(
+        9, FocusRecord(B, "secondary", 3, 0, "left", epoch=1), {})}),
 }
 
 
@@ -211,11 +215,13 @@ _members = st.builds(
     st.sampled_from(["dialed-in", "dialed-out", "focus-owner"]),
     st.none() | st.floats(allow_nan=False, allow_infinity=False), _opt,
     st.none() | st.sampled_from(["sendrecv", "inactive"]), _opt, _opt, _opt, _opt,
-    st.lists(_xml_text, max_size=3).map(tuple))
+    st.lists(_xml_text, max_size=3).map(tuple), st.integers(0, 2 ** 32 - 1))
 _foci = st.builds(FocusRecord, _sip, st.sampled_from(["primary", "secondary"]),
                   st.integers(0, 2 ** 32 - 1), st.integers(0, 2 ** 32 - 1),
-                  st.sampled_from(["active", "leaving", "failed"]),
-                  st.lists(_sip, max_size=3).map(tuple))
+                  st.sampled_from(["active", "leaving", "failed", "left"]),
+                  st.lists(_sip, max_size=3).map(tuple), st.integers(0, 2 ** 32 - 1),
+                  st.lists(st.tuples(_sip, st.integers(0, 2 ** 32 - 1)),
+                           max_size=3).map(tuple))
 _ops = st.one_of(st.tuples(st.just(SET), _members), st.tuples(st.just(DEL), _xml_text),
                  st.tuples(st.just(FOCUS), _foci))
 

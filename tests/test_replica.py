@@ -214,6 +214,81 @@ def test_equal_join_times_are_broken_by_the_larger_holder_uri():
     assert a.members()[member("alice", A).endpoint][0] == B
 
 
+def test_a_higher_ownership_epoch_wins_over_a_later_join():
+    """A record from a replaced holder, however late its clock, never wins."""
+    a, b = replica(A), replica(B)
+    a.write((SET, member("alice", A, when=T0 + 100)))          # a fast clock
+    b.write((SET, member("alice", B, when=T0, epoch=1)))
+    a.merge(b.snapshot())
+    assert a.member(member("alice", A).endpoint)[0] == B
+
+
+# -- failure: down claims, epochs, the successor --------------------------------
+
+def three_foci():
+    """Replicas of A, B, C that know each other's records; B holds bob."""
+    reps = {uri: replica(uri) for uri in (A, B, C)}
+    for uri, rep in reps.items():
+        rep.write((FOCUS, FocusRecord(uri, capacity=5)))
+    reps[B].write((SET, member("bob", B)))
+    for rep in reps.values():
+        for other in reps.values():
+            if other is not rep:
+                rep.merge(other.snapshot())
+    return reps
+
+
+def test_a_focus_claimed_down_holds_nobody_and_the_lowest_survivor_succeeds_it():
+    reps = three_foci()
+    a, c = reps[A], reps[C]
+    bob = member("bob", B).endpoint
+    assert a.member(bob)[0] == B and a.successor(B) == A
+    c.write((FOCUS, FocusRecord(C, capacity=5, down=((B, 0),))))
+    a.merge(c.snapshot())
+    a.take_changes()
+    assert a.down() == {B} and a.member(bob) is None         # an orphan now
+    assert a.held_by(B) == {bob: member("bob", B)}          # its dialog, for Replaces
+    assert [f.uri for f in a.live_foci()] == [A, C]
+    assert a.successor(B) == c.successor(B) == A            # every replica agrees
+    # A takes bob over: epoch + 1, and the member is back in every view.
+    c.receive(a.write((SET, member("bob", A, epoch=1))))
+    assert c.member(bob) == (A, member("bob", A, epoch=1))
+
+
+def test_a_focus_back_with_a_higher_epoch_lifts_the_claim():
+    reps = three_foci()
+    a, b = reps[A], reps[B]
+    a.write((FOCUS, FocusRecord(A, capacity=5, down=((B, 0),))))
+    b.merge(a.snapshot())
+    assert B in b.down() and b.claimed(B) == 0              # B sees it was replaced
+    bob = member("bob", B).endpoint
+    back = b.write((DEL, bob), (FOCUS, FocusRecord(B, capacity=5, epoch=1)))
+    assert b.down() == frozenset()
+    a.receive(back)
+    assert a.down() == frozenset() and a.held_by(B) == {}
+    assert a.successor(C) == A and [f.uri for f in a.live_foci()] == [A, B, C]
+
+
+def test_late_deltas_of_a_down_focus_change_no_view():
+    reps = three_foci()
+    a, b = reps[A], reps[B]
+    a.write((FOCUS, FocusRecord(A, capacity=5, down=((B, 0),))))
+    a.take_changes()
+    late = b.write((SET, member("carol", B)))               # B, frozen, wakes up
+    a.receive(late)
+    assert a.member(member("carol", B).endpoint) is None
+    assert a.take_changes() == (set(), False)
+
+
+def test_left_and_leaving_foci_are_not_successors():
+    reps = three_foci()
+    a = reps[A]
+    a.write((FOCUS, FocusRecord(A, capacity=5, state="leaving")))
+    assert a.successor(C) == B
+    a.write((FOCUS, FocusRecord(A, capacity=5, state="left")))
+    assert [f.uri for f in a.live_foci()] == [B, C]
+
+
 def test_take_changes_reports_endpoints_and_foci_once():
     a = replica(A)
     assert a.take_changes() == (set(), False)

@@ -29,6 +29,10 @@ max_hops = 3
 link_expires = 600
 handover_grace = 0.5
 max_conference_members = 10000
+keepalive = 1.0
+keepalive_misses = 3
+leave_timeout = 10.0
+registrar =
 
 [media]
 address =
@@ -119,6 +123,13 @@ class Config:
                               f"({self.min_expires})")
         self.handover_grace = self._number("multifocus", "handover_grace")
         self.max_conference_members = self._int("multifocus", "max_conference_members")
+        self.keepalive = self._float("multifocus", "keepalive")
+        self.keepalive_misses = self._int("multifocus", "keepalive_misses")
+        self.leave_timeout = self._number("multifocus", "leave_timeout")
+        registrar = self._uris("multifocus", "registrar")
+        if len(registrar) > 1:
+            raise ConfigError("multifocus.registrar takes one URI")
+        self.registrar = registrar[0] if registrar else None
         self.t1 = self._float("sip", "t1")
         self.t2 = self._float("sip", "t2")
         self.t4 = self._float("sip", "t4")

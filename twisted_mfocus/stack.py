@@ -42,7 +42,8 @@ class SIPService(service.Service):
         self.transport = None
         self.transactions = None
         self.listening = []
-        self.shutdown_grace = 5.0
+        # A leaving focus first hands its members over (leave_timeout).
+        self.shutdown_grace = getattr(config, "leave_timeout", 0.0) + 5.0
 
     def startService(self):
         super().startService()

@@ -87,5 +87,8 @@ def makeService(options):
     focus = ConferenceFocus(cfg, pool)
     SIPService(reactor, cfg, tu=focus).setServiceParent(top)
     if cfg.http:
-        strports.service(cfg.http, server.Site(api_root(focus))).setServiceParent(top)
+        # Leaving is stopping: stopService runs Focus.shutdown, which hands
+        # the members over first (failover.py).
+        leave = lambda: reactor.callLater(0, reactor.stop)  # noqa: E731
+        strports.service(cfg.http, server.Site(api_root(focus, leave))).setServiceParent(top)
     return top

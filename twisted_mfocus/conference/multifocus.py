@@ -103,10 +103,13 @@ def _sip(what, value):
 def _focus(out, f):
     _check(f.role in FOCUS_ROLES, "focus role", f.role)
     _check(f.state in FOCUS_STATES, "focus state", f.state)
+    epoch = f' epoch="{_uint("epoch", f.epoch)}"' if f.epoch else ""
     out.append(f'<mf:focus uri="{_sip("focus uri", f.uri)}" role="{f.role}" '
                f'capacity="{_uint("capacity", f.capacity)}" '
-               f'load="{_uint("load", f.load)}" state="{f.state}">')
+               f'load="{_uint("load", f.load)}" state="{f.state}"{epoch}>')
     out.extend(f'<mf:link uri="{_sip("link", link)}"/>' for link in f.links)
+    out.extend(f'<mf:down uri="{_sip("down", uri)}" epoch="{_uint("down epoch", e)}"/>'
+               for uri, e in f.down)
     out.append("</mf:focus>")
 
 
@@ -124,6 +127,8 @@ def _member(out, m):
     if m.media is not None:
         _check(m.media in MEDIA_STATUSES, "media status", m.media)
         out.append(f' media="{m.media}"')
+    if m.epoch:
+        out.append(f' epoch="{_uint("epoch", m.epoch)}"')
     dialog = [f' {name}="{_attr(value)}"' for name, value in (
         ("call-id", m.call_id), ("local-tag", m.local_tag), ("remote-tag", m.remote_tag),
         ("remote-target", m.remote_target)) if value is not None]
@@ -252,11 +257,21 @@ _UINT32, _UINT64 = _uint_to(_MAX_UINT), _uint_to(_MAX_SEQ)
 
 
 def _parse_focus(el):
+    links, down = [], []
+    for tag, child in _ours(el):
+        if tag == "link" and not down:
+            links.append(_get(child, "uri", _sip_uri))
+        elif tag == "down":
+            down.append((_get(child, "uri", _sip_uri), _get(child, "epoch", _UINT32)))
+        else:
+            raise MultifocusError(f"unexpected element <{tag}> in <focus>")
+        if len(links) > MAX_LINKS or len(down) > MAX_LINKS:
+            raise MultifocusError(f"more than {MAX_LINKS} <{tag}> in <focus>")
     return FocusRecord(
         _get(el, "uri", _sip_uri), _get(el, "role", _one_of(FOCUS_ROLES)),
         _get(el, "capacity", _UINT32), _get(el, "load", _UINT32),
-        _get(el, "state", _one_of(FOCUS_STATES)),
-        tuple(_get(link, "uri", _sip_uri) for link in _children(el, "link", MAX_LINKS)))
+        _get(el, "state", _one_of(FOCUS_STATES)), tuple(links),
+        _get(el, "epoch", _UINT32, optional=True) or 0, tuple(down))
 
 
 def _parse_member(el):
@@ -269,7 +284,7 @@ def _parse_member(el):
         _get(el, "when", _unix_time, optional=True), _get(el, "by", optional=True),
         _get(el, "media", _one_of(MEDIA_STATUSES), optional=True),
         d("call-id"), d("local-tag"), d("remote-tag"), d("remote-target"),
-        tuple(_get(r, "uri") for r in route))
+        tuple(_get(r, "uri") for r in route), _get(el, "epoch", _UINT32, optional=True) or 0)
 
 
 def _parse_snapshot(ext):

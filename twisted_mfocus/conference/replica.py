@@ -17,6 +17,18 @@ for a snapshot).  The first delta of a writer we have no snapshot of is
 applied only if it is seq 1 and carries the writer's focus record: the
 seq 0 state (that record, no members) is otherwise unknown to us.
 
+Failure and epochs (design-notes: "Ownership changes ... carry an epoch").
+A focus record carries its writer's ``epoch`` (incarnation) and the foci
+the writer believes failed, as ``down`` claims (uri, epoch).  A partition
+is *down* while any focus record claims it at its current epoch or later;
+a down partition's members leave the merged view, and the one survivor
+``successor()`` names re-homes them.  A focus that comes back (it was only
+frozen) sees itself claimed, gives its members up and writes a record with
+a higher epoch, which lifts the claim.  Every member record has an
+``epoch`` too: whoever takes a member over (handover, takeover) writes
+the previous epoch + 1, and the merged view prefers the highest, so a late
+record from a replaced holder never wins.
+
 Bounds: deltas and snapshots are trusted to be as large as the caller's
 message and member limits allow (ops per delta, members per partition,
 number of writers); this module only bounds what it buffers.  A focus that
@@ -29,10 +41,12 @@ Pure data and bookkeeping: no Twisted, no I/O, no clock.
 from typing import NamedTuple, Optional, Tuple
 
 __all__ = ["Replica", "FocusRecord", "MemberRecord", "Delta", "Snapshot", "Partition",
-           "SET", "DEL", "FOCUS", "FOCUS_ROLES", "FOCUS_STATES"]
+           "SET", "DEL", "FOCUS", "FOCUS_ROLES", "FOCUS_STATES", "OUT_STATES"]
 
 FOCUS_ROLES = ("primary", "secondary")
-FOCUS_STATES = ("active", "leaving", "failed")
+FOCUS_STATES = ("active", "leaving", "failed", "left")
+#: States of a focus that takes no new members ("left": gone for good, a tombstone)
+OUT_STATES = ("leaving", "failed", "left")
 
 #: Delta operations: ("set", MemberRecord), ("del", endpoint), ("focus", FocusRecord)
 SET, DEL, FOCUS = "set", "del", "focus"
@@ -47,6 +61,8 @@ class FocusRecord(NamedTuple):
     load: int = 0               # members it holds
     state: str = "active"       # FOCUS_STATES
     links: Tuple[str, ...] = () # URIs of the foci it subscribes to, sorted
+    epoch: int = 0              # the writer's incarnation (raised when it was replaced)
+    down: Tuple[Tuple[str, int], ...] = ()  # (uri, epoch) the writer believes failed, sorted
 
 
 class MemberRecord(NamedTuple):
@@ -70,6 +86,7 @@ class MemberRecord(NamedTuple):
     remote_tag: Optional[str] = None
     remote_target: Optional[str] = None
     route: Tuple[str, ...] = ()  # the holder's route set toward the member
+    epoch: int = 0              # ownership epoch: +1 at each handover or takeover
 
 
 class Delta(NamedTuple):
@@ -110,8 +127,9 @@ def _is_member(record):
 
 
 def _merge_key(holder, record):
-    """Which holder wins an endpoint held twice (a handover): the latest join."""
-    return (record.when or 0.0, holder)
+    """Which holder wins an endpoint held twice (a handover): the highest
+    ownership epoch, then the latest join."""
+    return (record.epoch, record.when or 0.0, holder)
 
 
 class Replica:
@@ -127,6 +145,8 @@ class Replica:
         self._dropped = {}      # writer -> highest seq dropped from a full buffer
         self._holders = {}      # endpoint -> set of writers holding it
         self._merged = {}       # endpoint -> (holder, MemberRecord)
+        self._down = frozenset()  # writers whose partition is claimed failed
+        self._claimed = {}      # writer -> highest epoch any focus record claims down
         self._changed = set()
         self._foci_changed = False
 
@@ -245,6 +265,7 @@ class Replica:
             elif part.focus != arg:
                 part.focus = arg
                 self._foci_changed = True
+                self._refresh_down()
 
     def _replace(self, writer, theirs):
         """Put a snapshot's partition in place of ours, touching only what differs."""
@@ -264,15 +285,39 @@ class Replica:
         if part.focus != theirs.focus:
             part.focus = theirs.focus
             self._foci_changed = True
+            self._refresh_down()
         part.seq = theirs.seq
 
+    def _refresh_down(self):
+        """Recompute which partitions are down after a focus record changed;
+        the members of those that flipped are merged again (O(their members))."""
+        claimed = {}
+        for part in self._parts.values():
+            if part.focus is not None:
+                for uri, epoch in part.focus.down:
+                    claimed[uri] = max(epoch, claimed.get(uri, -1))
+        self._claimed = claimed
+        down = frozenset(uri for uri, epoch in claimed.items()
+                         if uri in self._parts and self._epoch(uri) <= epoch)
+        flipped, self._down = down ^ self._down, down
+        for uri in flipped:
+            for endpoint in list(self._parts[uri].members):
+                self._remerge(endpoint)
+
+    def _epoch(self, uri):
+        focus = self._parts[uri].focus
+        return focus.epoch if focus is not None else 0
+
     def _remerge(self, endpoint):
-        """Recompute one endpoint of the merged view and note if it changed."""
+        """Recompute one endpoint of the merged view and note if it changed:
+        the live holder with the highest merge key."""
         holders = self._holders.get(endpoint)
         entry = None
         if holders:
-            entry = max(((holder, self._parts[holder].members[endpoint]) for holder in holders),
-                        key=lambda pair: _merge_key(*pair))
+            live = [(holder, self._parts[holder].members[endpoint]) for holder in holders
+                    if holder not in self._down]
+            if live:
+                entry = max(live, key=lambda pair: _merge_key(*pair))
         else:
             self._holders.pop(endpoint, None)
         if self._merged.get(endpoint) != entry:
@@ -303,6 +348,29 @@ class Replica:
     def foci(self):
         return sorted((part.focus for part in self._parts.values() if part.focus is not None),
                       key=lambda focus: focus.uri)
+
+    def down(self):
+        """Writers claimed failed at their current epoch (ourselves included:
+        then we were replaced while frozen)."""
+        return self._down
+
+    def claimed(self, uri):
+        """The highest epoch at which ``uri`` is claimed down (-1: never)."""
+        return self._claimed.get(uri, -1)
+
+    def live_foci(self):
+        """Focus records of the conference's foci: neither down nor gone."""
+        return [focus for focus in self.foci()
+                if focus.uri not in self._down and focus.state != "left"]
+
+    def successor(self, uri):
+        """The one focus that takes over ``uri`` (its members, and the
+        primary role if it had it): the lowest id among the live active foci
+        other than ``uri``.  Every replica with the same state computes the
+        same answer, so no two survivors race (design-notes)."""
+        ids = [focus.uri for focus in self.live_foci()
+               if focus.uri != uri and focus.state == "active"]
+        return min(ids) if ids else None
 
     def focus(self, uri):
         part = self._parts.get(uri)

@@ -69,6 +69,7 @@ class CallLeg:
         self.handing_over = None    # the focus a handover of this leg is going to
         self.replacing_call_id = None   # the other focus's call this leg replaces
         self.handed_off = False     # another focus holds the member now
+        self.epoch = 0              # ownership epoch of the member (replica.py)
         self.ended = defer.Deferred()
 
     # -- dial-in (UAS) -----------------------------------------------------

@@ -65,14 +65,18 @@ class Delegator:
 
     # -- case 1 ------------------------------------------------------------
 
-    def hand_over(self, leg, tried=()):
-        """Move ``leg``'s member to a focus with room (or wait for one)."""
+    def hand_over(self, leg, tried=(), mode="wait"):
+        """Move ``leg``'s member to a focus with room.  With none: ``wait``
+        for one (a call accepted beyond capacity: ended if none comes),
+        ``keep`` the call (rebalancing), or, ``overfill`` (we are leaving),
+        take the least loaded focus even without room."""
         mesh = self.focus.mesh_of(leg.conference)
-        if leg.state != "confirmed":
+        if leg.state != "confirmed" or leg.handing_over:
             return
-        target = mesh.pick(exclude=tried)
+        target = mesh.pick(exclude=tried, overfill=mode == "overfill")
         if target is None:
-            mesh.wait_for_room(leg, WAIT_FOR_ROOM)
+            if mode == "wait":
+                mesh.wait_for_room(leg, WAIT_FOR_ROOM)
             return
         dialog = leg.dialog
         replaces = f"{dialog.call_id};to-tag={dialog.remote_tag};from-tag={dialog.local_tag}"
@@ -92,7 +96,7 @@ class Delegator:
                 self.log.info("{conf}: {target} did not take {member}: {status}",
                               conf=leg.conference.name, target=target,
                               member=leg.user_entity, status=status)
-                self.hand_over(leg, tuple(tried) + (target,))
+                self.hand_over(leg, tuple(tried) + (target,), mode)
         mesh.reserve(target)
         self.refer(leg.conference, target, refer_to, self.focus.conference_name_addr(
             leg.conference), self.focus.uri, 1, done)

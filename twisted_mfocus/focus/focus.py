@@ -27,6 +27,7 @@ from ..conference.model import Conference
 from ..media.rtp import PortsExhausted
 from ..media.sdp import SDPError
 from ..sip.dialog import DialogError, pop_own_route, strict_route_fixup
+from ..sip.errors import SIPError
 from ..sip.ids import new_tag
 from ..sip.uas import UASPolicy
 from ..sip.uri import URI
@@ -36,6 +37,7 @@ from .call import CallLeg, aor, parse_offer
 from .delegation import Delegator
 from .mesh import Mesh, MultifocusPackage, focus_id
 from .refer import handle_refer
+from .registrar import Registrar
 from .subscriptions import Notifier
 from .ua import UserAgent
 
@@ -93,6 +95,8 @@ class ConferenceFocus:
         #: the trusted foci of the config, as (focus id, URI to SUBSCRIBE)
         self.peers = [(focus_id(uri), uri) for uri in config.peers]
         self.stopping = False
+        #: registrar.py: bindings of our conference URIs, with multifocus.registrar
+        self.registrar = Registrar(self, config.registrar) if config.registrar else None
 
     def attach(self, service):
         """Called once the transports and transactions exist."""
@@ -157,6 +161,8 @@ class ConferenceFocus:
             if len(self.conferences) >= self.config.max_conferences:
                 return None
             conference = self._add_conference(name, f"sip:{name}@{self.domain}")
+            if self.registrar is not None:      # the conference URI reaches us
+                self.registrar.register(conference)
         return conference
 
     def _add_conference(self, name, uri):
@@ -243,6 +249,7 @@ class ConferenceFocus:
                 if record.call_id == leg.replacing_call_id:
                     leg.user_entity = record.user
                     leg.joining_method = record.joining_method
+                    leg.epoch = max(leg.epoch, record.epoch + 1)
                     break
         entity = leg.endpoint_entity
         if mesh.replica.holds(self.uri, entity):
@@ -292,6 +299,8 @@ class ConferenceFocus:
         self.conferences.pop(conference.name, None)
         self.legs.pop(conference, None)
         self.meshes.pop(conference, None)
+        if self.registrar is not None:
+            self.registrar.unregister(conference)
 
     def _new_leg(self, conference, transport):
         rtp = self.rtp_pool.allocate()
@@ -299,28 +308,64 @@ class ConferenceFocus:
         self.legs[conference].append(leg)
         return leg
 
-    def dial_out(self, conference, target, referred_by, report, replaces=None):
+    def dial_out(self, conference, target, referred_by, report, replaces=None, adopt=None):
         """Dial ``target`` into ``conference`` (REFER, RFC 4579 §5.5).
 
         With ``replaces`` (a handover) the INVITE carries it (RFC 3891); a
         phone that refuses it is invited again without (the old focus then
-        ends the first call with BYE)."""
+        ends the first call with BYE).  ``adopt``: the MemberRecord of the
+        member this call takes over (failover): its identity, and its
+        ownership epoch + 1."""
         try:
             leg = self._new_leg(conference, (target.transport or "udp").upper())
         except PortsExhausted:
             report(503, "Service Unavailable")
-            return
+            return None
+
         def without_replaces_on_refusal(status, reason):
             if status >= 300 and status not in (486, 600, 603) and not self.stopping:
                 self.log.info("{target} refused Replaces ({status}): inviting without",
                               target=str(target), status=status)
-                self.dial_out(conference, target, referred_by, report)
+                self.dial_out(conference, target, referred_by, report, adopt=adopt)
             else:
                 report(status, reason)
         if replaces:
             leg.replacing_call_id = replaces.split(";", 1)[0].strip()
         leg.dial(target, referred_by, without_replaces_on_refusal if replaces else report,
                  replaces=replaces)
+        if adopt is not None:
+            leg.user_entity, leg.joining_method = adopt.user, adopt.joining_method
+            leg.epoch = adopt.epoch + 1
+        return leg
+
+    def rehome(self, conference, record):
+        """Take over a failed focus's member (failover.py): a new INVITE
+        with Replaces for its dead dialog, as the conference (CallLeg.dial)."""
+        if not (record.remote_target and record.call_id and record.local_tag
+                and record.remote_tag):
+            self.log.info("{conf}: cannot take over {member}: dialog unknown",
+                          conf=conference.name, member=record.user)
+            return
+        try:
+            target = URI.parse(record.remote_target)
+        except SIPError:
+            return
+        # RFC 3891 §3: to-tag is the phone's own tag, from-tag the dead focus's.
+        replaces = f"{record.call_id};to-tag={record.remote_tag};from-tag={record.local_tag}"
+
+        def report(status, reason):
+            if status >= 300:
+                self.log.info("{conf}: taking over {member} failed: {status} {reason}",
+                              conf=conference.name, member=record.user, status=status,
+                              reason=reason)
+        by = f"<{record.by}>" if record.by else None
+        self.dial_out(conference, target, by, report, replaces=replaces, adopt=record)
+
+    def became_primary(self, conference, predecessor):
+        """We succeed a failed primary: new requests to the conference URI
+        must reach us (registrar.py)."""
+        if self.registrar is not None:
+            self.registrar.take_over(conference, predecessor)
 
     def remove_legs(self, legs, report):
         """End ``legs`` with BYE; report when the first BYE is answered (a
@@ -468,9 +513,20 @@ class ConferenceFocus:
     # -- shutdown --------------------------------------------------------
 
     def shutdown(self):
-        """End every call with BYE and every subscription with a final
-        NOTIFY; Deferred firing when all were answered (or failed)."""
+        """Leave: hand the members of multi-focus conferences to other foci
+        (failover.py), then end every other call with BYE and every
+        subscription with a final NOTIFY; Deferred firing when all were
+        answered (or failed)."""
         self.stopping = True
+        leaving = [mesh.failover.leave() for mesh in list(self.meshes.values())]
+        done = defer.Deferred()
+        d = defer.DeferredList(leaving, consumeErrors=True)
+        d.addCallback(lambda _: self._end_everything()).addBoth(done.callback)
+        return done
+
+    def _end_everything(self):
+        if self.registrar is not None:
+            self.registrar.stop()
         ds = [self.notifier.terminate_all("noresource")]
         for legs in self.legs.values():
             ds += [leg.hangup() for leg in list(legs)]

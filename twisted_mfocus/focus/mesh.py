@@ -35,6 +35,7 @@ from ..conference.model import ConferenceFull, Endpoint, Media
 from ..conference.replica import DEL, FOCUS, SET, FocusRecord, MemberRecord, Replica
 from ..sip.uri import URI
 from ..sip.values import NameAddr
+from .failover import Failover
 from .subscriber import Subscriber, out_of_dialog_request
 from .subscriptions import Refused
 
@@ -114,7 +115,10 @@ class Batch:
 
 
 class FocusLink:
-    """Our subscription to one other focus of the conference."""
+    """Our subscription to one other focus of the conference, and our watch
+    on it: an OPTIONS in the subscription's dialog every ``keepalive``
+    seconds; ``keepalive_misses`` unanswered in a row make the focus failed
+    (failover.py), a 481 says our subscription was lost: subscribe again."""
 
     log = Logger()
 
@@ -129,6 +133,9 @@ class FocusLink:
         self._sub = None
         self._timer = None
         self._resyncing = False
+        self.misses = 0
+        self._pinging = False
+        self._watch_timer = None
 
     def start(self):
         focus = self.mesh.focus
@@ -148,6 +155,7 @@ class FocusLink:
             self.up = True
             self.failures = 0
             self._schedule(self.mesh.focus.config.link_expires / 2, self._refresh)
+            self._watch_later()
         if self.on_result is not None:
             on_result, self.on_result = self.on_result, None
             on_result(self, status)
@@ -156,7 +164,45 @@ class FocusLink:
 
     def _notified(self, request):
         self._resyncing = False
+        self.misses = 0
         self.mesh.notified(self, request)
+
+    # -- the watch -----------------------------------------------------------
+
+    def _watch_later(self):
+        if self._watch_timer is None or not self._watch_timer.active():
+            self._watch_timer = self.mesh.focus.clock.callLater(
+                self.mesh.focus.config.keepalive, self._watch)
+
+    def _watch(self):
+        self._watch_timer = None
+        if self.closed or not self.up:
+            return
+        if self._pinging:                       # the last ping is still unanswered
+            self._missed()
+        else:
+            self._pinging = self._sub.ping(self._pong)
+        if not self.closed and self.up:
+            self._watch_later()
+
+    def _pong(self, status):
+        self._pinging = False
+        if self.closed:
+            return
+        if status is None:                      # timeout or transport error
+            self._missed()
+        elif status == 481:
+            self.misses = 0
+            self.log.info("{conf}: {uri} lost our subscription: subscribing again",
+                          conf=self.mesh.conference.name, uri=self.uri)
+            self._sub.close()
+        else:
+            self.misses = 0
+
+    def _missed(self):
+        self.misses += 1
+        if self.misses >= self.mesh.focus.config.keepalive_misses:
+            self.mesh.focus_failed(self.uri)
 
     def _refresh(self):
         self._timer = None
@@ -172,6 +218,7 @@ class FocusLink:
     def _ended(self, reason):
         was_up, self.up = self.up, False
         self._cancel()
+        self._stop_watch()
         if self.closed:
             return
         self.log.info("{conf}: link to {uri} ended: {why}", conf=self.mesh.conference.name,
@@ -187,9 +234,15 @@ class FocusLink:
             self._timer.cancel()
         self._timer = None
 
+    def _stop_watch(self):
+        if self._watch_timer is not None and self._watch_timer.active():
+            self._watch_timer.cancel()
+        self._watch_timer = None
+
     def close(self):
         self.closed = True
         self._cancel()
+        self._stop_watch()
         if self._sub is not None:
             self._sub.close()
 
@@ -203,6 +256,7 @@ class Mesh:
         self.focus = focus
         self.conference = conference
         self.links = {}             # focus id -> FocusLink
+        self.failover = Failover(self)
         self.replica = Replica(focus.uri, self._own_record())
         self._batch = []            # [(Delta, source focus id or None)]
         self._user_of = {}          # endpoint -> user entity in the model
@@ -217,8 +271,12 @@ class Mesh:
     def _own_record(self):
         focus = self.focus
         links = tuple(sorted(uri for uri, link in self.links.items() if link.up))
-        return FocusRecord(focus.uri, focus.config.role, focus.config.capacity,
-                           focus.load, "leaving" if focus.stopping else "active", links)
+        failover = self.failover
+        state = failover.state
+        if focus.stopping and state == "active":
+            state = "leaving"
+        return FocusRecord(focus.uri, failover.role, focus.config.capacity, focus.load, state,
+                           links, failover.epoch, failover.down_claims())
 
     def member_joined(self, leg):
         self._write((SET, member_record(leg)), (FOCUS, self._own_record()))
@@ -292,8 +350,10 @@ class Mesh:
                 self._user_of[endpoint] = record.user
             self.focus.notifier.changed(self.focus.package, conference)
         if foci_changed:
+            self.failover.foci_changed()
             self.connect_known()
             self.place_waiting()
+            self.rebalance()
 
     # -- links ---------------------------------------------------------------
 
@@ -306,9 +366,13 @@ class Mesh:
         return link
 
     def connect_known(self):
-        for record in self.replica.foci():
+        for record in self.replica.live_foci():
             if record.state == "active":
                 self.connect(record.uri)
+
+    def focus_failed(self, uri):
+        """A link's keep-alives went unanswered (failover.py)."""
+        self.failover.failed(uri)
 
     def link_lost(self, link, was_up):
         if self.links.get(link.uri) is link:
@@ -316,7 +380,9 @@ class Mesh:
         if was_up:
             self.link_changed()
         link.failures += 1
-        if link.failures <= LINK_RETRIES and self.replica.focus(link.uri) is not None:
+        record = self.replica.focus(link.uri)
+        if link.failures <= LINK_RETRIES and record is not None and record.state != "left" \
+                and link.uri not in self.replica.down():
             def again():
                 if link.uri not in self.links and not self.focus.stopping:
                     relink = self.connect(link.uri)
@@ -340,18 +406,23 @@ class Mesh:
         return sum(self.room(record) for record in self.replica.foci()
                    if record.uri != self.focus.uri)
 
+    def reachable(self, record):
+        """An active, live focus we hear from."""
+        return record.state == "active" and record.uri in self.links and \
+            self.links[record.uri].up and record.uri not in self.replica.down()
+
     def room(self, record):
-        if record.state != "active" or record.uri not in self.links or \
-                not self.links[record.uri].up:
+        if not self.reachable(record):
             return 0
         return max(0, record.capacity - record.load - self.reserved.get(record.uri, 0))
 
-    def pick(self, exclude=()):
-        """The least loaded other focus with room, or None."""
+    def pick(self, exclude=(), overfill=False):
+        """The least loaded other focus with room, or None; ``overfill``
+        (we are leaving): the least loaded reachable one, room or not."""
         best = None
         for record in self.replica.foci():
-            if record.uri == self.focus.uri or record.uri in exclude or \
-                    self.room(record) <= 0:
+            if record.uri == self.focus.uri or record.uri in exclude or not (
+                    self.reachable(record) if overfill else self.room(record) > 0):
                 continue
             key = ((record.load + self.reserved.get(record.uri, 0)) / record.capacity,
                    record.uri)
@@ -436,6 +507,26 @@ class Mesh:
             leg = self.waiting.pop(0)
             self.focus.delegator.hand_over(leg)
 
+    def rebalance(self):
+        """More members here than capacity (a takeover, handovers taken in
+        while a focus left): hand the surplus to foci with room, newest
+        calls first; what finds no room stays (no one is dropped)."""
+        focus = self.focus
+        if focus.load <= focus.config.capacity:
+            return
+        legs = [leg for leg in focus.legs.get(self.conference, ())
+                if leg.state == "confirmed" and not leg.handed_off]
+        moving = [leg for leg in legs if leg.handing_over or leg.provisional
+                  or leg in self.waiting]
+        surplus = len(legs) - focus.config.capacity - len(moving)
+        for leg in reversed(legs):
+            if surplus <= 0 or self.pick() is None:
+                break
+            if leg in moving:
+                continue
+            focus.delegator.hand_over(leg, mode="keep")
+            surplus -= 1
+
 
 def member_record(leg):
     """A call leg as the replicated state carries it."""
@@ -447,7 +538,7 @@ def member_record(leg):
         media=leg.media_status if leg.negotiated is not None else None,
         call_id=dialog.call_id, local_tag=dialog.local_tag, remote_tag=dialog.remote_tag,
         remote_target=str(dialog.remote_target),
-        route=tuple(str(r) for r in dialog.route_set))
+        route=tuple(str(r) for r in dialog.route_set), epoch=leg.epoch)
 
 
 def model_endpoint(record):

@@ -157,7 +157,12 @@ def handle_refer(focus, txn, request, source, conference, leg=None):
         txn.respond(respond(request, 404, "Not A Member", to_tag=to_tag))
         return
     forward_to = None
-    if method == "INVITE" and focus.is_full():
+    # A member moving between foci (Replaces: a focus leaving, a takeover
+    # spreading out) is no newcomer: it is taken within the overflow margin
+    # rather than lost, and spread again once a focus has room.
+    moving = forwarded is not None and any(k.lower() == "replaces" for k, _ in target.headers)
+    if method == "INVITE" and focus.is_full() and not (
+            moving and focus.load < focus.config.capacity + focus.config.overflow):
         hops = forwarded[1] if forwarded else 0
         if hops >= max_hops:
             txn.respond(respond(request, 482, "Loop Detected: Too Many Forwarding Hops",

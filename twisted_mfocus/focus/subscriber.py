@@ -163,6 +163,22 @@ class Subscriber:
         self.ua.send_request(request, answered, failed).addErrback(
             lambda f: failed(f.getErrorMessage()))
 
+    def ping(self, on_answer):
+        """OPTIONS in the dialog (RFC 3261 §11, §12.2.1.1): a keep-alive that
+        also proves the notifier still has the subscription (481 if not).
+        ``on_answer(status)``: the final status, or None when no answer came
+        (timeout, transport error).  False if there is no dialog to ping."""
+        if self.dialog is None or self.state != "active":
+            return False
+        request = self.dialog.create_request("OPTIONS", [("Accept", "application/sdp")])
+
+        def answered(response):
+            if response.status >= 200:
+                on_answer(response.status)
+        self.ua.send_request(request, answered, lambda reason: on_answer(None)).addErrback(
+            lambda f: on_answer(None))
+        return True
+
     def close(self):
         """Unsubscribe (Expires: 0) if active; ends us either way."""
         if self.state == "active" and self.request.method == "SUBSCRIBE":

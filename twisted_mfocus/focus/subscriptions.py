@@ -103,8 +103,12 @@ class Subscription:
 
     def request_received(self, txn, request, source):
         notifier = self.notifier
+        if request.method == "OPTIONS":         # a subscriber's keep-alive (§11)
+            txn.respond(notifier.policy.respond(request, 200))
+            return
         if request.method != "SUBSCRIBE":
-            txn.respond(notifier.policy.respond(request, 405, headers=[("Allow", "SUBSCRIBE")]))
+            txn.respond(notifier.policy.respond(
+                request, 405, headers=[("Allow", "SUBSCRIBE, OPTIONS")]))
             return
         try:
             self.dialog.receive_request(request)

@@ -93,7 +93,7 @@ class TransportLayer:
     def __init__(self, reactor, on_message, on_bad_message, limits=DEFAULT_LIMITS,
                  tls=None, resolver=None, idle_timeout=300.0, max_connections=1024,
                  on_transport_error=None, connect_timeout=10.0,
-                 max_queue=256 * 1024, max_write_buffer=4 * 1024 * 1024,
+                 max_queue=4 * 1024 * 1024, max_write_buffer=4 * 1024 * 1024,
                  close_grace=2.0, max_udp_peers=4096):
         self.reactor = reactor
         self.on_message = on_message

@@ -5,9 +5,12 @@
 ``{"name", "uri", "foci": [{"uri", "role", "capacity", "members", "state",
 "links"}],
 "members": [{"uri", "focus", "status", "joined"}], "subscriptions"}``
-(each member also names its ``endpoint``).  Other tools depend
-on these field names: add fields, never rename them.  404 for anything
-unknown, 405 for methods other than GET.
+(each member also names its ``endpoint``; each focus its ``epoch``).  The
+foci are the live ones: a focus that left or failed is not listed.
+``POST /api/v1/leave`` makes this focus leave (as SIGTERM does: its members
+are handed to other foci, then the process exits): 202.
+Other tools depend on these field names: add fields, never rename them.
+404 for anything unknown, 405 for methods other than GET (POST for leave).
 """
 
 import json
@@ -35,18 +38,21 @@ def conference_view(focus, conference):
         members.append({"uri": record.user, "endpoint": endpoint, "focus": holder,
                         "status": record.status, "joined": _iso(record.when)})
     foci = [{"uri": f.uri, "role": f.role, "capacity": f.capacity,
-             "members": held.get(f.uri, 0), "state": f.state, "links": list(f.links)}
-            for f in replica.foci()]
+             "members": held.get(f.uri, 0), "state": f.state, "links": list(f.links),
+             "epoch": f.epoch}
+            for f in replica.live_foci()]
     return {"name": conference.name, "uri": conference.uri, "foci": foci,
             "members": members,
             "subscriptions": len(focus.notifier.subscriptions(resource=conference))}
 
 
 class _JSON(resource.Resource):
+    allowed = (b"GET", b"HEAD")
+
     def render(self, request):
-        if request.method not in (b"GET", b"HEAD"):
+        if request.method not in self.allowed:
             request.setResponseCode(405)
-            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"allow", b", ".join(self.allowed))
             return self._json(request, {"error": "method not allowed"})
         return super().render(request)
 
@@ -94,6 +100,22 @@ class _Conferences(_JSON):
             for c in self.focus.conferences.values()])
 
 
+class _Leave(_JSON):
+    isLeaf = True
+    allowed = (b"POST",)
+
+    def __init__(self, leave):
+        super().__init__()
+        self.leave = leave
+
+    def render_POST(self, request):
+        if request.postpath and request.postpath != [b""]:
+            return self._not_found(request, "resource")
+        request.setResponseCode(202)
+        self.leave()
+        return self._json(request, {"leaving": True})
+
+
 class _NotFound(_JSON):
     isLeaf = True
 
@@ -116,6 +138,10 @@ class _Node(resource.Resource):
         return _NotFound().render(request)
 
 
-def api_root(focus):
-    """The site root: ``/api/v1/conferences[/NAME]``."""
-    return _Node({b"api": _Node({b"v1": _Node({b"conferences": _Conferences(focus)})})})
+def api_root(focus, leave=None):
+    """The site root: ``/api/v1/conferences[/NAME]``, and ``/api/v1/leave``
+    when ``leave`` (a callable that makes the process leave) is given."""
+    v1 = {b"conferences": _Conferences(focus)}
+    if leave is not None:
+        v1[b"leave"] = _Leave(leave)
+    return _Node({b"api": _Node({b"v1": _Node(v1)})})

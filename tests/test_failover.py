@@ -1,0 +1,217 @@
+"""A focus leaves or dies and nobody drops (issue 5): real ``twistd mfocus``
+processes on loopback, SIPp members, asserted from the members' side (what
+the SIPp member received) and from every surviving focus's API.
+
+Every test spreads six SIPp members over a primary (capacity 2) and two
+secondaries (capacity 3): member_dialin.xml dials the primary, its Contact
+is one member_handover.xml SIPp that takes every INVITE a focus sends the
+members (handovers, takeovers) and logs it with its Replaces, Record-Route
+and Call-ID.  Detection runs on the defaults (keep-alive 1 s, 3 misses).
+"""
+
+import collections
+import os
+import re
+import signal
+import time
+
+from .foci import Node, start_all, start_foci, stop_all, wait_agreement
+from .harness import Sipp, free_port
+from .peers import Kamailio
+from .peers.process import need
+
+CONF = "conf1"
+N = 6
+INVITE = re.compile(r"^invite (\S+) from .* contact (\S*)(?:;isfocus)? replaces (\S*) rr (\S*) "
+                    r"call (\S+)$")
+
+
+SPECS = [("primary", "primary", 2), ("s1", "secondary", 3), ("s2", "secondary", 3)]
+
+
+def spread(tmp_path, nodes=None, entry=None):
+    """Three foci (started here unless given) and N members dialling the
+    primary (or ``entry``, HOST:PORT), all connected; (nodes, uas, uac, view)."""
+    need("sipp")
+    nodes = nodes or start_foci(tmp_path, SPECS)
+    uas = Sipp("member_handover.xml", None, tmp_path, ["-set", "hold_ms", "150000"],
+               timeout=200)
+    uac = Sipp("member_dialin.xml", entry or f"127.0.0.1:{nodes[0].port}", tmp_path,
+               ["-s", CONF, "-m", str(N), "-l", str(N), "-r", "3", "-set", "hold_ms",
+                "150000", "-set", "contact_port", str(uas.port)], timeout=200)
+    view, _ = wait_agreement(nodes, CONF, lambda v: len(v[0]) == N and len(v[1]) == 3 and
+                             all(m[3] == "connected" for m in v[0]) and
+                             all(f[3] <= f[2] for f in v[1]), timeout=40)
+    assert view is not None, [node.conference(CONF) for node in nodes]
+    return nodes, uas, uac, view
+
+
+def invites(uas):
+    """What the members were sent: [(user, contact, replaces, record-route,
+    call-id)]; the focus that sent one is in its Record-Route, or for the
+    conference URI's holder (no Record-Route) in its Contact."""
+    out = []
+    for line in uas.logs():
+        m = INVITE.match(line)
+        if m:
+            out.append(m.groups())
+    return out
+
+
+def calls_of(uas, node):
+    """Call-IDs of the dialogs ``node`` set up with the members (its Record-Route)."""
+    return {call for _, _, _, rr, call in invites(uas) if f":{node.port};" in rr}
+
+
+def everyone_once(view, gone):
+    """Every member connected, each exactly once, none on a focus in ``gone``."""
+    members, foci = view
+    users = collections.Counter(m[0] for m in members)
+    return (len(users) == N and set(users.values()) == {1}
+            and all(m[3] == "connected" for m in members)
+            and not any(m[2] in gone for m in members)
+            and not any(f[0] in gone for f in foci))
+
+
+def replaced_by(uas, calls, survivors):
+    """For each call of ``calls``: the survivors (by port) that sent the
+    member an INVITE replacing it."""
+    out = {call: [] for call in calls}
+    for _, contact, replaces, rr, _ in invites(uas):
+        call = replaces.split(";", 1)[0]
+        if call in out:
+            out[call] += [node.name for node in survivors
+                          if f":{node.port};" in rr or (not rr and f":{node.port}>" in contact)]
+    return out
+
+
+def test_sigterm_secondary_hands_its_members_over(tmp_path, capsys):
+    nodes, uas, uac, view = spread(tmp_path)
+    primary, s1, s2 = nodes
+    try:
+        held = [m[0] for m in view[0] if m[2] == s1.uri]
+        assert held, view
+        old_calls = calls_of(uas, s1)
+        assert len(old_calls) == len(held)
+        started = time.monotonic()
+        s1.process.terminate()
+        # It left, then exited (twistd re-raises the signal after a clean stop).
+        assert s1.process.proc.wait(30) in (0, -signal.SIGTERM)
+        assert "Server Shut Down." in s1.process.log()
+        left_after = time.monotonic() - started
+        after, _ = wait_agreement([primary, s2], CONF,
+                                  lambda v: everyone_once(v, {s1.uri}), timeout=20)
+        assert after is not None, [node.conference(CONF) for node in (primary, s2)]
+        assert {f[0] for f in after[1]} == {primary.uri, s2.uri}   # the list dropped s1
+        # Members' side: each of s1's calls was replaced (RFC 3891) by a survivor.
+        moved = replaced_by(uas, old_calls, [primary, s2])
+        assert all(len(by) == 1 for by in moved.values()), moved
+        with capsys.disabled():
+            print(f"\n  s1 handed {len(held)} members over and exited in {left_after:.2f} s")
+    finally:
+        stop_all(nodes, uac, uas)
+
+
+def test_kill_9_secondary_orphans_are_taken_over_by_one_survivor(tmp_path, capsys):
+    nodes, uas, uac, view = spread(tmp_path)
+    primary, s1, s2 = nodes
+    try:
+        held = [m[0] for m in view[0] if m[2] == s1.uri]
+        assert held, view
+        old_calls = calls_of(uas, s1)
+        killed = time.monotonic()
+        os.kill(s1.process.proc.pid, signal.SIGKILL)
+        after, _ = wait_agreement([primary, s2], CONF,
+                                  lambda v: everyone_once(v, {s1.uri}), timeout=30)
+        rehomed = time.monotonic() - killed
+        assert after is not None, [node.conference(CONF) for node in (primary, s2)]
+        # Exactly one survivor re-invited each orphan, the one the rule names
+        # (the lowest focus id); spreading out later replaces only its calls.
+        successor = min((primary, s2), key=lambda node: node.uri)
+        moved = replaced_by(uas, old_calls, [primary, s2])
+        assert all(by == [successor.name] for by in moved.values()), moved
+        with capsys.disabled():
+            print(f"\n  kill -9: {len(held)} orphans re-homed, all APIs agreeing, "
+                  f"{rehomed:.2f} s after the kill (keep-alive 1 s x 3 misses)")
+    finally:
+        stop_all(nodes, uac, uas)
+
+
+def test_sigstop_past_detection_then_sigcont_never_holds_a_member_twice(tmp_path):
+    nodes, uas, uac, view = spread(tmp_path)
+    primary, s1, s2 = nodes
+    try:
+        held = [m[0] for m in view[0] if m[2] == s1.uri]
+        assert held, view
+        old_calls = calls_of(uas, s1)
+        os.kill(s1.process.proc.pid, signal.SIGSTOP)
+        try:
+            taken, _ = wait_agreement([primary, s2], CONF,
+                                      lambda v: everyone_once(v, {s1.uri}), timeout=30)
+            assert taken is not None, [node.conference(CONF) for node in (primary, s2)]
+        finally:
+            os.kill(s1.process.proc.pid, signal.SIGCONT)
+        # s1 learns it was replaced, gives its calls up and comes back empty
+        # with a higher epoch (then may get members again when the successor,
+        # over capacity, spreads out); all three converge, nobody held twice.
+        back, _ = wait_agreement(nodes, CONF, lambda v: everyone_once(v, set()) and
+                                 len(v[1]) == 3, timeout=40)
+        assert back is not None, [node.conference(CONF) for node in nodes]
+        assert {f["uri"]: f["epoch"] for f in s1.conference(CONF)["foci"]}[s1.uri] == 1
+        successor = min((primary, s2), key=lambda node: node.uri)
+        moved = replaced_by(uas, old_calls, [primary, s2])
+        assert all(by == [successor.name] for by in moved.values()), moved
+        assert "we were taken for failed: giving up" in s1.process.log()
+    finally:
+        stop_all(nodes, uac, uas)
+
+
+def test_kill_9_primary_the_conference_uri_still_answers(tmp_path, capsys):
+    """The conference URI is sip:conf1@KAMAILIO: the primary registers it
+    there (registrar.py); its successor takes the binding over."""
+    need("sipp", "kamailio")
+    kport = free_port()
+    config = (f"[focus]\ndomain = 127.0.0.1:{kport}\n"
+              f"[multifocus]\nregistrar = sip:127.0.0.1:{kport}\n")
+    # Secondaries of capacity 4: room for the newcomer once the primary is gone.
+    nodes = [Node(name, role, cap + (role == "secondary"), tmp_path, config)
+             for name, role, cap in SPECS]
+    for node in nodes:
+        node.peers = [other.uri for other in nodes if other is not node]
+    primary, s1, s2 = nodes
+    # Before the first INVITE creates conf1 nothing is registered: Kamailio
+    # sends unregistered conf* users to the primary (its fallback route).
+    kam = Kamailio(tmp_path / "kam", kport, primary.port).start()
+    start_all(nodes)
+    nodes, uas, uac, view = spread(tmp_path, nodes, entry=f"127.0.0.1:{kport}")
+    newcomer = None
+    try:
+        assert {f[0]: f[1] for f in view[1]}[primary.uri] == "primary"
+        assert primary.conference(CONF)["uri"] == f"sip:{CONF}@127.0.0.1:{kport}"
+        held = [m[0] for m in view[0] if m[2] == primary.uri]
+        killed = time.monotonic()
+        os.kill(primary.process.proc.pid, signal.SIGKILL)
+        survivors = [s1, s2]
+        successor = min(survivors, key=lambda node: node.uri)
+        after, _ = wait_agreement(survivors, CONF, lambda v: everyone_once(v, {primary.uri})
+                                  and {f[0]: f[1] for f in v[1]}.get(successor.uri) == "primary",
+                                  timeout=30)
+        rehomed = time.monotonic() - killed
+        assert after is not None, [node.conference(CONF) for node in survivors]
+        assert successor.process.log().count("registered sip:conf1@127.0.0.1") >= 1
+        # A newcomer dials the conference URI (at Kamailio) and joins.
+        newcomer = Sipp("member_dialin.xml", f"127.0.0.1:{kport}", tmp_path,
+                        ["-s", CONF, "-m", "1", "-set", "hold_ms", "150000",
+                         "-set", "contact_port", str(uas.port)], timeout=60, name="newcomer")
+        joined, _ = wait_agreement(survivors, CONF, lambda v: len(v[0]) == N + 1 and
+                                   all(m[3] == "connected" for m in v[0]), timeout=30)
+        assert joined is not None, [node.conference(CONF) for node in survivors]
+        log = "\n".join(newcomer.logs())
+        assert "joined" in log, log
+        with capsys.disabled():
+            print(f"\n  kill -9 primary: {len(held)} orphans re-homed and {successor.name} "
+                  f"primary {rehomed:.2f} s after the kill; a newcomer joined via the "
+                  f"conference URI")
+    finally:
+        stop_all(nodes, uac, uas, *([newcomer] if newcomer else []))
+        kam.stop()

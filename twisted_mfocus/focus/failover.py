@@ -1,0 +1,192 @@
+"""A focus leaves or dies, nobody drops (seed-design, "A focus leaves or fails").
+
+Each conference's ``Mesh`` has a ``Failover`` for the four duties below.
+What it decides is written to our own focus record (``Mesh.link_changed``)
+and so spreads like any change of the replicated state (replica.py).
+
+- **Watching.**  Every ``FocusLink`` pings its focus (OPTIONS in the
+  subscription's dialog) each ``keepalive`` seconds; after
+  ``keepalive_misses`` unanswered in a row it calls ``failed(uri)``.  We
+  then claim that focus down at its epoch: a down partition holds nobody.
+- **Taking over.**  All foci compute ``Replica.successor(dead)`` from the
+  same state, so exactly one acts (design-notes: no race).  It sends each
+  orphan a new INVITE with ``Replaces`` for the dead dialog (its ids are in
+  the replicated state), ``Record-Route`` to itself and the conference URI
+  as From/Contact (``Focus.rehome``), with the member's ownership epoch + 1.
+  The successor of a primary becomes primary and takes over the registrar
+  binding of the conference URI (``registrar.py``).  Members beyond our
+  capacity are then spread over foci with room (``Mesh.rebalance``).
+- **Coming back.**  A focus that sees itself claimed down was frozen past
+  the detection time and lost its members to the successor: it ends its
+  calls, drops their records and writes its record with a higher epoch,
+  which lifts the claim; the mesh takes it back as an empty focus.
+- **Leaving.**  ``leave()`` (SIGTERM, ``POST /api/v1/leave``): state
+  "leaving" so nobody delegates to us, every member handed to another focus
+  (``Delegator.hand_over``: REFER, the taker INVITEs with Replaces), then
+  state "left", and the focus list drops us.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ..conference.replica import DEL, FOCUS
+
+__all__ = ["Failover"]
+
+LEAVE_POLL = 0.1        # seconds between looks at the handovers of a leaving focus
+
+
+class Failover:
+    """Failure handling and leaving for one conference's mesh."""
+
+    log = Logger()
+
+    def __init__(self, mesh):
+        self.mesh = mesh
+        self.role = mesh.focus.config.role
+        self.state = "active"
+        self.epoch = 0
+        self.claims = {}        # focus id -> epoch we believe failed
+        self._taken = set()     # (focus id, epoch) whose members we re-homed
+
+    # -- our focus record --------------------------------------------------
+
+    def down_claims(self):
+        """Our claims still in force: a focus back with a higher epoch, or
+        gone from the state, is dropped (bounds the list)."""
+        if not self.claims:
+            return ()
+        replica = self.mesh.replica
+        for uri, epoch in list(self.claims.items()):
+            record = replica.focus(uri)
+            if record is None or record.epoch > epoch:
+                del self.claims[uri]
+        return tuple(sorted(self.claims.items()))
+
+    # -- detection ---------------------------------------------------------
+
+    def failed(self, uri):
+        """A link's keep-alives went unanswered: claim ``uri`` down."""
+        mesh = self.mesh
+        record = mesh.replica.focus(uri)
+        if record is None or uri == mesh.focus.uri or uri in mesh.replica.down() or \
+                mesh.focus.stopping:
+            return
+        self.log.info("{conf}: focus {uri} failed (epoch {epoch})", conf=mesh.conference.name,
+                      uri=uri, epoch=record.epoch, event="focus-failed")
+        self.claims[uri] = record.epoch
+        link = mesh.links.pop(uri, None)
+        if link is not None:
+            link.close()
+        mesh.link_changed()
+
+    # -- what the state says ------------------------------------------------
+
+    def foci_changed(self):
+        """Some focus record changed: were we replaced?  Is a dead focus
+        ours to take over?"""
+        mesh = self.mesh
+        replica, me = mesh.replica, mesh.focus.uri
+        if mesh.focus.stopping:
+            return
+        down = replica.down()
+        if me in down:
+            self._come_back()
+            return
+        for uri in sorted(down):
+            record = replica.focus(uri)
+            key = (uri, record.epoch)
+            if key in self._taken or replica.successor(uri) != me:
+                continue
+            self._taken.add(key)
+            self._take_over(uri, record)
+        self._check_primary()
+
+    def _check_primary(self):
+        """No live primary (it failed, or left): its successor becomes
+        primary and takes over the conference URI's binding."""
+        mesh = self.mesh
+        replica, me = mesh.replica, mesh.focus.uri
+        if self.role == "primary" or any(f.role == "primary" for f in replica.live_foci()):
+            return
+        gone = [f.uri for f in replica.foci() if f.role == "primary"]
+        if not gone or replica.successor(gone[0]) != me:
+            return
+        self.role = "primary"
+        self.log.info("{conf}: primary now (succeeding {uri})", conf=mesh.conference.name,
+                      uri=gone[0], event="primary")
+        mesh.link_changed()
+        mesh.focus.became_primary(mesh.conference, gone[0])
+
+    def _take_over(self, uri, record):
+        mesh, focus = self.mesh, self.mesh.focus
+        replica = mesh.replica
+        orphans = [member for endpoint, member in replica.held_by(uri).items()
+                   if replica.member(endpoint) is None]
+        self.log.info("{conf}: taking over {count} members of {uri}", conf=mesh.conference.name,
+                      count=len(orphans), uri=uri, event="takeover")
+        for member in orphans:
+            focus.rehome(mesh.conference, member)
+
+    def _come_back(self):
+        """We were claimed down at our epoch: the successor has our members."""
+        mesh, focus = self.mesh, self.mesh.focus
+        legs = list(focus.legs.get(mesh.conference, ()))
+        self.epoch = mesh.replica.claimed(focus.uri) + 1
+        self.log.info("{conf}: we were taken for failed: giving up {count} calls, "
+                      "back with epoch {epoch}", conf=mesh.conference.name, count=len(legs),
+                      epoch=self.epoch, event="replaced")
+        if self.role == "primary" and any(f.role == "primary" and f.uri != focus.uri
+                                          for f in mesh.replica.live_foci()):
+            self.role = "secondary"         # our successor holds the conference URI now
+            if focus.registrar is not None:
+                focus.registrar.forget(mesh.conference)
+        ops = [(DEL, endpoint) for endpoint in mesh.replica.held_by(focus.uri)]
+        mesh._write(*ops, (FOCUS, mesh._own_record()))
+        for leg in legs:
+            leg.hangup()
+        # The foci that took us for failed dropped their subscriptions to
+        # us: subscribe to them afresh, and they subscribe back (the mesh).
+        for uri in list(mesh.links):
+            mesh.links.pop(uri).close()
+        mesh.connect_known()
+
+    # -- leaving -------------------------------------------------------------
+
+    def leave(self):
+        """Hand every member to another focus; Deferred when done (each call
+        ended or taken) or after ``leave_timeout``."""
+        mesh, focus = self.mesh, self.mesh.focus
+        others = [f for f in mesh.replica.live_foci()
+                  if f.uri != focus.uri and f.state == "active" and f.uri in mesh.links]
+        legs = [leg for leg in focus.legs.get(mesh.conference, ())
+                if leg.state == "confirmed" and not leg.handed_off]
+        if not others:
+            return defer.succeed(None)
+        self.state = "leaving"
+        mesh.link_changed()
+        self.log.info("{conf}: leaving: handing {count} members to {foci} foci",
+                      conf=mesh.conference.name, count=len(legs), foci=len(others),
+                      event="leave")
+        for leg in legs:
+            focus.delegator.hand_over(leg, mode="overfill")
+        done = defer.Deferred()
+        deadline = focus.clock.seconds() + focus.config.leave_timeout
+
+        def check():
+            # Done when no handover is still under way: each member was taken
+            # (or hung up), or no focus would take it (then it gets BYE).
+            waiting = [leg for leg in legs if leg.state != "ended" and not leg.handed_off
+                       and leg.handing_over]
+            if waiting and focus.clock.seconds() < deadline:
+                focus.clock.callLater(LEAVE_POLL, check)
+                return
+            kept = [leg for leg in legs if leg.state != "ended" and not leg.handed_off]
+            if kept:
+                self.log.info("{conf}: no focus took {count} members: ending their calls",
+                              conf=mesh.conference.name, count=len(kept))
+            self.state = "left"
+            mesh.link_changed()
+            done.callback(None)
+        check()
+        return done
