@@ -215,3 +215,62 @@ def test_kill_9_primary_the_conference_uri_still_answers(tmp_path, capsys):
     finally:
         stop_all(nodes, uac, uas, *([newcomer] if newcomer else []))
         kam.stop()
+
+
+def test_kill_9_secondary_baresip_members_keep_a_call(tmp_path, capsys):
+    """baresip 1.0 refuses Replaces (420): the successor invites again
+    without it, baresip auto-answers, and the successor ends the dead
+    focus's dialog for it (BYE from the replicated dialog ids), so each
+    phone ends with one call, to a survivor, without any action of its own."""
+    import socket
+    from .harness import wait_for
+    from .peers import Baresip, port_free, write_tone_wav
+    from .peers.process import rtp_base
+
+    need("baresip")
+    nodes = start_foci(tmp_path, [("primary", "primary", 1), ("s1", "secondary", 2),
+                                  ("s2", "secondary", 2)])
+    primary, s1, s2 = nodes
+    phones = []
+    for name in ("alice", "bob", "carol"):
+        work = tmp_path / name
+        work.mkdir()
+        low = next(p for p in iter(rtp_base, None)
+                   if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + 6)))
+        phones.append(Baresip(work, name, free_port(), low, free_port(socket.SOCK_STREAM),
+                              tone_wav=write_tone_wav(work / "tone.wav", seconds=90),
+                              rtp_span=6))
+    try:
+        for phone in phones:
+            phone.start()
+            phone.dial(f"sip:{CONF}@127.0.0.1:{primary.port}")
+            phone.wait_event("CALL_ESTABLISHED", 8)
+        view, _ = wait_agreement(nodes, CONF, lambda v: len(v[0]) == 3 and
+                                 sum(m[2] != primary.uri for m in v[0]) == 2, timeout=20)
+        assert view is not None, [node.conference(CONF) for node in nodes]
+        assert all(wait_for(lambda: len(p.calls()) == 1, timeout=10) for p in phones)
+        victim = s1 if any(m[2] == s1.uri for m in view[0]) else s2
+        survivors = [node for node in nodes if node is not victim]
+        orphans = [m[0] for m in view[0] if m[2] == victim.uri]
+        killed = time.monotonic()
+        os.kill(victim.process.proc.pid, signal.SIGKILL)
+        after, _ = wait_agreement(survivors, CONF, lambda v: len(v[0]) == 3 and
+                                  all(m[3] == "connected" for m in v[0]) and
+                                  not any(m[2] == victim.uri for m in v[0]), timeout=30)
+        rehomed = time.monotonic() - killed
+        assert after is not None, [node.conference(CONF) for node in survivors]
+        assert sorted(m[0] for m in after[0]) == sorted(m[0] for m in view[0])
+        # Each phone: one call, up, with the conference (no user action).
+        for phone in phones:
+            assert wait_for(lambda: len(phone.calls()) == 1, timeout=10), \
+                (phone.name, phone.calls())
+        time.sleep(3)
+        for phone in phones:
+            assert len(phone.calls()) == 1, (phone.name, phone.calls())
+        with capsys.disabled():
+            print(f"\n  kill -9 {victim.name}: baresip {', '.join(orphans)} re-homed in "
+                  f"{rehomed:.2f} s, one call each")
+    finally:
+        for phone in phones:
+            phone.stop()
+        stop_all(nodes)

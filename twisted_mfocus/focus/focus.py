@@ -28,6 +28,8 @@ from ..media.rtp import PortsExhausted
 from ..media.sdp import SDPError
 from ..sip.dialog import DialogError, pop_own_route, strict_route_fixup
 from ..sip.errors import SIPError
+from ..sip.headers import Headers
+from ..sip.message import Request
 from ..sip.ids import new_tag
 from ..sip.uas import UASPolicy
 from ..sip.uri import URI
@@ -358,8 +360,31 @@ class ConferenceFocus:
                 self.log.info("{conf}: taking over {member} failed: {status} {reason}",
                               conf=conference.name, member=record.user, status=status,
                               reason=reason)
+            elif status >= 200 and leg.state == "ended":
+                # The phone refused Replaces and took the call without it:
+                # its dialog with the dead focus is still up.
+                self.end_dead_dialog(conference, record)
         by = f"<{record.by}>" if record.by else None
-        self.dial_out(conference, target, by, report, replaces=replaces, adopt=record)
+        leg = self.dial_out(conference, target, by, report, replaces=replaces, adopt=record)
+
+    def end_dead_dialog(self, conference, record):
+        """BYE in a failed focus's dialog with a member, on its behalf: the
+        replicated state has the dialog's ids, remote target and route set,
+        which is all a request within a dialog needs (RFC 3261 §12.2.1.1).
+        Its CSeq is the largest allowed (§8.1.1.5), above any the dead
+        focus used, so the phone takes it in order (§12.2.2)."""
+        h = Headers()
+        h.add("Max-Forwards", "70")
+        for route in record.route:
+            h.add("Route", route)
+        h.add("From", str(NameAddr(URI.parse(conference.uri), params={"tag": record.local_tag})))
+        h.add("To", str(NameAddr(URI.parse(record.user), params={"tag": record.remote_tag})))
+        h.add("Call-ID", record.call_id)
+        h.add("CSeq", f"{2 ** 31 - 1} BYE")
+        request = Request("BYE", URI.parse(record.remote_target), h)
+        self.log.info("{conf}: ending {member}'s call with the failed focus",
+                      conf=conference.name, member=record.user)
+        self.ua.send_request(request, lambda response: None, lambda reason: None)
 
     def became_primary(self, conference, predecessor):
         """We succeed a failed primary: new requests to the conference URI
