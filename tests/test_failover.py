@@ -73,6 +73,16 @@ def everyone_once(view, gone):
             and not any(f[0] in gone for f in foci))
 
 
+def summary(node):
+    """A focus's view in short, for assertion messages."""
+    view = node.conference(CONF)
+    if view is None:
+        return f"{node.name}: no conference"
+    port = lambda uri: uri.rsplit(":", 1)[-1]  # noqa: E731
+    return (f"{node.name}: foci {[(port(f['uri']), f['role'], f['members'], f['state']) for f in view['foci']]}"
+            f" members {sorted((m['uri'].split('@')[0][4:] + '@' + port(m['uri']), port(m['focus']), m['status']) for m in view['members'])}")
+
+
 def replaced_by(uas, calls, survivors):
     """For each call of ``calls``: the survivors (by port) that sent the
     member an INVITE replacing it."""
@@ -274,3 +284,66 @@ def test_kill_9_secondary_baresip_members_keep_a_call(tmp_path, capsys):
         for phone in phones:
             phone.stop()
         stop_all(nodes)
+
+
+def test_randomized_kills_during_churn_converge(tmp_path, capsys):
+    """Five foci behind Kamailio (the conference URI survives the primary);
+    stayers join and hold, churners join and leave all along; two foci,
+    chosen at random (the primary too), are killed a few seconds apart.
+    Then the survivors agree, every stayer is connected once, and every
+    churner is gone.  MFOCUS_SEED=N replays a run (the seed is printed)."""
+    import random
+    need("sipp", "kamailio")
+    seed = int(os.environ.get("MFOCUS_SEED", time.time_ns() % 1_000_000))
+    rng = random.Random(seed)
+    kport = free_port()
+    config = (f"[focus]\ndomain = 127.0.0.1:{kport}\n"
+              f"[multifocus]\nregistrar = sip:127.0.0.1:{kport}\n")
+    specs = [("primary", "primary", 4)] + [(f"s{i}", "secondary", 4) for i in range(1, 5)]
+    nodes = start_foci(tmp_path, specs, config, start=False)
+    kam = Kamailio(tmp_path / "kam", kport, nodes[0].port).start()
+    start_all(nodes)
+    entry = f"127.0.0.1:{kport}"
+    stay_uas = Sipp("member_handover.xml", None, tmp_path, ["-set", "hold_ms", "150000"],
+                    timeout=200, name="stay_uas")
+    churn_uas = Sipp("member_handover.xml", None, tmp_path, ["-set", "hold_ms", "2500"],
+                     timeout=200, name="churn_uas")
+    stay = Sipp("member_dialin.xml", entry, tmp_path,
+                ["-s", CONF, "-m", "8", "-l", "8", "-r", "2", "-set", "hold_ms", "150000",
+                 "-set", "contact_port", str(stay_uas.port)], timeout=200, name="stay")
+    churn = Sipp("member_dialin.xml", entry, tmp_path,
+                 ["-s", CONF, "-m", "30", "-l", "30", "-r", "3", "-rp", "2000",
+                  "-set", "hold_ms", "3000", "-set", "contact_port", str(churn_uas.port)],
+                 timeout=90, name="churn")
+    sipps = [stay, churn, stay_uas, churn_uas]
+    try:
+        victims = rng.sample(nodes, 2)
+        for victim in victims:
+            time.sleep(4 + 2 * rng.random())
+            os.kill(victim.process.proc.pid, signal.SIGKILL)
+        churn.wait()                        # every churner has joined and left
+        survivors = [node for node in nodes if node not in victims]
+        gone = {victim.uri for victim in victims}
+        stayers = f"@127.0.0.1:{stay.port}"
+
+        def settled(v):
+            members, foci = v
+            users = collections.Counter(m[0] for m in members)
+            return (len(users) == 8 and set(users.values()) == {1}
+                    and all(u.endswith(stayers) for u in users)
+                    and all(m[3] == "connected" for m in members)
+                    and not any(m[2] in gone for m in members)
+                    and {f[0] for f in foci} == {node.uri for node in survivors}
+                    and sum(f[1] == "primary" for f in foci) == 1)
+        view, _ = wait_agreement(survivors, CONF, settled, timeout=60)
+        if view is None:
+            with capsys.disabled():
+                print(f"\n  seed {seed}, killed {[v.name for v in victims]}, stayers "
+                      f"{stayers}:\n  " + "\n  ".join(summary(node) for node in survivors))
+        assert view is not None, seed
+        with capsys.disabled():
+            print(f"\n  seed {seed}: killed {', '.join(v.name for v in victims)}; "
+                  f"{len(survivors)} survivors agree on the 8 stayers")
+    finally:
+        stop_all(nodes, *sipps)
+        kam.stop()

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from ..media.sdp import LocalSession, SDPError, SessionDescription, accept_answer, answer, offer
 from ..sip.dialog import Dialog, DialogError, uas_response_headers
+from ..sip.errors import SIPError
 from ..sip.headers import Headers
 from ..sip.ids import new_call_id, new_tag
 from ..sip.message import Request
@@ -142,7 +143,7 @@ class CallLeg:
 
     # -- dial-out (UAC) ----------------------------------------------------
 
-    def dial(self, target, referred_by=None, on_progress=None, replaces=None):
+    def dial(self, target, referred_by=None, on_progress=None, replaces=None, to=None):
         """INVITE ``target`` into the conference; ``on_progress(status,
         reason)`` hears every response (and 408/503 for failures).
 
@@ -151,17 +152,25 @@ class CallLeg:
         itself, so the member's requests in this dialog come here
         (seed-design, "Spreading the load"; design-notes: ``lr`` and an
         explicit ``transport``).  ``replaces`` makes the INVITE replace the
-        member's call with another focus (RFC 3891)."""
+        member's call with another focus (RFC 3891); ``to`` (the member's
+        address, from a handover) is its To and the member's identity."""
         self.joining_method = "dialed-out"
         self.referred_by = referred_by
-        self.user_entity = aor(target)
+        to_addr = NameAddr(target)
+        if to:
+            try:
+                to_addr = NameAddr.parse(to, "To")
+                to_addr.params.pop("tag", None)
+            except SIPError:
+                pass
+        self.user_entity = aor(to_addr.uri)
         self.transport = (target.transport or "udp").upper()
         self.pending_offer = offer(self.sdp, self.rtp.port)
         conference_uri = self.focus.conference_uri(self.conference)
         h = Headers()
         h.add("Max-Forwards", "70")
         h.add("From", str(NameAddr(conference_uri, params={"tag": new_tag()})))
-        h.add("To", str(NameAddr(target)))
+        h.add("To", str(to_addr))
         h.add("Call-ID", new_call_id())
         h.add("CSeq", "1 INVITE")
         if self.focus.ua.is_local(conference_uri):

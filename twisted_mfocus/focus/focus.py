@@ -310,14 +310,16 @@ class ConferenceFocus:
         self.legs[conference].append(leg)
         return leg
 
-    def dial_out(self, conference, target, referred_by, report, replaces=None, adopt=None):
+    def dial_out(self, conference, target, referred_by, report, replaces=None, adopt=None,
+                 to=None):
         """Dial ``target`` into ``conference`` (REFER, RFC 4579 §5.5).
 
         With ``replaces`` (a handover) the INVITE carries it (RFC 3891); a
         phone that refuses it is invited again without (the old focus then
         ends the first call with BYE).  ``adopt``: the MemberRecord of the
         member this call takes over (failover): its identity, and its
-        ownership epoch + 1."""
+        ownership epoch + 1.  ``to``: the To header (the member's identity,
+        from a handover REFER), else the target."""
         try:
             leg = self._new_leg(conference, (target.transport or "udp").upper())
         except PortsExhausted:
@@ -328,13 +330,13 @@ class ConferenceFocus:
             if status >= 300 and status not in (486, 600, 603) and not self.stopping:
                 self.log.info("{target} refused Replaces ({status}): inviting without",
                               target=str(target), status=status)
-                self.dial_out(conference, target, referred_by, report, adopt=adopt)
+                self.dial_out(conference, target, referred_by, report, adopt=adopt, to=to)
             else:
                 report(status, reason)
         if replaces:
             leg.replacing_call_id = replaces.split(";", 1)[0].strip()
         leg.dial(target, referred_by, without_replaces_on_refusal if replaces else report,
-                 replaces=replaces)
+                 replaces=replaces, to=to)
         if adopt is not None:
             leg.user_entity, leg.joining_method = adopt.user, adopt.joining_method
             leg.epoch = adopt.epoch + 1

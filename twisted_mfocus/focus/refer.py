@@ -199,13 +199,16 @@ def handle_refer(focus, txn, request, source, conference, leg=None):
     report = sub.progress if sub is not None else (lambda status, reason: None)
     report(100, "Trying")
     referred_by = request.headers.get("referred-by") or str(NameAddr(request.from_.uri))
-    replaces = next((v for k, v in target.headers if k.lower() == "replaces"), None)
+    # Headers the referred INVITE is to carry (RFC 3515 §2.1, RFC 3261
+    # §19.1.5): Replaces (a handover), To (the moving member's identity).
+    carried = [(k, v) for k, v in target.headers if k.lower() in ("replaces", "to")]
+    replaces = next((v for k, v in carried if k.lower() == "replaces"), None)
+    to = next((v for k, v in carried if k.lower() == "to"), None)
     target = target.replace(headers=[])
     if method == "BYE":
         focus.remove_legs(victims, report)
     elif forward_to is not None:
-        if replaces:
-            target = target.replace(headers=[("Replaces", replaces)])
+        target = target.replace(headers=carried)
         focus.delegator.forward(conference, target, referred_by, *forward_to, report)
     else:
-        focus.dial_out(conference, target, referred_by, report, replaces=replaces)
+        focus.dial_out(conference, target, referred_by, report, replaces=replaces, to=to)
