@@ -46,11 +46,13 @@ logged "focus ... failed (epoch" and which one "taking over N members of"
 handover SIPps' logs, how many of the victim's calls were replaced
 (INVITE with Replaces) and by whom (each exactly once, by the successor),
 and from their -trace_msg the wall-clock times of the 200 OKs to those
-INVITEs: kill -> last orphan's 200 OK, independent of the polling.
+INVITEs: kill -> last orphan's 200 OK, independent of the polling, the
+re-INVITE burst (first -> last of those 200 OKs) and the lag from the
+last 200 OK to all APIs agreeing (state propagation between the foci).
 
 Every size is run ``--runs`` times; median and worst of each figure, the
-scaling ratio (detect -> re-homed median of the largest size over that of
-the smallest), and the goal: detect -> re-homed median under 5 s for 200
+scaling ratios (detect -> re-homed median, and re-INVITE burst median, of
+the largest size over those of the smallest), and the goal: detect -> re-homed median under 5 s for 200
 members.  Foci are pinned to core 1, SIPp and this poller to core 0 (as in
 multifocus_bench.py).  The machine is shared: compare ratios and medians,
 not single times.  Exit 1 when a run failed (members missing, no
@@ -347,7 +349,9 @@ def report_run(i, m, res):
               + f"; members' side: {res.get('replaced_once')}/{res.get('calls')} victim calls "
               f"replaced once by the successor, 200 OKs to those INVITEs "
               f"{fmt(res.get('first_answer'))}..{fmt(res.get('last_answer'))} s after the kill "
-              f"({res.get('answered')} traced); one poll round {res['poll_round'] * 1000:.0f} ms")
+              f"({res.get('answered')} traced; all APIs agreed "
+              f"{fmt(lag(res))} s after the last); one poll round "
+              f"{res['poll_round'] * 1000:.0f} ms")
     else:
         print(f"  run {i}: FAILED ({res.get('orphans')} orphans; before: {held}; "
               f"kill->detect {fmt(res.get('detect'))} s)")
@@ -361,6 +365,20 @@ def report_run(i, m, res):
         print(f"    logs: {res['work']}")
         trouble(res.get("nodes", []))
     sys.stdout.flush()
+
+
+def lag(res):
+    """Last orphan's 200 OK (members' side) -> all APIs agree (the poll)."""
+    if res.get("last_answer") is None or res.get("rehomed") is None:
+        return None
+    return res["rehomed"] - res["last_answer"]
+
+
+def burst(res):
+    """First -> last orphan's 200 OK: how long the re-INVITEs took."""
+    if res.get("last_answer") is None:
+        return None
+    return res["last_answer"] - res["first_answer"]
 
 
 def summary(values):
@@ -412,16 +430,28 @@ def main():
         print(f"    detect -> re-homed: {summary(reh)}")
         print(f"    kill -> re-homed:   {summary(tot)}")
         print(f"    kill -> last orphan's 200 OK (members' side, SIPp trace): "
-              f"{summary([r.get('last_answer') for r in good])}", flush=True)
+              f"{summary([r.get('last_answer') for r in good])}")
+        print(f"    first -> last orphan's 200 OK (the re-INVITE burst): "
+              f"{summary([burst(r) for r in good])}")
+        print(f"    last orphan's 200 OK -> all APIs agree: "
+              f"{summary([lag(r) for r in good])}", flush=True)
         if reh:
+            bursts = [burst(r) for r in good if burst(r) is not None]
             medians[m] = (statistics.median(reh),
-                          statistics.median([r["orphans"] for r in good]))
+                          statistics.median([r["orphans"] for r in good]),
+                          statistics.median(bursts) if bursts else None)
     if len(medians) >= 2:
         lo, hi = min(medians), max(medians)
         if medians[lo][0] > 0:
+            coarse = medians[lo][0] <= 2 * POLL + 1e-9
             print(f"scaling ratio detect->re-homed, M={hi} / M={lo}: "
                   f"{medians[hi][0] / medians[lo][0]:.2f} "
-                  f"(orphans ratio {medians[hi][1] / max(medians[lo][1], 1):.2f})")
+                  f"(orphans ratio {medians[hi][1] / max(medians[lo][1], 1):.2f})"
+                  + (f"; M={lo}'s median is within 2 polls ({POLL * 1000:.0f} ms each): "
+                     f"the ratio is coarse" if coarse else ""))
+        if medians[lo][2] and medians[hi][2]:
+            print(f"scaling ratio of the re-INVITE burst (first -> last 200 OK), "
+                  f"M={hi} / M={lo}: {medians[hi][2] / medians[lo][2]:.2f}")
     goal_met = None
     if GOAL_MEMBERS in medians:
         goal_met = medians[GOAL_MEMBERS][0] < GOAL

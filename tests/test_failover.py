@@ -14,6 +14,9 @@ import os
 import re
 import signal
 import time
+import urllib.request
+
+import pytest
 
 from .foci import Node, start_all, start_foci, stop_all, wait_agreement
 from .harness import Sipp, free_port
@@ -27,6 +30,13 @@ INVITE = re.compile(r"^invite (\S+) from .* contact (\S*)(?:;isfocus)? replaces 
 
 
 SPECS = [("primary", "primary", 2), ("s1", "secondary", 3), ("s2", "secondary", 3)]
+
+
+def api_post(port, path):
+    """POST with an empty body: (status, body)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, response.read()
 
 
 def spread(tmp_path, nodes=None, entry=None):
@@ -95,7 +105,8 @@ def replaced_by(uas, calls, survivors):
     return out
 
 
-def test_sigterm_secondary_hands_its_members_over(tmp_path, capsys):
+@pytest.mark.parametrize("how", ["SIGTERM", "POST /api/v1/leave"])
+def test_a_leaving_secondary_hands_its_members_over(tmp_path, capsys, how):
     nodes, uas, uac, view = spread(tmp_path)
     primary, s1, s2 = nodes
     try:
@@ -104,7 +115,10 @@ def test_sigterm_secondary_hands_its_members_over(tmp_path, capsys):
         old_calls = calls_of(uas, s1)
         assert len(old_calls) == len(held)
         started = time.monotonic()
-        s1.process.terminate()
+        if how == "SIGTERM":
+            s1.process.terminate()
+        else:
+            assert api_post(s1.http, "/api/v1/leave")[0] == 202
         # It left, then exited (twistd re-raises the signal after a clean stop).
         assert s1.process.proc.wait(30) in (0, -signal.SIGTERM)
         assert "Server Shut Down." in s1.process.log()
@@ -117,7 +131,8 @@ def test_sigterm_secondary_hands_its_members_over(tmp_path, capsys):
         moved = replaced_by(uas, old_calls, [primary, s2])
         assert all(len(by) == 1 for by in moved.values()), moved
         with capsys.disabled():
-            print(f"\n  s1 handed {len(held)} members over and exited in {left_after:.2f} s")
+            print(f"\n  {how}: s1 handed {len(held)} members over and exited in "
+                  f"{left_after:.2f} s")
     finally:
         stop_all(nodes, uac, uas)
 

@@ -182,6 +182,7 @@ def test_json_logs_one_line_per_call_event_and_api_404(tmp_path):
         f.wait_ready(port)
         assert api_get(http, "/api/v1/conferences/nosuch")[0] == 404
         assert api_get(http, "/api/v1/nothing")[0] == 404
+        assert api_get(http, "/api/v1/leave")[0] == 405      # leaving takes a POST
         call = Sipp("member.xml", f"127.0.0.1:{port}", tmp_path,
                     ["-s", "room", "-m", "1", "-d", "500", "-set", "wait_bye", "0"])
         assert call.wait() == 0, call.errors()
