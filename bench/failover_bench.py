@@ -443,11 +443,11 @@ def main():
     if len(medians) >= 2:
         lo, hi = min(medians), max(medians)
         if medians[lo][0] > 0:
-            coarse = medians[lo][0] <= 2 * POLL + 1e-9
+            coarse = medians[lo][0] <= 3 * POLL
             print(f"scaling ratio detect->re-homed, M={hi} / M={lo}: "
                   f"{medians[hi][0] / medians[lo][0]:.2f} "
                   f"(orphans ratio {medians[hi][1] / max(medians[lo][1], 1):.2f})"
-                  + (f"; M={lo}'s median is within 2 polls ({POLL * 1000:.0f} ms each): "
+                  + (f"; M={lo}'s median is within 3 polls ({POLL * 1000:.0f} ms each): "
                      f"the ratio is coarse" if coarse else ""))
         if medians[lo][2] and medians[hi][2]:
             print(f"scaling ratio of the re-INVITE burst (first -> last 200 OK), "

@@ -1,0 +1,286 @@
+"""The sans-IO media core (issue 6): G.711 tables, RTP/RTCP packets, the
+receiver's jitter buffer and concealment, and the N-1 mixer, with
+synthetic frames."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from twisted_mfocus.media import g711
+from twisted_mfocus.media.mixer import Mixer
+from twisted_mfocus.media.packet import (RTP, PacketError, ReportBlock, build_rtp, parse_event,
+                                         parse_rtcp, parse_rtp, receiver_report,
+                                         sender_report)
+from twisted_mfocus.media.receiver import FRAME, Receiver
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    try:
+        import audioop          # the stdlib's G.711 (until Python 3.13): an oracle
+    except ImportError:
+        audioop = None
+
+
+# -- G.711 ------------------------------------------------------------------
+
+def test_g711_known_codes():
+    assert g711.ULAW_DECODE[0xFF] == 0 and g711.ULAW_DECODE[0x7F] == 0
+    assert g711.ULAW_DECODE[0x00] == -32124 and g711.ULAW_DECODE[0x80] == 32124
+    assert g711.ALAW_DECODE[0xD5] == 8 and g711.ALAW_DECODE[0x55] == -8
+    assert g711.ALAW_DECODE[0xAA] == 32256
+    assert g711.SILENCE == {"PCMU": 0xFF, "PCMA": 0xD5}
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+def test_g711_round_trips_every_code_and_is_monotonic(codec):
+    table = {"PCMU": g711.ULAW_DECODE, "PCMA": g711.ALAW_DECODE}[codec]
+    codes = np.arange(256, dtype=np.uint8)
+    assert (table[g711.encode(codec, table[codes])] == table[codes]).all()
+    linear = np.arange(-32768, 32768, dtype=np.int32)
+    decoded = table[g711.encode(codec, linear)].astype(np.int32)
+    assert (np.diff(decoded) >= 0).all()                    # never inverts loudness
+    step = np.abs(decoded - linear)
+    assert (step <= np.maximum(np.abs(linear) // 16, 16) + 1100).all()
+
+
+@pytest.mark.skipif(audioop is None, reason="audioop left the stdlib in Python 3.13")
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+def test_g711_agrees_with_audioop_everywhere(codec):
+    linear = np.arange(-32768, 32768, dtype=np.int16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        enc = audioop.lin2ulaw if codec == "PCMU" else audioop.lin2alaw
+        dec = audioop.ulaw2lin if codec == "PCMU" else audioop.alaw2lin
+        expected = np.frombuffer(enc(linear.tobytes(), 2), dtype=np.uint8)
+        decoded = np.frombuffer(dec(bytes(range(256)), 2), dtype=np.int16)
+    assert (g711.encode(codec, linear) == expected).all()
+    assert (g711.decode(codec, bytes(range(256))) == decoded).all()
+
+
+def test_encode_clips_wide_samples():
+    wide = np.array([40000, -40000, 32767, -32768], dtype=np.int32)
+    assert (g711.encode("PCMU", wide) == g711.encode("PCMU", [32767, -32768] * 2)).all()
+
+
+# -- RTP / RTCP -------------------------------------------------------------------
+
+def test_rtp_round_trip_and_what_is_skipped():
+    packet = build_rtp(0, 65535, 2 ** 32 - 1, 0xDEADBEEF, b"\xff" * 160, marker=True)
+    assert parse_rtp(packet) == RTP(0, True, 65535, 2 ** 32 - 1, 0xDEADBEEF, b"\xff" * 160)
+    # CSRC count 2, a header extension of one word, 3 bytes of padding
+    head = bytes([0x80 | 0x20 | 0x10 | 2, 8]) + packet[2:12]
+    odd = head + b"\0" * 8 + b"\xbe\xde\x00\x01" + b"\0" * 4 + b"\x55" * 10 + b"\0\0\3"
+    assert parse_rtp(odd).payload == b"\x55" * 10 and parse_rtp(odd).payload_type == 8
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"\x80\x00\x00", "shorter than its header"),
+    (b"\x40" + b"\0" * 11, "version 1"),
+    (b"\x90" + b"\0" * 11, "extension runs past"),
+    (b"\x8f" + b"\0" * 11, "run past the packet"),
+    (b"\xa0" + b"\0" * 11 + b"\x00", "padding count is zero"),
+    (b"\xa0" + b"\0" * 11 + b"\x09", "run past the packet"),
+])
+def test_bad_rtp_says_what_is_wrong(data, why):
+    with pytest.raises(PacketError, match=why):
+        parse_rtp(data)
+
+
+def test_rtcp_sender_and_receiver_reports_round_trip():
+    block = ReportBlock(7, 25, -3, 70000, 12, 0x12345678, 65536)
+    sr = sender_report(1, 1764000000.5, 160, 10, 1600, [block])
+    rr = receiver_report(2, [block._replace(ssrc=8, cumulative_lost=5)])
+    parsed = parse_rtcp(sr + rr)
+    assert [(p[0], p[1], p[3]) for p in parsed] == [
+        (200, 1, [block]), (201, 2, [block._replace(ssrc=8, cumulative_lost=5)])]
+    assert parsed[0][2][2:] == (160, 10, 1600)
+    with pytest.raises(PacketError, match="runs past"):
+        parse_rtcp(sr[:-4])
+
+
+def test_telephone_event_payload():
+    event = parse_event(bytes([10, 0x80 | 10, 0x03, 0x20]))
+    assert (event.event, event.end, event.volume, event.duration) == (10, True, 10, 800)
+    with pytest.raises(PacketError):
+        parse_event(b"\x01")
+
+
+# -- the receiver ---------------------------------------------------------------
+
+def tone(n, level=1000):
+    """Frame n: a constant level n*level (easy to recognise after G.711)."""
+    return np.full(FRAME, n * level, dtype=np.int16)
+
+
+def packet(n, ssrc=1, pt=0, payload=None, ts0=1000):
+    if payload is None:
+        payload = g711.encode("PCMU", tone(n)).tobytes()
+    return RTP(pt, False, (100 + n) & 0xFFFF, (ts0 + n * FRAME) & 0xFFFFFFFF, ssrc, payload)
+
+
+def level(frame):
+    return None if frame is None else int(np.median(frame))
+
+
+def played(receiver, ticks):
+    return [level(receiver.pull()) for _ in range(ticks)]
+
+
+def near(values, expected):
+    return all((v is None and e is None) or (v is not None and e is not None and
+                                             abs(v - e) <= max(abs(e) // 16, 8))
+               for v, e in zip(values, expected)) and len(values) == len(expected)
+
+
+def test_in_order_frames_play_after_the_initial_delay():
+    r = Receiver(min_delay=1)
+    for n in range(1, 4):
+        r.push(packet(n), n * 0.02)
+    assert near(played(r, 5), [None, 1000, 2000, 3000, 1500])    # then concealment
+
+
+def test_reordering_within_the_delay_is_undone():
+    r = Receiver(min_delay=2)
+    for n, t in ((1, 0.02), (3, 0.04), (2, 0.05), (4, 0.08)):
+        r.push(packet(n), t)
+    assert near(played(r, 6)[2:], [1000, 2000, 3000, 4000])
+
+
+def test_a_lost_frame_is_concealed_by_fading_then_silence():
+    r = Receiver(min_delay=1)
+    for n in (1, 2):
+        r.push(packet(n), n * 0.02)
+    out = played(r, 3)
+    assert near(out, [None, 1000, 2000])
+    assert near(played(r, 3), [1000, 500, None])    # half, a quarter... then nothing
+    r.push(packet(6), 0.2)
+    assert near(played(r, 1), [6000])
+
+
+def test_a_late_packet_is_dropped_and_lengthens_the_delay():
+    r = Receiver(min_delay=1, max_delay=4)
+    r.push(packet(1), 0.02)
+    played(r, 3)
+    r.push(packet(2), 0.1)                          # its time has passed
+    assert r.late == 1 and r.delay == 1
+    r.pull()
+    assert r.delay == 2
+
+
+def test_a_new_ssrc_takes_over_only_if_it_keeps_sending():
+    r = Receiver()
+    r.push(packet(1, ssrc=1), 0.02)
+    r.push(packet(2, ssrc=9), 0.04)                 # a stray packet: ignored
+    assert r.ssrc == 1
+    for n in range(3, 6):
+        r.push(packet(n, ssrc=9, ts0=50000), n * 0.02)
+    assert r.ssrc == 9
+
+
+def test_each_telephone_event_is_reported_once():
+    r = Receiver(event_pt=101)
+    star = bytes([10, 10, 0, 160])
+    digits = [r.push(RTP(101, False, i, 8000, 1, star), i * 0.02) for i in range(3)]
+    six_end = bytes([6, 0x80 | 10, 3, 0x20])
+    digits += [r.push(RTP(101, False, 3 + i, 9600, 1, six_end), 0.1) for i in range(3)]
+    assert [d for d in digits if d] == ["*", "6"]
+
+
+def test_report_block_counts_loss_and_jitter():
+    r = Receiver()
+    for n in (1, 2, 4, 5):                           # 3 lost
+        r.push(packet(n), n * 0.02 + (0.005 if n == 4 else 0))
+    block = r.report_block()
+    assert (block.ssrc, block.cumulative_lost, block.highest_seq) == (1, 1, 105)
+    assert block.fraction_lost == 256 // 5 and block.jitter > 0
+    assert r.report_block().fraction_lost == 0       # nothing new since
+
+
+# -- the mixer ----------------------------------------------------------------------
+
+def frames(keys, seed=0, scale=3000):
+    rng = np.random.default_rng(seed)
+    return {k: rng.integers(-scale, scale, FRAME).astype(np.int16) for k in keys}
+
+
+def test_members_hear_exactly_everyone_else():
+    m = Mixer(capacity=2)                            # grows as parties come
+    keys = [f"m{i}" for i in range(5)]
+    for k in keys:
+        m.add(k)
+    voices = frames(keys)
+    for k, v in voices.items():
+        m.put(k, v)
+    heard = m.mix_linear()
+    total = sum(v.astype(np.int32) for v in voices.values())
+    for k in keys:
+        assert (heard[k] == total - voices[k]).all()
+
+
+def test_peers_get_our_members_only_and_members_hear_the_peers():
+    m = Mixer()
+    for k in ("a", "b"):
+        m.add(k)
+    for k in ("p", "q"):
+        m.add(k, peer=True)
+    voices = frames("abpq", seed=1)
+    for k, v in voices.items():
+        m.put(k, v)
+    heard = m.mix_linear()
+    v = {k: x.astype(np.int32) for k, x in voices.items()}
+    assert (heard["a"] == v["b"] + v["p"] + v["q"]).all()
+    assert (heard["p"] == v["a"] + v["b"]).all() and (heard["q"] == heard["p"]).all()
+
+
+def test_the_sum_is_clipped_not_wrapped():
+    m = Mixer()
+    for k in "abc":
+        m.add(k)
+    for k in "ab":
+        m.put(k, np.full(FRAME, 30000, dtype=np.int16))
+    m.put("c", np.full(FRAME, -30000, dtype=np.int16))
+    heard = m.mix_linear()
+    assert (heard["c"] == 32767).all() and (heard["a"] == 0).all()
+
+
+def test_muted_silent_and_held_parties():
+    m = Mixer()
+    for k in "abc":
+        m.add(k)
+    m.set("a", muted=True)
+    m.set("c", receives=False)                       # on hold: no payload for it
+    voices = frames("abc", seed=2)
+    m.put("a", voices["a"])
+    m.put("b", voices["b"])
+    m.put("c", None)                                 # nothing to play this tick
+    heard = m.mix_linear()
+    assert set(heard) == {"a", "b"}
+    assert (heard["a"] == voices["b"]).all() and (heard["b"] == 0).all()
+    assert m.mix_linear()["a"].any() == False        # noqa: E712 (the tick was cleared)
+
+
+def test_payloads_are_coded_per_party_codec():
+    m = Mixer()
+    m.add("mu", codec="PCMU")
+    m.add("al", codec="PCMA")
+    m.add("src")
+    m.put("src", np.full(FRAME, 5000, dtype=np.int16))
+    out = m.mix()
+    assert set(out) == {"mu", "al", "src"} and all(len(p) == FRAME for p in out.values())
+    assert abs(int(g711.decode("PCMU", out["mu"])[0]) - 5000) < 200
+    assert abs(int(g711.decode("PCMA", out["al"])[0]) - 5000) < 200
+    assert out["src"] == bytes([g711.SILENCE["PCMU"]]) * FRAME
+
+
+def test_parties_come_and_go():
+    m = Mixer(capacity=1)
+    for k in "abc":
+        m.add(k)
+    m.remove("b")
+    with pytest.raises(ValueError):
+        m.add("a")
+    m.add("d", codec="PCMA")
+    assert set(m.mix()) == {"a", "c", "d"}
+    with pytest.raises(ValueError):
+        m.add("e", codec="G722")
