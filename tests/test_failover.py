@@ -249,7 +249,7 @@ def test_kill_9_secondary_baresip_members_keep_a_call(tmp_path, capsys):
     phone ends with one call, to a survivor, without any action of its own."""
     import socket
     from .harness import wait_for
-    from .peers import Baresip, port_free, write_tone_wav
+    from .peers import Baresip, free_sip_port, port_free, write_tone_wav
     from .peers.process import rtp_base
 
     need("baresip")
@@ -262,7 +262,7 @@ def test_kill_9_secondary_baresip_members_keep_a_call(tmp_path, capsys):
         work.mkdir()
         low = next(p for p in iter(rtp_base, None)
                    if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + 6)))
-        phones.append(Baresip(work, name, free_port(), low, free_port(socket.SOCK_STREAM),
+        phones.append(Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
                               tone_wav=write_tone_wav(work / "tone.wav", seconds=90),
                               rtp_span=6))
     try:

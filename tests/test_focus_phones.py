@@ -13,7 +13,7 @@ import time
 import pytest
 
 from .harness import Focus, Sipp, api_get, free_port, wait_for
-from .peers import Baresip, Kamailio, Linphonec, port_free, write_tone_wav
+from .peers import Baresip, Kamailio, Linphonec, free_sip_port, port_free, write_tone_wav
 from .peers.process import need, rtp_base
 from .peers.kamailio import _KAMAILIO_CFG
 
@@ -69,7 +69,7 @@ def baresip(tmp_path, name, seconds=60.0):
     work = tmp_path / name
     work.mkdir()
     tone = write_tone_wav(work / "tone.wav", seconds=seconds)
-    return Baresip(work, name, free_port(), rtp_base(), free_port(socket.SOCK_STREAM),
+    return Baresip(work, name, free_sip_port(), rtp_base(), free_port(socket.SOCK_STREAM),
                    tone_wav=tone)
 
 

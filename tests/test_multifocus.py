@@ -176,7 +176,7 @@ def test_forwarded_refer_needs_a_trusted_focus_and_a_hop_budget(tmp_path):
 
 
 def test_baresip_members_are_handed_over_with_replaces(tmp_path):
-    from .peers import Baresip, port_free, write_tone_wav
+    from .peers import Baresip, free_sip_port, port_free, write_tone_wav
     from .peers.process import need, rtp_base
     import socket
 
@@ -190,7 +190,7 @@ def test_baresip_members_are_handed_over_with_replaces(tmp_path):
         # Four RTP ports: the handover call exists next to the first one.
         low = next(p for p in iter(rtp_base, None)
                    if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + 4)))
-        phones.append(Baresip(work, name, free_port(), low, free_port(socket.SOCK_STREAM),
+        phones.append(Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
                               tone_wav=write_tone_wav(work / "tone.wav", seconds=60),
                               rtp_span=4))
     try:

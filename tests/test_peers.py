@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from .peers import Baresip, Kamailio, Linphonec, free_port, port_free
+from .peers import Baresip, Kamailio, Linphonec, free_port, free_sip_port, port_free
 from .peers.process import need, rtp_base
 
 
@@ -22,8 +22,8 @@ from .peers.process import need, rtp_base
 
 def test_baresip_calls_baresip(tmp_path):
     need("baresip")
-    a = Baresip(tmp_path / "a", "alice", free_port(), rtp_base(), free_port(socket.SOCK_STREAM))
-    b = Baresip(tmp_path / "b", "bob", free_port(), rtp_base(), free_port(socket.SOCK_STREAM))
+    a = Baresip(tmp_path / "a", "alice", free_sip_port(), rtp_base(), free_port(socket.SOCK_STREAM))
+    b = Baresip(tmp_path / "b", "bob", free_sip_port(), rtp_base(), free_port(socket.SOCK_STREAM))
     try:
         b.start()
         a.start()
@@ -98,7 +98,7 @@ def test_linphonec_registers_through_kamailio(tmp_path):
 
 def test_linphonec_calls_baresip(tmp_path):
     need("linphonec", "baresip")
-    bob = Baresip(tmp_path / "bob", "bob", free_port(), rtp_base(), free_port(socket.SOCK_STREAM))
+    bob = Baresip(tmp_path / "bob", "bob", free_sip_port(), rtp_base(), free_port(socket.SOCK_STREAM))
     dave = Linphonec(tmp_path / "dave", "dave", free_port())
     try:
         bob.start()

@@ -18,6 +18,17 @@ HOST = "127.0.0.1"
 
 # ---- ports and processes ----------------------------------------------------
 
+def free_sip_port():
+    """A SIP port for baresip: free for UDP and TCP, and port + 1 free for
+    TCP too (baresip 1.0 always listens for SIP over TLS there; a busy one
+    made it fail to start, seen in CI)."""
+    for _ in range(100):
+        port = free_port()
+        if port < 65535 and port_free(port + 1, kinds=(socket.SOCK_STREAM,)):
+            return port
+    raise RuntimeError("no free SIP port pair")
+
+
 def port_free(port, host=HOST, kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)):
     """True when ``port`` can be bound on ``host`` for every socket kind in ``kinds``.
 

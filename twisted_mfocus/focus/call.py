@@ -71,6 +71,8 @@ class CallLeg:
         self.replacing_call_id = None   # the other focus's call this leg replaces
         self.handed_off = False     # another focus holds the member now
         self.epoch = 0              # ownership epoch of the member (replica.py)
+        self.muted = False          # its voice is kept out of the mix (API, *6)
+        self.last_digit, self.last_digit_at = None, 0.0
         self.ended = defer.Deferred()
 
     # -- dial-in (UAS) -----------------------------------------------------
@@ -328,9 +330,13 @@ class CallLeg:
 
     @property
     def media_status(self):
-        """RFC 4575 §5.7.4 media status, from our side of the answer."""
+        """RFC 4575 §5.7.4 media status, from our side of the answer; a
+        muted member's voice is not taken: we only send (sendonly)."""
         n = self.negotiated
-        return n.direction if n is not None else "inactive"
+        direction = n.direction if n is not None else "inactive"
+        if self.muted:
+            direction = {"sendrecv": "sendonly", "recvonly": "inactive"}.get(direction, direction)
+        return direction
 
     @property
     def on_hold(self):

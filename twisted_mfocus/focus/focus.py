@@ -24,6 +24,7 @@ from twisted.logger import Logger
 
 from ..conference import info
 from ..conference.model import Conference
+from ..media.engine import MediaEngine
 from ..media.rtp import PortsExhausted
 from ..media.sdp import SDPError
 from ..sip.dialog import DialogError, pop_own_route, strict_route_fixup
@@ -44,6 +45,8 @@ from .subscriptions import Notifier
 from .ua import UserAgent
 
 __all__ = ["ConferenceFocus", "ConferencePackage"]
+
+STAR_WINDOW = 3.0       # seconds between '*' and '6' of the self-mute code
 
 ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "SUBSCRIBE", "NOTIFY",
          "REFER", "INFO")
@@ -97,12 +100,14 @@ class ConferenceFocus:
         #: the trusted foci of the config, as (focus id, URI to SUBSCRIBE)
         self.peers = [(focus_id(uri), uri) for uri in config.peers]
         self.stopping = False
+        self.media = None           # media/engine.py, once attached to the reactor
         #: registrar.py: bindings of our conference URIs, with multifocus.registrar
         self.registrar = Registrar(self, config.registrar) if config.registrar else None
 
     def attach(self, service):
         """Called once the transports and transactions exist."""
         self.clock = service.reactor
+        self.media = MediaEngine(self.clock, self._digit)
         self.ua = UserAgent(service.reactor, service.transport, service.transactions)
         cfg = self.config
         self.notifier = Notifier(
@@ -218,10 +223,12 @@ class ConferenceFocus:
     handed_off = 0
 
     def handed_off_leg(self, leg):
-        """Another focus holds ``leg``'s member now: its place is free."""
+        """Another focus holds ``leg``'s member now: its place is free (and
+        its voice is mixed there)."""
         if leg.state == "confirmed" and not leg.handed_off:
             leg.handed_off = True
             self.handed_off += 1
+            self._mix(leg)
 
     def is_full(self):
         return self.load >= self.config.capacity
@@ -266,6 +273,7 @@ class ConferenceFocus:
         self.log.info("{conf}: {member} {event} ({how}, call {call})", event="joined",
                       conf=conference.name, member=leg.user_entity, how=leg.joining_method,
                       call=leg.call_id)
+        self._mix(leg)
         mesh.member_joined(leg)
         if leg.provisional:
             self.delegator.hand_over(leg)
@@ -274,7 +282,43 @@ class ConferenceFocus:
         self.log.info("{conf}: {member} {event} {status}", event="media",
                       conf=leg.conference.name, member=leg.user_entity,
                       status=leg.media_status, call=leg.call_id)
+        self._mix(leg)
         self.mesh_of(leg.conference).member_changed(leg)
+
+    # -- audio (media/engine.py) ---------------------------------------------
+
+    def _mix(self, leg):
+        """Put ``leg`` in its conference's mix, as negotiated (or take it out)."""
+        media = self.media
+        if media is None:
+            return
+        n = leg.negotiated
+        if leg.state != "confirmed" or leg.handed_off or n is None or n.codec is None:
+            media.remove(leg)
+        elif leg in media.streams:
+            media.update(leg, n)
+        else:
+            media.add(leg.conference, leg, leg.rtp, n)
+            media.mute(leg, leg.muted)
+
+    def set_muted(self, leg, muted):
+        """Keep ``leg``'s voice out of the mix (or put it back)."""
+        if leg.muted == muted:
+            return
+        leg.muted = muted
+        self.log.info("{conf}: {member} {event}", event="muted" if muted else "unmuted",
+                      conf=leg.conference.name, member=leg.user_entity, call=leg.call_id)
+        if self.media is not None:
+            self.media.mute(leg, muted)
+        self.mesh_of(leg.conference).member_changed(leg)
+
+    def _digit(self, leg, digit):
+        """RFC 4733 digits from a member: ``*6`` toggles its mute."""
+        now = self.clock.seconds()
+        if digit == "6" and leg.last_digit == "*" and now - leg.last_digit_at <= STAR_WINDOW:
+            self.set_muted(leg, not leg.muted)
+            digit = None
+        leg.last_digit, leg.last_digit_at = digit, now
 
     def leg_ended(self, leg, why, was_member):
         conference = leg.conference
@@ -283,6 +327,7 @@ class ConferenceFocus:
             legs.remove(leg)
             if leg.handed_off:
                 self.handed_off -= 1
+        self._mix(leg)                          # out of the mix (it ended)
         self.rtp_pool.release(leg.rtp)
         if was_member:
             self.log.info("{conf}: {member} {event} ({why}, call {call})", event="left",
@@ -552,6 +597,8 @@ class ConferenceFocus:
         return done
 
     def _end_everything(self):
+        if self.media is not None:
+            self.media.stop()
         if self.registrar is not None:
             self.registrar.stop()
         ds = [self.notifier.terminate_all("noresource")]

@@ -34,11 +34,12 @@ __all__ = ["Mixer", "Party"]
 class Party:
     """One row of the mixer."""
 
-    __slots__ = ("key", "row", "codec", "peer", "muted", "receives")
+    __slots__ = ("key", "row", "codec", "peer", "muted", "held", "receives")
 
     def __init__(self, key, row, codec, peer):
         self.key, self.row, self.codec, self.peer = key, row, codec, peer
-        self.muted = False
+        self.muted = False              # by the API or *6
+        self.held = False               # the party put us on hold
         self.receives = True
 
 
@@ -74,10 +75,12 @@ class Mixer:
             self._free.append(party.row)
             self._layout = None
 
-    def set(self, key, muted=None, receives=None, codec=None):
+    def set(self, key, muted=None, receives=None, codec=None, held=None):
         party = self.parties[key]
         if muted is not None:
             party.muted = muted
+        if held is not None:
+            party.held = held
         if receives is not None:
             party.receives = receives
         if codec is not None:
@@ -146,7 +149,7 @@ class Mixer:
         rows = np.array([p.row for p in parties], dtype=np.intp)
         members = np.array([not p.peer for p in parties], dtype=bool)
         heard = np.zeros(len(self._frames), dtype=bool)
-        heard[[p.row for p in parties if not p.muted]] = True
+        heard[[p.row for p in parties if not (p.muted or p.held)]] = True
         mu = [i for i, p in enumerate(parties) if p.receives and p.codec == PCMU]
         al = [i for i, p in enumerate(parties) if p.receives and p.codec == PCMA]
         self._layout = (rows, members, heard, np.array(mu, dtype=np.intp),

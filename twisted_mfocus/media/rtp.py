@@ -35,7 +35,13 @@ class _Counter(protocol.DatagramProtocol):
 
 
 class RTPEndpoint:
-    """One RTP/RTCP port pair and the counters of what arrived on it."""
+    """One RTP/RTCP port pair and the counters of what arrived on it.
+
+    ``sink`` (set by the media engine while a call uses the pair) hears
+    every datagram: ``rtp_received(data, addr)``, ``rtcp_received(...)``.
+    ``send_rtp``/``send_rtcp`` send from the pair's own ports, so a member
+    behind NAT gets our packets from where it sends its own (symmetric
+    RTP, RFC 4961)."""
 
     def __init__(self, port, interface):
         self.port = port
@@ -45,6 +51,7 @@ class RTPEndpoint:
         self.octets = 0           # their total size
         self.rtcp_packets = 0
         self.last_source = None   # (host, port) of the last RTP datagram
+        self.sink = None
         self._listeners = ()
 
     def __repr__(self):
@@ -53,14 +60,27 @@ class RTPEndpoint:
     def _received(self, data, addr, rtcp):
         if rtcp:
             self.rtcp_packets += 1
+            if self.sink is not None:
+                self.sink.rtcp_received(data, addr)
             return
         self.packets += 1
         self.octets += len(data)
         self.last_source = tuple(addr[:2])
+        if self.sink is not None:
+            self.sink.rtp_received(data, addr)
+
+    def send_rtp(self, data, addr):
+        if self._listeners:
+            self._listeners[0].write(data, addr)
+
+    def send_rtcp(self, data, addr):
+        if len(self._listeners) > 1:
+            self._listeners[1].write(data, addr)
 
     def _reset(self):
         self.packets = self.octets = self.rtcp_packets = 0
         self.last_source = None
+        self.sink = None
 
     def _stop(self):
         listeners, self._listeners = self._listeners, ()
