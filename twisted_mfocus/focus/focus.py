@@ -249,6 +249,13 @@ class ConferenceFocus:
         return [leg for leg in self.legs.get(conference, ()) if leg.state != "ended" and
                 (leg.user_entity == user or leg.endpoint_entity == text)]
 
+    def holder_of(self, conference, uri):
+        """The focus holding member ``uri`` (user or endpoint), or None."""
+        for holder, record in self.mesh_of(conference).replica.members().values():
+            if uri in (record.user, record.endpoint):
+                return holder
+        return None
+
     def leg_joined(self, leg):
         conference = leg.conference
         leg.joined_at = time.time()

@@ -7,6 +7,9 @@
 "members": [{"uri", "focus", "status", "joined"}], "subscriptions"}``
 (each member also names its ``endpoint``; each focus its ``epoch``).  The
 foci are the live ones: a focus that left or failed is not listed.
+``POST /api/v1/conferences/NAME/members/URI/mute`` (and ``/unmute``)
+keeps a member's voice out of the mix (URI percent-encoded; a member held
+by another focus: 409 naming that focus): ``{"uri", "muted"}``.
 ``POST /api/v1/leave`` makes this focus leave (as SIGTERM does: its members
 are handed to other foci, then the process exits): 202.
 Other tools depend on these field names: add fields, never rename them.
@@ -15,8 +18,12 @@ Other tools depend on these field names: add fields, never rename them.
 
 import json
 import time
+from urllib.parse import unquote
 
 from twisted.web import resource
+
+from ..sip.errors import SIPError
+from ..sip.uri import URI
 
 __all__ = ["api_root", "conference_view"]
 
@@ -36,7 +43,8 @@ def conference_view(focus, conference):
                                               key=lambda kv: (kv[1][1].user, kv[0])):
         held[holder] = held.get(holder, 0) + 1
         members.append({"uri": record.user, "endpoint": endpoint, "focus": holder,
-                        "status": record.status, "joined": _iso(record.when)})
+                        "status": record.status, "joined": _iso(record.when),
+                        "media": record.media})
     foci = [{"uri": f.uri, "role": f.role, "capacity": f.capacity,
              "members": held.get(f.uri, 0), "state": f.state, "links": list(f.links),
              "epoch": f.epoch}
@@ -69,10 +77,36 @@ class _JSON(resource.Resource):
 
 class _Conference(_JSON):
     isLeaf = True
+    allowed = (b"GET", b"HEAD", b"POST")
 
     def __init__(self, focus, name):
         super().__init__()
         self.focus, self.name = focus, name
+
+    def render_POST(self, request):
+        """``members/URI/mute`` or ``members/URI/unmute``."""
+        path = request.postpath
+        if len(path) != 3 or path[0] != b"members" or path[2] not in (b"mute", b"unmute"):
+            return self._not_found(request, "resource")
+        conference = self.focus.conferences.get(self.name)
+        if conference is None:
+            return self._not_found(request, "conference")
+        member = unquote(path[1].decode("utf-8", "replace"))
+        try:
+            uri = URI.parse(member)
+        except SIPError:
+            request.setResponseCode(400)
+            return self._json(request, {"error": f"not a SIP URI: {member}"})
+        legs = [leg for leg in self.focus.legs_of(conference, uri) if not leg.handed_off]
+        if not legs:
+            holder = self.focus.holder_of(conference, member)
+            request.setResponseCode(409 if holder else 404)
+            return self._json(request, {"error": "held by another focus", "focus": holder}
+                              if holder else {"error": "no such member"})
+        muted = path[2] == b"mute"
+        for leg in legs:
+            self.focus.set_muted(leg, muted)
+        return self._json(request, {"uri": member, "muted": muted})
 
     def render_GET(self, request):
         if request.postpath and request.postpath != [b""]:

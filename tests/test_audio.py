@@ -1,0 +1,154 @@
+"""Members hear one conference (issue 6): baresip phones each send their
+own tone; what each received from the focus is taken from a capture of its
+RTP port on lo (dumpcap), decoded, and analysed by FFT band energy: the
+other members' tones are there, its own is not."""
+
+import socket
+import time
+
+import numpy as np
+
+from twisted_mfocus.media import g711
+from twisted_mfocus.media.packet import PacketError, parse_rtp
+
+from .foci import start_foci, stop_all
+from .harness import wait_for
+from .pcap import Capture, udp_datagrams
+from .peers import Baresip, free_port, free_sip_port, port_free, write_tone_wav
+from .peers.process import need, rtp_base
+
+CONF = "tones"
+TONES = {"alice": 440, "bob": 1000, "carol": 1500}
+
+
+def received_audio(pcap, rtp_port, start=0.0, end=float("inf")):
+    """The PCMU/PCMA RTP sent to ``rtp_port`` (captured between ``start``
+    and ``end``, wall-clock times), decoded, in timestamp order."""
+    frames = []
+    for t, _, dport, payload in udp_datagrams(pcap):
+        if dport != rtp_port or not start <= t <= end:
+            continue
+        try:
+            packet = parse_rtp(payload)
+        except PacketError:
+            continue
+        if packet.payload_type in g711.CODECS:
+            frames.append((packet.timestamp, g711.decode(g711.CODECS[packet.payload_type],
+                                                         packet.payload)))
+    frames.sort(key=lambda f: f[0])
+    return np.concatenate([f[1] for f in frames]) if frames else np.zeros(0, np.int16)
+
+
+def band_levels(samples, freqs, width=25):
+    """Energy of each frequency band, relative to the strongest (0..1)."""
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
+    bins = np.fft.rfftfreq(len(samples), 1 / 8000)
+    energy = {f: float(np.sum(spectrum[(bins > f - width) & (bins < f + width)] ** 2))
+              for f in freqs}
+    top = max(energy.values()) or 1.0
+    return {f: e / top for f, e in energy.items()}
+
+
+def phones_on(tmp_path, names):
+    phones = []
+    for name in names:
+        work = tmp_path / name
+        work.mkdir()
+        low = next(p for p in iter(rtp_base, None)
+                   if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + 2)))
+        phones.append(Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
+                              tone_wav=write_tone_wav(work / "tone.wav", freq=TONES[name],
+                                                      seconds=60)))
+    return phones
+
+
+def heard(pcap, phone, start=0.0, end=float("inf")):
+    """Which tones ``phone`` received (band level > 0.2 of the strongest)
+    in the last 2 s before ``end``."""
+    audio = received_audio(pcap, phone.rtp_low, start, end)
+    assert len(audio) >= 8000 * 1.5, (phone.name, len(audio))
+    levels = band_levels(audio[-8000 * 2:], TONES.values())
+    loud = {f for f, level in levels.items() if level > 0.2}
+    assert all(levels[f] < 0.01 for f in TONES.values() if f not in loud), (phone.name, levels)
+    return loud
+
+
+def assert_each_hears_the_others(pcap, phones):
+    for phone in phones:
+        assert heard(pcap, phone) == set(TONES.values()) - {TONES[phone.name]}, phone.name
+
+
+def test_one_focus_three_baresip_members_hear_the_other_two(tmp_path):
+    need("baresip", "dumpcap")
+    nodes = start_foci(tmp_path, [("focus", "primary", 10)])
+    focus = nodes[0]
+    phones = phones_on(tmp_path, TONES)
+    bpf = "udp and (" + " or ".join(f"dst port {p.rtp_low}" for p in phones) + ")"
+    capture = Capture(str(tmp_path / "rtp.pcap"), bpf=bpf)
+    try:
+        for phone in phones:
+            phone.start()
+            phone.dial(f"sip:{CONF}@127.0.0.1:{focus.port}")
+            phone.wait_event("CALL_ESTABLISHED", 8)
+        assert wait_for(lambda: len(focus.conference(CONF)["members"]) == 3, timeout=10)
+        time.sleep(3)                   # a few seconds of the three-way mix
+    finally:
+        capture.stop()
+        for phone in phones:
+            phone.stop()
+        stop_all(nodes)
+    assert_each_hears_the_others(capture.path, phones)
+
+
+def test_mute_by_api_and_by_star_6(tmp_path):
+    """A muted member's tone leaves the others' audio and comes back on
+    unmute: by the API (alice), and by RFC 4733 *6 from the phone (bob)."""
+    from .test_failover import api_post
+    need("baresip", "dumpcap")
+    nodes = start_foci(tmp_path, [("focus", "primary", 10)])
+    focus = nodes[0]
+    phones = phones_on(tmp_path, TONES)
+    alice, bob, carol = phones
+    bpf = "udp and (" + " or ".join(f"dst port {p.rtp_low}" for p in phones) + ")"
+    capture = Capture(str(tmp_path / "rtp.pcap"), bpf=bpf)
+    marks = []
+
+    def media_of(phone):
+        return {m["uri"]: m["media"] for m in focus.conference(CONF)["members"]}.get(phone.aor)
+
+    def step(name, action=None, media=None):
+        if action is not None:
+            action()
+        if media is not None:
+            assert wait_for(lambda: media_of(media[0]) == media[1], timeout=5), \
+                (name, media_of(media[0]))
+        time.sleep(3)
+        marks.append((name, time.time()))
+    try:
+        for phone in phones:
+            phone.start()
+            phone.dial(f"sip:{CONF}@127.0.0.1:{focus.port}")
+            phone.wait_event("CALL_ESTABLISHED", 8)
+        assert wait_for(lambda: len(focus.conference(CONF)["members"]) == 3, timeout=10)
+        mute = f"/api/v1/conferences/{CONF}/members/{alice.aor.replace(':', '%3A')}"
+        step("all")
+        step("alice muted by the API", lambda: api_post(focus.http, mute + "/mute"),
+             (alice, "sendonly"))
+        step("alice unmuted", lambda: api_post(focus.http, mute + "/unmute"),
+             (alice, "sendrecv"))
+        step("bob pressed *6", lambda: bob.command("sndcode", "*6"), (bob, "sendonly"))
+        step("bob pressed *6 again", lambda: bob.command("sndcode", "*6"), (bob, "sendrecv"))
+    finally:
+        capture.stop()
+        for phone in phones:
+            phone.stop()
+        stop_all(nodes)
+    a, b, c = (TONES[p.name] for p in phones)
+    expect = {"all": {alice: {b, c}, bob: {a, c}, carol: {a, b}},
+              "alice muted by the API": {bob: {c}, carol: {b}, alice: {b, c}},
+              "alice unmuted": {bob: {a, c}, carol: {a, b}},
+              "bob pressed *6": {alice: {c}, carol: {a}, bob: {a, c}},
+              "bob pressed *6 again": {alice: {b, c}, carol: {a, b}}}
+    for name, end in marks:
+        for phone, tones in expect[name].items():
+            assert heard(capture.path, phone, end - 2.5, end) == tones, (name, phone.name)
