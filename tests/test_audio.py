@@ -11,7 +11,7 @@ import numpy as np
 from twisted_mfocus.media import g711
 from twisted_mfocus.media.packet import PacketError, parse_rtp
 
-from .foci import start_foci, stop_all
+from .foci import start_foci, stop_all, wait_agreement
 from .harness import wait_for
 from .pcap import Capture, udp_datagrams
 from .peers import Baresip, free_port, free_sip_port, port_free, write_tone_wav
@@ -49,23 +49,30 @@ def band_levels(samples, freqs, width=25):
     return {f: e / top for f, e in energy.items()}
 
 
-def phones_on(tmp_path, names):
+def phones_on(tmp_path, names, rtp_span=2):
     phones = []
     for name in names:
         work = tmp_path / name
         work.mkdir()
-        low = next(p for p in iter(rtp_base, None)
-                   if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + 2)))
+        low = next(p for p in iter(rtp_base, None) if all(
+            port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + rtp_span)))
         phones.append(Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
                               tone_wav=write_tone_wav(work / "tone.wav", freq=TONES[name],
-                                                      seconds=60)))
+                                                      seconds=60), rtp_span=rtp_span))
     return phones
+
+
+def rtp_filter(phones):
+    return "udp and (" + " or ".join(f"dst portrange {p.rtp_low}-{p.rtp_high}"
+                                     for p in phones) + ")"
 
 
 def heard(pcap, phone, start=0.0, end=float("inf")):
     """Which tones ``phone`` received (band level > 0.2 of the strongest)
-    in the last 2 s before ``end``."""
-    audio = received_audio(pcap, phone.rtp_low, start, end)
+    in the last 2 s before ``end``, on the RTP port of its range that got
+    the most (after a handover the new call has a port of its own)."""
+    audio = max((received_audio(pcap, port, start, end)
+                 for port in range(phone.rtp_low, phone.rtp_high + 1, 2)), key=len)
     assert len(audio) >= 8000 * 1.5, (phone.name, len(audio))
     levels = band_levels(audio[-8000 * 2:], TONES.values())
     loud = {f for f, level in levels.items() if level > 0.2}
@@ -83,8 +90,7 @@ def test_one_focus_three_baresip_members_hear_the_other_two(tmp_path):
     nodes = start_foci(tmp_path, [("focus", "primary", 10)])
     focus = nodes[0]
     phones = phones_on(tmp_path, TONES)
-    bpf = "udp and (" + " or ".join(f"dst port {p.rtp_low}" for p in phones) + ")"
-    capture = Capture(str(tmp_path / "rtp.pcap"), bpf=bpf)
+    capture = Capture(str(tmp_path / "rtp.pcap"), bpf=rtp_filter(phones))
     try:
         for phone in phones:
             phone.start()
@@ -109,8 +115,7 @@ def test_mute_by_api_and_by_star_6(tmp_path):
     focus = nodes[0]
     phones = phones_on(tmp_path, TONES)
     alice, bob, carol = phones
-    bpf = "udp and (" + " or ".join(f"dst port {p.rtp_low}" for p in phones) + ")"
-    capture = Capture(str(tmp_path / "rtp.pcap"), bpf=bpf)
+    capture = Capture(str(tmp_path / "rtp.pcap"), bpf=rtp_filter(phones))
     marks = []
 
     def media_of(phone):
@@ -152,3 +157,34 @@ def test_mute_by_api_and_by_star_6(tmp_path):
     for name, end in marks:
         for phone, tones in expect[name].items():
             assert heard(capture.path, phone, end - 2.5, end) == tones, (name, phone.name)
+
+
+def test_three_foci_one_member_each_hear_the_other_two(tmp_path):
+    """Alice stays on the primary (capacity 1), bob and carol are handed to
+    one secondary each; the foci's cascade legs carry each focus's own
+    members to the others: each still hears the other two, not itself."""
+    need("baresip", "dumpcap")
+    nodes = start_foci(tmp_path, [("primary", "primary", 1), ("s1", "secondary", 1),
+                                  ("s2", "secondary", 1)])
+    primary = nodes[0]
+    phones = phones_on(tmp_path, TONES, rtp_span=6)     # room for the handover call
+    capture = Capture(str(tmp_path / "rtp.pcap"), bpf=rtp_filter(phones))
+    try:
+        for phone in phones:
+            phone.start()
+            phone.dial(f"sip:{CONF}@127.0.0.1:{primary.port}")
+            phone.wait_event("CALL_ESTABLISHED", 8)
+        view, _ = wait_agreement(nodes, CONF, lambda v: len(v[0]) == 3 and
+                                 len({m[2] for m in v[0]}) == 3, timeout=20)
+        assert view is not None, [node.conference(CONF) for node in nodes]
+        assert all(wait_for(lambda: len(p.calls()) == 1, timeout=10) for p in phones)
+        time.sleep(4)                   # the cascade legs are up; seconds of mix
+        end = time.time()
+    finally:
+        capture.stop()
+        for phone in phones:
+            phone.stop()
+        stop_all(nodes)
+    for phone in phones:
+        assert heard(capture.path, phone, end - 2.5, end) == \
+            set(TONES.values()) - {TONES[phone.name]}, phone.name

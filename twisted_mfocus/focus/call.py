@@ -72,6 +72,7 @@ class CallLeg:
         self.handed_off = False     # another focus holds the member now
         self.epoch = 0              # ownership epoch of the member (replica.py)
         self.muted = False          # its voice is kept out of the mix (API, *6)
+        self.peer = None            # a cascade leg to this focus id (cascade.py)
         self.last_digit, self.last_digit_at = None, 0.0
         self.ended = defer.Deferred()
 
@@ -145,7 +146,8 @@ class CallLeg:
 
     # -- dial-out (UAC) ----------------------------------------------------
 
-    def dial(self, target, referred_by=None, on_progress=None, replaces=None, to=None):
+    def dial(self, target, referred_by=None, on_progress=None, replaces=None, to=None,
+             extra_headers=()):
         """INVITE ``target`` into the conference; ``on_progress(status,
         reason)`` hears every response (and 408/503 for failures).
 
@@ -187,7 +189,7 @@ class CallLeg:
             h.add("Require", "replaces")
         if referred_by:
             h.add("Referred-By", referred_by)
-        for name, value in self.focus.policy.extra_headers:
+        for name, value in list(extra_headers) + list(self.focus.policy.extra_headers):
             h.add(name, value)
         h.add("Content-Type", SDP)
         invite = Request("INVITE", target.replace(params={

@@ -78,6 +78,7 @@ class Failover:
         link = mesh.links.pop(uri, None)
         if link is not None:
             link.close()
+        mesh.focus.cascades.link_down(mesh.conference, uri)
         mesh.link_changed()
 
     # -- what the state says ------------------------------------------------

@@ -37,6 +37,7 @@ from ..sip.uri import URI
 from ..sip.values import NameAddr
 from ..conference import multifocus
 from .call import CallLeg, aor, parse_offer
+from .cascade import MARKER as CASCADE, Cascades
 from .delegation import Delegator
 from .mesh import Mesh, MultifocusPackage, focus_id
 from .refer import handle_refer
@@ -101,6 +102,7 @@ class ConferenceFocus:
         self.peers = [(focus_id(uri), uri) for uri in config.peers]
         self.stopping = False
         self.media = None           # media/engine.py, once attached to the reactor
+        self.cascades = Cascades(self)
         #: registrar.py: bindings of our conference URIs, with multifocus.registrar
         self.registrar = Registrar(self, config.registrar) if config.registrar else None
 
@@ -257,6 +259,12 @@ class ConferenceFocus:
         return None
 
     def leg_joined(self, leg):
+        if leg.peer is not None:                # a cascade leg: audio only
+            self.log.info("{conf}: cascade with {peer} up ({codec})", conf=leg.conference.name,
+                          peer=leg.peer, codec=leg.negotiated and leg.negotiated.codec,
+                          event="cascade")
+            self._mix(leg)
+            return
         conference = leg.conference
         leg.joined_at = time.time()
         mesh = self.mesh_of(conference)
@@ -290,7 +298,8 @@ class ConferenceFocus:
                       conf=leg.conference.name, member=leg.user_entity,
                       status=leg.media_status, call=leg.call_id)
         self._mix(leg)
-        self.mesh_of(leg.conference).member_changed(leg)
+        if leg.peer is None:
+            self.mesh_of(leg.conference).member_changed(leg)
 
     # -- audio (media/engine.py) ---------------------------------------------
 
@@ -305,7 +314,7 @@ class ConferenceFocus:
         elif leg in media.streams:
             media.update(leg, n)
         else:
-            media.add(leg.conference, leg, leg.rtp, n)
+            media.add(leg.conference, leg, leg.rtp, n, peer=leg.peer is not None)
             media.mute(leg, leg.muted)
 
     def set_muted(self, leg, muted):
@@ -329,6 +338,11 @@ class ConferenceFocus:
 
     def leg_ended(self, leg, why, was_member):
         conference = leg.conference
+        if leg.peer is not None:
+            self.cascades.ended(leg)
+            self._mix(leg)
+            self.rtp_pool.release(leg.rtp)
+            return
         legs = self.legs.get(conference, [])
         if leg in legs:
             legs.remove(leg)
@@ -483,6 +497,9 @@ class ConferenceFocus:
             handler(txn, request, source)
 
     def _out_of_dialog_INVITE(self, txn, request, source):
+        if CASCADE in request.headers:
+            self.cascades.accept(txn, request, source)
+            return
         respond = self.policy.respond
         replaced = None
         if "replaces" in request.headers:
@@ -604,6 +621,7 @@ class ConferenceFocus:
         return done
 
     def _end_everything(self):
+        self.cascades.stop()
         if self.media is not None:
             self.media.stop()
         if self.registrar is not None:

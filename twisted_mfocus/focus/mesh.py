@@ -156,6 +156,7 @@ class FocusLink:
             self.failures = 0
             self._schedule(self.mesh.focus.config.link_expires / 2, self._refresh)
             self._watch_later()
+            self.mesh.focus.cascades.link_up(self.mesh.conference, self.uri)
         if self.on_result is not None:
             on_result, self.on_result = self.on_result, None
             on_result(self, status)
@@ -377,6 +378,7 @@ class Mesh:
     def link_lost(self, link, was_up):
         if self.links.get(link.uri) is link:
             del self.links[link.uri]
+        self.focus.cascades.link_down(self.conference, link.uri)
         if was_up:
             self.link_changed()
         link.failures += 1
