@@ -284,3 +284,27 @@ def test_parties_come_and_go():
     assert set(m.mix()) == {"a", "c", "d"}
     with pytest.raises(ValueError):
         m.add("e", codec="G722")
+
+
+# -- hostile input ---------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.binary(max_size=200))
+def test_any_datagram_is_a_packet_or_a_packet_error_and_never_breaks_the_receiver(data, rtcp):
+    r = Receiver(event_pt=101)
+    try:
+        packet = parse_rtp(data)
+    except PacketError:
+        packet = None
+    if packet is not None:
+        for pt in (packet.payload_type, 0, 101):
+            r.push(packet._replace(payload_type=pt), 0.02)
+        frame = r.pull()
+        assert frame is None or (frame.dtype == np.int16 and len(frame) == FRAME)
+    try:
+        parse_rtcp(rtcp)
+    except PacketError:
+        pass
