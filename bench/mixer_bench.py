@@ -29,6 +29,7 @@ For each N (``--members``, default 100,200,300,400), three processes:
     - tick lateness p50/p99/max from ``engine.lateness`` over the window;
     - RTP packets received (the endpoints' ``packets``) and sent (the
       streams' ``sent_packets``) per second, against N*50 each;
+    - the garbage collector's pauses per generation (gc.callbacks);
     - core 1's busy time from /proc/stat minus the engine's CPU: what other
       processes (another session's tests) took from the core meanwhile.
 * **ceiling**, same run (before and after the N series, the mean used): a
@@ -47,18 +48,21 @@ Goal (issue 6): >= 300 members per core with p99 tick lateness < 5 ms.  An
 N meets it when the CPU fraction is <= 1.0 of one core, the p99 tick
 lateness is < 5 ms, and the engine kept up (received and sent >= 98 % of
 N*50 packets/s; a saturated single core shows as lost packets and caught-up
-ticks rather than a CPU fraction over 1).  Exit 0 when 300 members meet
-it (or the largest N run, if none >= 300 was asked for, is reported as
-untested: exit 2), 2 when it is missed, 1 on errors.
+ticks rather than a CPU fraction over 1).  Exit 0 when 300 members (or
+more) meet it, 2 when it is missed or no N >= 300 was run, 1 on errors.
 
 The machine is shared and noisy: compare the ratio and the medians, not one
-absolute time; the "others on core 1" column says how much another
-process took from the engine's core during its window.
+absolute time.  The "others" column is core 1's busy time (/proc/stat)
+minus the engine's own CPU: what another process took from the engine's
+core during its window.  An N whose window others disturbed by more than
+10 % is run again (``--retries``, default 2; the least disturbed run is
+kept) and marked "(noisy)" if it stays disturbed.
 
     python bench/mixer_bench.py [--members 100,200,300,400] [--seconds 10] [--quick]
 """
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -80,6 +84,7 @@ TICK = 0.020
 GOAL_MEMBERS = 300
 GOAL_P99 = 0.005
 KEEP_UP = 0.98
+NOISY = 0.10            # others' share of core 1 above which a run is redone
 PINNED = (os.cpu_count() or 1) > 1 and hasattr(os, "sched_setaffinity")
 
 
@@ -137,6 +142,16 @@ def role_engine():
 
     engine = MediaEngine(reactor)
     work = array("d")
+    gc_pauses = {0: array("d"), 1: array("d"), 2: array("d")}
+    gc_start = [0.0]
+
+    def gc_watch(phase, info):
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            gc_pauses[info["generation"]].append(time.perf_counter() - gc_start[0])
+
+    gc.callbacks.append(gc_watch)
     tick_once = engine.tick_once
 
     def timed(now):
@@ -165,7 +180,7 @@ def role_engine():
                 "out": sum(s.sent_packets for s in streams),
                 "late_pkts": sum(s.receiver.late for s in streams),
                 "bad": sum(s.receiver.bad for s in streams),
-                "core": core_busy(1)}
+                "core": core_busy(1), "gc": {g: len(v) for g, v in gc_pauses.items()}}
 
     marks = {}
 
@@ -199,6 +214,9 @@ def role_engine():
            "work_p99": pct(ticks, 99) if ticks else None,
            "work_sum": sum(ticks) / wall,
            "ports": [endpoints[0].port, max(e.port for e in endpoints) + 1]}
+    for g, v in gc_pauses.items():
+        pauses = v[a["gc"][g]:b["gc"][g]]
+        res[f"gc{g}"] = [len(pauses), max(pauses, default=0.0), sum(pauses) / wall]
     if a["core"] and b["core"]:
         busy = (b["core"][0] - a["core"][0]) / max(1, b["core"][1] - a["core"][1])
         res["core_busy"] = busy
@@ -489,6 +507,8 @@ def main():
     ap.add_argument("--echo-seconds", type=float, default=3.0)
     ap.add_argument("--window", type=int, default=32, help="echo datagrams in flight")
     ap.add_argument("--seed", type=int, default=6)
+    ap.add_argument("--retries", type=int, default=2,
+                    help="runs again an N whose window others disturbed (> 10 %% of core 1)")
     args = ap.parse_args()
     if args.role == "engine":
         return role_engine()
@@ -526,13 +546,25 @@ def main():
     ceiling("before")
     results = {}
     for n in counts:
-        try:
-            e, s = run_members(n, args, logdir)
-        except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as ex:
-            errors.append(f"{n} members: {ex}")
-            print(f"{n} members: ERROR {ex}", flush=True)
+        for attempt in range(1 + args.retries):
+            try:
+                e, s = run_members(n, args, logdir)
+            except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as ex:
+                errors.append(f"{n} members: {ex}")
+                print(f"{n} members: ERROR {ex}", flush=True)
+                break
+            if n not in results or e.get("others", 0) < results[n][0].get("others", 0):
+                results[n] = (e, s)
+            if e.get("others", 0) <= NOISY:
+                break
+            if attempt < args.retries:
+                print(f"{n} members: others took {100 * e['others']:.0f} % of core 1 during "
+                      f"the window (> {100 * NOISY:.0f} %): run again; discarded run: "
+                      f"CPU {100 * e['cpu']:.1f} %, lateness p99 {1e3 * e['lat_p99']:.2f} ms, "
+                      f"out {e['out_rate']:.0f}/s", flush=True)
+        if n not in results:
             continue
-        results[n] = (e, s)
+        e, s = results[n]
         exp = n * 50
         print(f"{n} members: engine CPU {100 * e['cpu']:.1f} % of core 1 "
               f"({100 * e['cpu'] / n:.3f} % / member, {1e6 * e['cpu'] * TICK / n:.1f} µs per "
@@ -544,6 +576,9 @@ def main():
               f"out {e['out_rate']:.0f}/s (expected {exp}/s each); late packets "
               f"{e['late_pkts']}, bad {e['bad']}; others on core 1 "
               f"{100 * e.get('others', 0):.0f} %", flush=True)
+        print("    garbage collections in the window (count, longest ms, % of the core): "
+              + ", ".join(f"gen{g} {e[f'gc{g}'][0]}, {1e3 * e[f'gc{g}'][1]:.2f}, "
+                          f"{100 * e[f'gc{g}'][2]:.1f}" for g in range(3)), flush=True)
         print(f"    senders: {s['sent_rate']:.0f} packets/s sent of {exp}/s "
               f"({100 * s['sent_rate'] / exp:.1f} %), send lateness p50/p99 "
               f"{1e3 * s['send_late_p50']:.2f}/{1e3 * s['send_late_p99']:.2f} ms, "
@@ -563,7 +598,8 @@ def main():
               f"{1e6 * e['cpu'] * TICK / n:14.1f}  {1e3 * e['work_p99']:16.2f}  "
               f"{1e3 * e['lat_p50']:7.2f}/{1e3 * e['lat_p99']:6.2f}/{1e3 * e['lat_max']:7.2f}  "
               f"{e['in_rate']:6.0f} {e['out_rate']:6.0f}  {pps:11.0f}  {ratio:>13}  "
-              f"{100 * e.get('others', 0):7.0f}  {'met' if meets(e, n) else 'MISSED'}")
+              f"{100 * e.get('others', 0):7.0f}  {'met' if meets(e, n) else 'MISSED'}"
+              + ("  (noisy)" if e.get("others", 0) > NOISY else ""))
     if per_core:
         print(f"echo ceiling: {per_core:.0f} packets/s (in+out) per core (mean of "
               f"{len(echoes)}: " + ", ".join(f"{c['per_core']:.0f}" for c in echoes) + ")")
@@ -572,12 +608,19 @@ def main():
     print(f"goal (CPU <= 1 core, p99 lateness < {1e3 * GOAL_P99:.0f} ms, >= {100 * KEEP_UP:.0f} % "
           f"of packets in and out) met for N = {sorted(ok) or 'none'}; largest N meeting it: "
           f"{good if good is not None else 'none'}")
-    if results:
-        # A linear estimate from the largest N run: members one core could carry.
-        n = max(results)
+    quiet = [n for n, (e, _) in results.items() if e.get("others", 0) <= NOISY and meets(e, n)]
+    if quiet:
+        # A linear estimate from the largest undisturbed N that kept up.
+        n = max(quiet)
         e = results[n][0]
         print(f"at {n} members one member costs {100 * e['cpu'] / n:.3f} % of a core: "
-              f"about {n / e['cpu']:.0f} members would fill the core (linear estimate)")
+              f"about {n / e['cpu']:.0f} members would fill the core (linear estimate; the "
+              f"cost per member falls as N grows, see the table)")
+    noisy = [n for n, (e, _) in results.items() if e.get("others", 0) > NOISY]
+    if noisy:
+        print(f"NOTE: other processes took > {100 * NOISY:.0f} % of core 1 during the window "
+              f"of N = {noisy} even after {args.retries} retries: those rows understate "
+              f"what the engine can do")
     behind = [n for n, (e, s) in results.items() if s["sent_rate"] < KEEP_UP * n * 50]
     if behind:
         print(f"NOTE: the senders could not keep up for N = {behind}: those figures are low")

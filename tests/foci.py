@@ -47,6 +47,11 @@ class Node:
         self.process.wait_ready(self.port)
         return self
 
+    def api(self, path):
+        """The JSON body of GET ``path`` (None unless 200)."""
+        status, body = api_get(self.http, path)
+        return body if status == 200 else None
+
     def conference(self, name):
         """The API's view of conference ``name`` (None if unknown)."""
         status, body = api_get(self.http, f"/api/v1/conferences/{name}")

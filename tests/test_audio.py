@@ -67,16 +67,16 @@ def rtp_filter(phones):
                                      for p in phones) + ")"
 
 
-def heard(pcap, phone, start=0.0, end=float("inf")):
+def heard(pcap, phone, start=0.0, end=float("inf"), tones=TONES):
     """Which tones ``phone`` received (band level > 0.2 of the strongest)
     in the last 2 s before ``end``, on the RTP port of its range that got
     the most (after a handover the new call has a port of its own)."""
     audio = max((received_audio(pcap, port, start, end)
                  for port in range(phone.rtp_low, phone.rtp_high + 1, 2)), key=len)
     assert len(audio) >= 8000 * 1.5, (phone.name, len(audio))
-    levels = band_levels(audio[-8000 * 2:], TONES.values())
+    levels = band_levels(audio[-8000 * 2:], tones.values())
     loud = {f for f, level in levels.items() if level > 0.2}
-    assert all(levels[f] < 0.01 for f in TONES.values() if f not in loud), (phone.name, levels)
+    assert all(levels[f] < 0.01 for f in tones.values() if f not in loud), (phone.name, levels)
     return loud
 
 

@@ -34,6 +34,12 @@ keepalive_misses = 3
 leave_timeout = 10.0
 registrar =
 
+[agent]
+users =
+when_hosting = redirect
+redirect_expires = 60
+max_bindings = 4
+
 [media]
 address =
 rtp_ports = 20000-29999
@@ -58,7 +64,8 @@ max_connections = 1024
 idle_timeout = 300
 """
 
-ROLES = ("primary", "secondary")
+ROLES = ("primary", "secondary", "agent")
+WHEN_HOSTING = ("redirect", "busy")
 REFER_POLICIES = ("members", "anyone")
 LOG_FORMATS = ("text", "json")
 
@@ -130,6 +137,12 @@ class Config:
         if len(registrar) > 1:
             raise ConfigError("multifocus.registrar takes one URI")
         self.registrar = registrar[0] if registrar else None
+        self.agent_users = self._get("agent", "users").split()
+        if self.role == "agent" and not self.agent_users:
+            raise ConfigError("agent.users must name the users an agent serves")
+        self.agent_when_hosting = self._choice("agent", "when_hosting", WHEN_HOSTING)
+        self.agent_redirect_expires = self._int("agent", "redirect_expires")
+        self.agent_max_bindings = self._int("agent", "max_bindings")
         self.t1 = self._float("sip", "t1")
         self.t2 = self._float("sip", "t2")
         self.t4 = self._float("sip", "t4")

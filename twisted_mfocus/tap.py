@@ -16,7 +16,7 @@ class Options(usage.Options):
                 "focus on udp and tcp 127.0.0.1:5060 from the built-in config.")
 
     optParameters = [
-        ["role", None, None, "primary or secondary (default: primary)"],
+        ["role", None, None, "primary, secondary or agent (default: primary)"],
         ["config", "c", None, "INI configuration file (see etc/mfocus.conf)"],
         ["domain", None, None, "domain of the conference URIs"],
         ["capacity", None, None, "members this focus will hold (default 200)"],
@@ -29,6 +29,11 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["peers"] = []
+        self["users"] = []
+
+    def opt_user(self, name):
+        """A user an agent serves (repeatable; adds to agent.users)."""
+        self["users"].append(name)
 
     def opt_listen(self, spec):
         """Listen on udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT (repeatable)."""
@@ -54,6 +59,9 @@ class Options(usage.Options):
                 listed = Config(self["config"]).peers if self["config"] else []
                 overrides[("multifocus", "peers")] = " ".join(
                     [str(u) for u in listed] + self["peers"])
+            if self["users"]:       # --user adds to the file's users
+                listed = Config(self["config"]).agent_users if self["config"] else []
+                overrides[("agent", "users")] = " ".join(listed + self["users"])
             self["effective"] = Config(self["config"], overrides)
         except (ConfigError, OSError) as e:
             raise usage.UsageError(str(e))

@@ -207,6 +207,11 @@ class Baresip(ChildProcess):
     def event_types(self):
         return [e.get("type") for e in self.events()]
 
+    def events(self, etype):
+        """Every event of type ``etype`` so far (a copy)."""
+        with self._cond:
+            return [dict(ev) for ev in self._events if ev.get("type") == etype]
+
     def wait_event(self, etype, timeout=10.0):
         """The oldest event of type ``etype`` not returned before; waits up to ``timeout`` s."""
         deadline = time.monotonic() + timeout

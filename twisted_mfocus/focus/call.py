@@ -73,15 +73,17 @@ class CallLeg:
         self.epoch = 0              # ownership epoch of the member (replica.py)
         self.muted = False          # its voice is kept out of the mix (API, *6)
         self.peer = None            # a cascade leg to this focus id (cascade.py)
+        self.contact = None         # our Contact in this call (agent.py), else the focus's
         self.last_digit, self.last_digit_at = None, 0.0
         self.ended = defer.Deferred()
 
     # -- dial-in (UAS) -----------------------------------------------------
 
-    def accept(self, txn, request, source, offer_sdp):
-        """Answer a dial-in INVITE with 200 (§13.3.1.4)."""
+    def accept(self, txn, request, source, offer_sdp, local_tag=None):
+        """Answer a dial-in INVITE with 200 (§13.3.1.4); ``local_tag``: the
+        To tag of the provisional responses already sent (agent.py)."""
         self.transport = source.transport
-        self.dialog = Dialog.from_uas(request)
+        self.dialog = Dialog.from_uas(request, local_tag=local_tag)
         self.user_entity = aor(request.from_.uri)
         body = self._answer_or_offer(offer_sdp)
         self.focus.ua.add_dialog(self.dialog, self)
@@ -94,8 +96,11 @@ class CallLeg:
         sdp, self.negotiated = answer(offer_sdp, self.sdp, self.rtp.port)
         return sdp.to_bytes()
 
+    def _contact(self):
+        return self.contact or self.focus.contact(self.conference, self.transport)
+
     def _send_2xx(self, txn, request, body):
-        contact = self.focus.contact(self.conference, self.transport)
+        contact = self._contact()
         headers = uas_response_headers(request, self.dialog, contact)
         headers += [("Content-Type", SDP)]
         response = self.focus.policy.respond(request, 200, to_tag=self.dialog.local_tag,
@@ -147,7 +152,7 @@ class CallLeg:
     # -- dial-out (UAC) ----------------------------------------------------
 
     def dial(self, target, referred_by=None, on_progress=None, replaces=None, to=None,
-             extra_headers=()):
+             extra_headers=(), from_addr=None):
         """INVITE ``target`` into the conference; ``on_progress(status,
         reason)`` hears every response (and 408/503 for failures).
 
@@ -157,7 +162,9 @@ class CallLeg:
         (seed-design, "Spreading the load"; design-notes: ``lr`` and an
         explicit ``transport``).  ``replaces`` makes the INVITE replace the
         member's call with another focus (RFC 3891); ``to`` (the member's
-        address, from a handover) is its To and the member's identity."""
+        address, from a handover) is its To and the member's identity.
+        ``from_addr`` (agent.py: the caller we connect) replaces the
+        conference URI in From; then our Contact is ``self.contact``."""
         self.joining_method = "dialed-out"
         self.referred_by = referred_by
         to_addr = NameAddr(target)
@@ -173,11 +180,15 @@ class CallLeg:
         conference_uri = self.focus.conference_uri(self.conference)
         h = Headers()
         h.add("Max-Forwards", "70")
-        h.add("From", str(NameAddr(conference_uri, params={"tag": new_tag()})))
+        caller = from_addr.uri if from_addr is not None else conference_uri
+        h.add("From", str(NameAddr(caller, display=getattr(from_addr, "display", None),
+                                   params={"tag": new_tag()})))
         h.add("To", str(to_addr))
         h.add("Call-ID", new_call_id())
         h.add("CSeq", "1 INVITE")
-        if self.focus.ua.is_local(conference_uri):
+        if self.contact is not None:
+            h.add("Contact", str(self.contact))
+        elif self.focus.ua.is_local(conference_uri):
             h.add("Contact", str(self.focus.contact(self.conference, self.transport)))
         else:
             own = self.focus.ua.local_uri(None, self.transport)
@@ -245,6 +256,40 @@ class CallLeg:
         self.focus.ua.send_ack(self._ack)
         progress(response.status, response.reason)
         self._confirmed()
+
+    def retarget(self, contact):
+        """A re-INVITE whose Contact is ``contact`` (a target refresh,
+        §12.2.1.1, §14.1): the phone learns the call is a conference now
+        (``isfocus``, RFC 4579 §4) and where to send its requests.  Tried
+        again a second later while another offer is under way (§14.1)."""
+        self.contact = contact
+        if self.state != "confirmed":
+            return
+        if self.pending_offer is not None or self._retransmitter is not None:
+            self.focus.clock.callLater(1.0, self.retarget, contact)
+            return
+        self.pending_offer = pending = offer(self.sdp, self.rtp.port)
+        request = self.dialog.create_request(
+            "INVITE", [("Contact", str(contact)), ("Content-Type", SDP)], pending.to_bytes())
+
+        def on_response(response):
+            if response.status < 200 or self.pending_offer is not pending:
+                return
+            self.pending_offer = None
+            if response.status >= 300:          # 491 and the like: the call goes on
+                return
+            self.focus.ua.send_ack(self.dialog.create_ack(request.cseq.seq))
+            try:
+                self.negotiated = accept_answer(pending, SessionDescription.parse(response.body))
+            except SDPError:
+                return
+            self._media_changed()
+
+        def on_error(reason):
+            if self.pending_offer is pending:
+                self.pending_offer = None
+        self.focus.ua.send_request(request, on_response, on_error).addErrback(
+            lambda f: on_error(f.getErrorMessage()))
 
     def _failed(self, status, reason, progress):
         progress(status, reason)

@@ -43,7 +43,8 @@ class Failover:
 
     def __init__(self, mesh):
         self.mesh = mesh
-        self.role = mesh.focus.config.role
+        # An agent is the primary of the conferences it makes.
+        self.role = "secondary" if mesh.focus.config.role == "secondary" else "primary"
         self.state = "active"
         self.epoch = 0
         self.claims = {}        # focus id -> epoch we believe failed

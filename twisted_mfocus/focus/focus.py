@@ -37,6 +37,7 @@ from ..sip.uri import URI
 from ..sip.values import NameAddr
 from ..conference import multifocus
 from .call import CallLeg, aor, parse_offer
+from .agent import Agent
 from .cascade import MARKER as CASCADE, Cascades
 from .delegation import Delegator
 from .mesh import Mesh, MultifocusPackage, focus_id
@@ -84,9 +85,10 @@ class ConferenceFocus:
         self.config = config
         self.rtp_pool = rtp_pool
         self.clock = clock
+        allow = ALLOW + (("REGISTER",) if config.role == "agent" else ())
         self.policy = UASPolicy(
-            allow=ALLOW, supported=SUPPORTED, accept=ACCEPT,
-            extra_headers=[("Allow", ", ".join(ALLOW)),
+            allow=allow, supported=SUPPORTED, accept=ACCEPT,
+            extra_headers=[("Allow", ", ".join(allow)),
                            ("Allow-Events", f"conference, refer, {multifocus.EVENT}"),
                            ("Supported", ", ".join(SUPPORTED)),
                            ("Server", "mfocus")])
@@ -103,6 +105,7 @@ class ConferenceFocus:
         self.stopping = False
         self.media = None           # media/engine.py, once attached to the reactor
         self.cascades = Cascades(self)
+        self.agent = Agent(self, config) if config.role == "agent" else None
         #: registrar.py: bindings of our conference URIs, with multifocus.registrar
         self.registrar = Registrar(self, config.registrar) if config.registrar else None
 
@@ -290,6 +293,8 @@ class ConferenceFocus:
                       call=leg.call_id)
         self._mix(leg)
         mesh.member_joined(leg)
+        if self.agent is not None:
+            self.agent.joined(conference, leg)
         if leg.provisional:
             self.delegator.hand_over(leg)
 
@@ -355,6 +360,8 @@ class ConferenceFocus:
                           conf=conference.name, member=leg.user_entity, why=why,
                           call=leg.call_id)
             self.mesh_of(conference).member_left(leg)
+        if self.agent is not None:
+            self.agent.ended(conference, leg)
         self._maybe_retire(conference)
 
     def _maybe_retire(self, conference):
@@ -369,6 +376,18 @@ class ConferenceFocus:
         self.meshes.pop(conference, None)
         if self.registrar is not None:
             self.registrar.unregister(conference)
+
+    def new_conference(self, name):
+        """A conference made here (agent.py), or None past max_conferences."""
+        if len(self.conferences) >= self.config.max_conferences or name in self.conferences:
+            return None
+        conference = self._add_conference(name, f"sip:{name}@{self.domain}")
+        if self.registrar is not None:
+            self.registrar.register(conference)
+        return conference
+
+    def new_leg(self, conference, transport):
+        return self._new_leg(conference, transport)
 
     def _new_leg(self, conference, transport):
         rtp = self.rtp_pool.allocate()
@@ -500,6 +519,14 @@ class ConferenceFocus:
         if CASCADE in request.headers:
             self.cascades.accept(txn, request, source)
             return
+        if self.agent is not None and "replaces" not in request.headers:
+            if self.agent.serves(request.uri):
+                self.agent.invite(txn, request, source)
+                return
+            if request.uri.user not in self.conferences:    # an agent makes no rooms
+                txn.respond(self.policy.respond(request, 404, "No Such User",
+                                                to_tag=new_tag()))
+                return
         respond = self.policy.respond
         replaced = None
         if "replaces" in request.headers:
@@ -514,6 +541,9 @@ class ConferenceFocus:
             status, reason = (503, "Too Many Conferences") if request.uri.user else (
                 404, "No Such Conference")
             txn.respond(respond(request, status, reason, to_tag=new_tag()))
+            return
+        if self.agent is not None and replaced is None and not self.agent.admits(conference):
+            txn.respond(respond(request, 403, "Private Call", to_tag=new_tag()))
             return
         provisional = replaced is None and self.is_full()
         if provisional and not self.can_overflow(conference):
@@ -560,6 +590,9 @@ class ConferenceFocus:
         if isinstance(usage, CallLeg) and usage.state == "confirmed":
             return usage
         return None
+
+    def _out_of_dialog_REGISTER(self, txn, request, source):
+        self.agent.register(txn, request, source)   # only allowed to an agent
 
     def _out_of_dialog_SUBSCRIBE(self, txn, request, source):
         self.notifier.subscribe(txn, request, source)

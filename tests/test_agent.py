@@ -1,0 +1,87 @@
+"""Agent mode (issue 7): a two-party call through mfocus becomes a
+conference when a third party calls (302 + isfocus), with real phones."""
+
+import socket
+import time
+
+from .foci import Node, stop_all
+from .harness import wait_for
+from .pcap import Capture
+from .peers import Baresip, free_port, free_sip_port, port_free, write_tone_wav
+from .peers.process import need, rtp_base
+from .test_audio import heard, rtp_filter
+
+TONES = {"alice": 440, "bob": 1000, "carol": 1500, "dave": 2000}
+
+
+def agent(tmp_path, extra=""):
+    node = Node("agent", "agent", 20, tmp_path, "[agent]\nusers = alice\n" + extra)
+    return node.start()
+
+
+def phone(tmp_path, name, register_at=None):
+    work = tmp_path / name
+    work.mkdir()
+    low = next(p for p in iter(rtp_base, None)
+               if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + 4)))
+    return Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
+                   tone_wav=write_tone_wav(work / "tone.wav", freq=TONES[name], seconds=90),
+                   register_at=register_at, rtp_span=4)
+
+
+def conference_of(node, user):
+    """The conference at ``node`` whose members include ``user`` (a name)."""
+    for row in node.api("/api/v1/conferences") or []:
+        view = node.conference(row["name"])
+        if view and any(m["uri"].startswith(f"sip:{user}@") for m in view["members"]):
+            return view
+    return None
+
+
+def test_a_third_caller_turns_the_call_into_a_conference(tmp_path):
+    need("baresip", "dumpcap")
+    node = agent(tmp_path)
+    alice = phone(tmp_path, "alice", register_at=f"127.0.0.1:{node.port}")
+    bob, carol, dave = (phone(tmp_path, name) for name in ("bob", "carol", "dave"))
+    phones = [alice, bob, carol, dave]
+    capture = Capture(str(tmp_path / "rtp.pcap"), bpf=rtp_filter(phones))
+    try:
+        for p in phones:
+            p.start()
+        alice.wait_registered()
+        # Bob calls alice: her phone rings (auto-answer), they talk through mfocus.
+        bob.dial(f"sip:alice@127.0.0.1:{node.port}")
+        bob.wait_event("CALL_ESTABLISHED", 8)
+        alice.wait_event("CALL_ESTABLISHED", 8)
+        calls = {p.name: [e.get("id") for e in p.events("CALL_ESTABLISHED")]
+                 for p in (alice, bob)}
+        assert all(len(c) == 1 and c[0] for c in calls.values()), calls
+        call = conference_of(node, "alice")
+        assert call is not None and len(call["members"]) == 2
+        # Carol calls alice, is redirected (302, Contact: the call's
+        # conference URI;isfocus) and follows it (baresip does by itself);
+        # then dave, the same way.
+        for p, count in ((carol, 1), (dave, 2)):
+            p.dial(f"sip:alice@127.0.0.1:{node.port}")
+            p.wait_event("CALL_ESTABLISHED", 8)
+            assert node.process.log().count(f"redirecting to {call['uri']}") == count
+        assert wait_for(lambda: len(node.conference(call["name"])["members"]) == 4, timeout=10)
+        time.sleep(4)
+        end = time.time()
+        view = node.conference(call["name"])
+        # Alice's and bob's calls were never dropped: the one call each
+        # began with is still up (no other established, none closed).
+        for p in (alice, bob):
+            assert [e.get("id") for e in p.events("CALL_ESTABLISHED")] == calls[p.name]
+            assert p.events("CALL_CLOSED") == [] and len(p.calls()) == 1, p.name
+        assert sorted(m["uri"].split("@")[0] for m in view["members"]) == [
+            "sip:alice", "sip:bob", "sip:carol", "sip:dave"]
+        assert {m["focus"] for m in view["members"]} == {node.uri}
+    finally:
+        capture.stop()
+        for p in phones:
+            p.stop()
+        stop_all([node])
+    for p in phones:
+        assert heard(capture.path, p, end - 2.5, end, TONES) == \
+            set(TONES.values()) - {TONES[p.name]}, p.name

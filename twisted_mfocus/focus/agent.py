@@ -1,0 +1,201 @@
+"""Agent mode (issue 7): mfocus carries the calls of the users it serves,
+and turns a two-party call into a conference when a third party calls
+(seed-design, "Background", way 2: 302 + isfocus).
+
+- **Registrar** (RFC 3261 §10.3), for the configured users only: REGISTER
+  for anyone else gets 403.  Bindings expire; at most ``max_bindings``
+  per user; ``Contact: *`` with ``Expires: 0`` removes them all.
+- **B2BUA**: an INVITE for a served user rings the user's registered
+  phone (the most recent binding): the caller hears 180 and gets 200 once
+  the phone answers (or the phone's failure).  Both calls end at mfocus
+  and are the two members of a *call*: a conference of two whose mixer
+  relays their audio, with a plain Contact (no isfocus) in each.  When one
+  side hangs up, the other gets BYE.  Unknown users: 404; a served user
+  with no binding: 480.
+- **Escalation**: a new INVITE for a served user who is in a call gets
+  ``302 Moved Temporarily`` with ``Contact: <sip:conf-…@us>;isfocus`` and
+  ``Expires`` (the call's conference URI).  When the third party INVITEs
+  that URI, the call becomes an ordinary conference: the new member joins
+  the mixer, and the two first calls get a re-INVITE whose Contact is the
+  conference URI with ``isfocus`` (RFC 4579 §4), so the phones learn they
+  are in a conference; nobody re-dials.  A user in a conference it hosts
+  keeps being redirected there (or gets 486: ``when_hosting = busy``).
+"""
+
+import time
+
+from twisted.logger import Logger
+
+from ..media.rtp import PortsExhausted
+from ..media.sdp import SDPError
+from ..sip.errors import SIPError
+from ..sip.ids import new_tag
+from ..sip.values import NameAddr
+from .call import parse_offer
+
+__all__ = ["Agent"]
+
+
+class Agent:
+    """The registrar and B2BUA of the served users."""
+
+    log = Logger()
+
+    def __init__(self, focus, config):
+        self.focus = focus
+        self.users = set(config.agent_users)
+        self.when_hosting = config.agent_when_hosting
+        self.redirect_expires = config.agent_redirect_expires
+        self.max_bindings = config.agent_max_bindings
+        self.bindings = {}          # user -> {contact text: (NameAddr, expires at)}
+        self.calls = {}             # user -> Conference of the user's call / conference
+
+    # -- registrar ---------------------------------------------------------------
+
+    def register(self, txn, request, source):
+        respond = self.focus.policy.respond
+        user = request.to.uri.user
+        if user not in self.users:
+            txn.respond(respond(request, 403, "Not A User Served Here", to_tag=new_tag()))
+            return
+        try:
+            default = int(request.headers.get("expires") or 3600)
+            contacts = request.contacts
+        except (ValueError, SIPError) as e:
+            txn.respond(respond(request, 400, f"Bad REGISTER: {e}", to_tag=new_tag()))
+            return
+        now = time.time()
+        bound = self.bindings.setdefault(user, {})
+        for contact in contacts:
+            if contact.wildcard:                # §10.2.2: remove all (Expires: 0)
+                bound.clear()
+                continue
+            try:
+                expires = int(contact.params.get("expires", default))
+            except ValueError:
+                txn.respond(respond(request, 400, "Bad Contact expires", to_tag=new_tag()))
+                return
+            key = str(contact.uri)
+            if expires <= 0:
+                bound.pop(key, None)
+            else:
+                bound[key] = (NameAddr(contact.uri), now + min(expires, 3600))
+        self._expire(user, now)
+        if len(bound) > self.max_bindings:      # keep the newest
+            for key in sorted(bound, key=lambda k: bound[k][1])[:-self.max_bindings]:
+                del bound[key]
+        headers = [("Contact", f"{addr};expires={int(until - now)}")
+                   for addr, until in bound.values()]
+        txn.respond(respond(request, 200, to_tag=new_tag(), headers=headers))
+
+    def _expire(self, user, now):
+        bound = self.bindings.get(user, {})
+        for key in [k for k, (_, until) in bound.items() if until <= now]:
+            del bound[key]
+
+    def phone_of(self, user):
+        """The user's most recently registered Contact, or None."""
+        self._expire(user, time.time())
+        bound = self.bindings.get(user)
+        if not bound:
+            return None
+        return max(bound.values(), key=lambda b: b[1])[0].uri
+
+    # -- calls for served users ------------------------------------------------------
+
+    def serves(self, uri):
+        return uri.is_sip and uri.user in self.users
+
+    def invite(self, txn, request, source):
+        """An INVITE whose Request-URI names a served user."""
+        focus, respond = self.focus, self.focus.policy.respond
+        user = request.uri.user
+        current = self.calls.get(user)
+        if current is not None and focus.legs.get(current):
+            if current.kind == "conference" and self.when_hosting == "busy":
+                txn.respond(respond(request, 486, "Busy In A Conference", to_tag=new_tag()))
+                return
+            current.open_until = time.time() + self.redirect_expires
+            self.log.info("{user} is busy: redirecting to {uri}", user=user, uri=current.uri,
+                          event="redirect")
+            txn.respond(respond(request, 302, "Moved Temporarily", to_tag=new_tag(), headers=[
+                ("Contact", f"<{current.uri}>;isfocus"),
+                ("Expires", str(self.redirect_expires))]))
+            return
+        phone = self.phone_of(user)
+        if phone is None:
+            txn.respond(respond(request, 480, "Temporarily Unavailable", to_tag=new_tag()))
+            return
+        try:
+            offer = parse_offer(request)
+        except SDPError as e:
+            txn.respond(respond(request, 400, e.reason, to_tag=new_tag()))
+            return
+        name = "conf-" + new_tag()
+        conference = focus.new_conference(name)
+        if conference is None:
+            txn.respond(respond(request, 503, "Too Many Conferences", to_tag=new_tag()))
+            return
+        conference.kind, conference.open_until, conference.host = "call", 0.0, user
+        ours = NameAddr(focus.ua.local_uri(user, source.transport))
+        try:
+            caller = focus.new_leg(conference, source.transport)
+            callee = focus.new_leg(conference, (phone.transport or "udp").upper())
+        except PortsExhausted:
+            txn.respond(respond(request, 503, "Out Of Media Ports", to_tag=new_tag()))
+            return
+        self.calls[user] = conference
+        caller.contact = callee.contact = ours
+        tag = new_tag()
+        txn.respond(respond(request, 180, "Ringing", to_tag=tag, headers=[("Contact", str(ours))]))
+
+        def answered(status, reason):
+            if status < 200:
+                return
+            if status >= 300:
+                txn.respond(respond(request, status, reason, to_tag=tag))
+                caller._end(f"{user}'s phone answered {status}")
+                return
+            try:
+                caller.accept(txn, request, source, offer, local_tag=tag)
+            except (SDPError, SIPError) as e:
+                txn.respond(respond(request, 488, getattr(e, "reason", str(e)), to_tag=tag))
+                caller._end("no acceptable media")
+                callee.hangup()
+        to = str(NameAddr(request.uri.replace(params={}, headers=[])))
+        callee.dial(phone, None, answered, to=to, from_addr=request.from_)
+
+    # -- what happens to calls ----------------------------------------------------------
+
+    def joined(self, conference, leg):
+        """A leg of ``conference`` is in: a third party in a call escalates it."""
+        if getattr(conference, "kind", None) != "call":
+            return
+        legs = [other for other in self.focus.legs.get(conference, ()) if other is not leg]
+        if len(legs) < 2:                       # one of the first two
+            return
+        conference.kind = "conference"
+        contact = self.focus.contact(conference)
+        self.log.info("{conf}: {host}'s call is a conference now", conf=conference.name,
+                      host=conference.host, event="escalated")
+        for other in legs:
+            if other.contact is not None:
+                other.retarget(contact)
+
+    def ended(self, conference, leg):
+        """A leg ended: in a call, the other side is hung up too."""
+        kind = getattr(conference, "kind", None)
+        if kind is None:
+            return
+        left = [other for other in self.focus.legs.get(conference, ()) if other.state != "ended"]
+        if kind == "call":
+            for other in left:
+                other.hangup()
+        if not left and self.calls.get(conference.host) is conference:
+            del self.calls[conference.host]
+
+    def admits(self, conference):
+        """May a new caller join ``conference`` by its URI?  A call only
+        while its redirect is fresh."""
+        return getattr(conference, "kind", None) != "call" or \
+            conference.open_until >= time.time()
