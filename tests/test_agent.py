@@ -1,12 +1,13 @@
 """Agent mode (issue 7): a two-party call through mfocus becomes a
 conference when a third party calls (302 + isfocus), with real phones."""
 
+import re
 import socket
 import time
 
 from .foci import Node, stop_all
-from .harness import wait_for
-from .pcap import Capture
+from .harness import Sipp, wait_for
+from .pcap import Capture, sip_messages
 from .peers import Baresip, free_port, free_sip_port, port_free, write_tone_wav
 from .peers.process import need, rtp_base
 from .test_audio import heard, rtp_filter
@@ -44,7 +45,8 @@ def test_a_third_caller_turns_the_call_into_a_conference(tmp_path):
     alice = phone(tmp_path, "alice", register_at=f"127.0.0.1:{node.port}")
     bob, carol, dave = (phone(tmp_path, name) for name in ("bob", "carol", "dave"))
     phones = [alice, bob, carol, dave]
-    capture = Capture(str(tmp_path / "rtp.pcap"), bpf=rtp_filter(phones))
+    capture = Capture(str(tmp_path / "rtp.pcap"),
+                      bpf=f"{rtp_filter(phones)} or (udp port {node.port})")
     try:
         for p in phones:
             p.start()
@@ -85,3 +87,50 @@ def test_a_third_caller_turns_the_call_into_a_conference(tmp_path):
     for p in phones:
         assert heard(capture.path, p, end - 2.5, end, TONES) == \
             set(TONES.values()) - {TONES[p.name]}, p.name
+    # The first two calls were refreshed by a re-INVITE (To tag: in the
+    # dialog) whose Contact is the conference URI with isfocus.
+    reinvites = [m for _, sport, _, m in sip_messages(capture.path)
+                 if sport == node.port and m.startswith(b"INVITE ")
+                 and re.search(rb"\r\nTo:[^\r]*;tag=", m)]
+    assert len(reinvites) == 2, [m[:300] for m in reinvites]
+    for m in reinvites:
+        assert f"\r\nContact: <{call['uri']}>;isfocus\r\n".encode() in m, m[:600]
+
+
+def probe(tmp_path, node, method, user, name):
+    """One SIPp request (tests/sipp/agent_probe.xml): its 'final ...' line."""
+    sipp = Sipp("agent_probe.xml", f"127.0.0.1:{node.port}", tmp_path,
+                ["-s", user, "-m", "1", "-set", "method", method], timeout=20, name=name)
+    assert sipp.wait() == 0, (name, sipp.logs())
+    return next(line for line in sipp.logs() if line.startswith("final "))
+
+
+def test_sipp_sees_the_redirect_and_the_refusals(tmp_path):
+    need("sipp", "baresip")
+    node = agent(tmp_path)
+    alice = phone(tmp_path, "alice", register_at=f"127.0.0.1:{node.port}")
+    bob = phone(tmp_path, "bob")
+    member = None
+    try:
+        assert probe(tmp_path, node, "REGISTER", "mallory", "reg").startswith("final 403")
+        assert probe(tmp_path, node, "INVITE", "zed", "unknown").startswith("final 404")
+        assert probe(tmp_path, node, "INVITE", "alice", "unbound").startswith("final 480")
+        for p in (alice, bob):
+            p.start()
+        alice.wait_registered()
+        bob.dial(f"sip:alice@127.0.0.1:{node.port}")
+        bob.wait_event("CALL_ESTABLISHED", 8)
+        # Alice is busy: 302, Contact <conference URI>;isfocus ...
+        line = probe(tmp_path, node, "INVITE", "alice", "busy")
+        m = re.fullmatch(r"final 302 contact <sip:(conf-[a-z0-9]+)@127\.0\.0\.1:(\d+)>;isfocus",
+                         line)
+        assert m and int(m.group(2)) == node.port, line
+        # ... a URI that answers INVITE: the caller joins the conference.
+        member = Sipp("member_dialin.xml", f"127.0.0.1:{node.port}", tmp_path,
+                      ["-s", m.group(1), "-m", "1", "-set", "hold_ms", "30000"], timeout=60)
+        assert wait_for(lambda: any(x.startswith("joined ") for x in member.logs()), timeout=10)
+        assert wait_for(lambda: len(node.conference(m.group(1))["members"]) == 3, timeout=10)
+    finally:
+        for p in (alice, bob):
+            p.stop()
+        stop_all([node], *([member] if member else []))
