@@ -178,8 +178,15 @@ def test_three_foci_one_member_each_hear_the_other_two(tmp_path):
                                  len({m[2] for m in v[0]}) == 3, timeout=20)
         assert view is not None, [node.conference(CONF) for node in nodes]
         assert all(wait_for(lambda: len(p.calls()) == 1, timeout=10) for p in phones)
-        time.sleep(4)                   # the cascade legs are up; seconds of mix
+
+        def settled():                  # every cascade up, every member sendrecv
+            views = [node.conference(CONF) for node in nodes]
+            return all(len(v["cascades"]) == 2 and
+                       all(m["media"] == "sendrecv" for m in v["members"]) for v in views)
+        assert wait_for(settled, timeout=15), [node.conference(CONF) for node in nodes]
+        time.sleep(4)                   # seconds of the cascaded mix
         end = time.time()
+        states = [(node.name, node.conference(CONF)) for node in nodes]
     finally:
         capture.stop()
         for phone in phones:
@@ -187,4 +194,4 @@ def test_three_foci_one_member_each_hear_the_other_two(tmp_path):
         stop_all(nodes)
     for phone in phones:
         assert heard(capture.path, phone, end - 2.5, end) == \
-            set(TONES.values()) - {TONES[phone.name]}, phone.name
+            set(TONES.values()) - {TONES[phone.name]}, (phone.name, states)

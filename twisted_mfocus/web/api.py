@@ -5,7 +5,8 @@
 ``{"name", "uri", "foci": [{"uri", "role", "capacity", "members", "state",
 "links"}],
 "members": [{"uri", "focus", "status", "joined"}], "subscriptions"}``
-(each member also names its ``endpoint``; each focus its ``epoch``).  The
+(each member also names its ``endpoint`` and ``media`` status; each focus
+its ``epoch``; ``cascades``: the foci this one has a media leg with).  The
 foci are the live ones: a focus that left or failed is not listed.
 ``POST /api/v1/conferences/NAME/members/URI/mute`` (and ``/unmute``)
 keeps a member's voice out of the mix (URI percent-encoded; a member held
@@ -49,8 +50,10 @@ def conference_view(focus, conference):
              "members": held.get(f.uri, 0), "state": f.state, "links": list(f.links),
              "epoch": f.epoch}
             for f in replica.live_foci()]
+    cascades = sorted(peer for (conf, peer), leg in focus.cascades.legs.items()
+                      if conf is conference and leg.state == "confirmed")
     return {"name": conference.name, "uri": conference.uri, "foci": foci,
-            "members": members,
+            "members": members, "cascades": cascades,
             "subscriptions": len(focus.notifier.subscriptions(resource=conference))}
 
 
