@@ -2,15 +2,16 @@
 conference when a third party calls (302 + isfocus), with real phones."""
 
 import re
-import socket
 import time
 
 from .foci import Node, stop_all
 from .harness import Sipp, wait_for
 from .pcap import Capture, sip_messages
-from .peers import Baresip, free_port, free_sip_port, port_free, write_tone_wav
-from .peers.process import need, rtp_base
+from .peers import tone_phone
+from .peers.process import need
 from .test_audio import heard, rtp_filter
+from .test_focus_sipp import notify_documents
+from twisted_mfocus.conference import info
 
 TONES = {"alice": 440, "bob": 1000, "carol": 1500, "dave": 2000}
 
@@ -21,13 +22,7 @@ def agent(tmp_path, extra=""):
 
 
 def phone(tmp_path, name, register_at=None):
-    work = tmp_path / name
-    work.mkdir()
-    low = next(p for p in iter(rtp_base, None)
-               if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + 4)))
-    return Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
-                   tone_wav=write_tone_wav(work / "tone.wav", freq=TONES[name], seconds=90),
-                   register_at=register_at, rtp_span=4)
+    return tone_phone(tmp_path, name, TONES[name], rtp_span=4, register_at=register_at)
 
 
 def conference_of(node, user):
@@ -39,7 +34,7 @@ def conference_of(node, user):
     return None
 
 
-def test_a_third_caller_turns_the_call_into_a_conference(tmp_path):
+def test_a_third_caller_turns_the_call_into_a_conference(tmp_path, schema):
     need("baresip", "dumpcap")
     node = agent(tmp_path)
     alice = phone(tmp_path, "alice", register_at=f"127.0.0.1:{node.port}")
@@ -79,6 +74,18 @@ def test_a_third_caller_turns_the_call_into_a_conference(tmp_path):
         assert sorted(m["uri"].split("@")[0] for m in view["members"]) == [
             "sip:alice", "sip:bob", "sip:carol", "sip:dave"]
         assert {m["focus"] for m in view["members"]} == {node.uri}
+        # The conference-info a phone gets by SUBSCRIBE: all four, with
+        # alice's mfocus as the focus (RFC 4575 §5.3: the entity).
+        watcher = Sipp("subscriber.xml", f"127.0.0.1:{node.port}", tmp_path,
+                       ["-s", call["name"], "-m", "1", "-set", "expires", "60", "-set",
+                        "partials", "0", "-set", "refresh", "0", "-set", "unsubscribe", "1"],
+                       timeout=20)
+        assert watcher.wait() == 0, watcher.logs()
+        (_, doc), *_ = notify_documents(watcher, schema)
+        assert doc.get("entity") == call["uri"]
+        users = doc.xpath("//ci:user/@entity", namespaces={"ci": info.NAMESPACE})
+        assert sorted(u.split("@")[0] for u in users) == [
+            "sip:alice", "sip:bob", "sip:carol", "sip:dave"]
     finally:
         capture.stop()
         for p in phones:

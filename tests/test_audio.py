@@ -3,7 +3,6 @@ own tone; what each received from the focus is taken from a capture of its
 RTP port on lo (dumpcap), decoded, and analysed by FFT band energy: the
 other members' tones are there, its own is not."""
 
-import socket
 import time
 
 import numpy as np
@@ -14,8 +13,8 @@ from twisted_mfocus.media.packet import PacketError, parse_rtp
 from .foci import start_foci, stop_all, wait_agreement
 from .harness import wait_for
 from .pcap import Capture, udp_datagrams
-from .peers import Baresip, free_port, free_sip_port, port_free, write_tone_wav
-from .peers.process import need, rtp_base
+from .peers import dial_all, tone_phone
+from .peers.process import need
 
 CONF = "tones"
 TONES = {"alice": 440, "bob": 1000, "carol": 1500}
@@ -50,16 +49,7 @@ def band_levels(samples, freqs, width=25):
 
 
 def phones_on(tmp_path, names, rtp_span=2):
-    phones = []
-    for name in names:
-        work = tmp_path / name
-        work.mkdir()
-        low = next(p for p in iter(rtp_base, None) if all(
-            port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + rtp_span)))
-        phones.append(Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
-                              tone_wav=write_tone_wav(work / "tone.wav", freq=TONES[name],
-                                                      seconds=60), rtp_span=rtp_span))
-    return phones
+    return [tone_phone(tmp_path, name, TONES[name], rtp_span) for name in names]
 
 
 def rtp_filter(phones):
@@ -92,10 +82,7 @@ def test_one_focus_three_baresip_members_hear_the_other_two(tmp_path):
     phones = phones_on(tmp_path, TONES)
     capture = Capture(str(tmp_path / "rtp.pcap"), bpf=rtp_filter(phones))
     try:
-        for phone in phones:
-            phone.start()
-            phone.dial(f"sip:{CONF}@127.0.0.1:{focus.port}")
-            phone.wait_event("CALL_ESTABLISHED", 8)
+        dial_all(phones, f"sip:{CONF}@127.0.0.1:{focus.port}")
         assert wait_for(lambda: len(focus.conference(CONF)["members"]) == 3, timeout=10)
         time.sleep(3)                   # a few seconds of the three-way mix
     finally:
@@ -130,10 +117,7 @@ def test_mute_by_api_and_by_star_6(tmp_path):
         time.sleep(3)
         marks.append((name, time.time()))
     try:
-        for phone in phones:
-            phone.start()
-            phone.dial(f"sip:{CONF}@127.0.0.1:{focus.port}")
-            phone.wait_event("CALL_ESTABLISHED", 8)
+        dial_all(phones, f"sip:{CONF}@127.0.0.1:{focus.port}")
         assert wait_for(lambda: len(focus.conference(CONF)["members"]) == 3, timeout=10)
         mute = f"/api/v1/conferences/{CONF}/members/{alice.aor.replace(':', '%3A')}"
         step("all")
@@ -170,10 +154,7 @@ def test_three_foci_one_member_each_hear_the_other_two(tmp_path):
     phones = phones_on(tmp_path, TONES, rtp_span=6)     # room for the handover call
     capture = Capture(str(tmp_path / "rtp.pcap"), bpf=rtp_filter(phones))
     try:
-        for phone in phones:
-            phone.start()
-            phone.dial(f"sip:{CONF}@127.0.0.1:{primary.port}")
-            phone.wait_event("CALL_ESTABLISHED", 8)
+        dial_all(phones, f"sip:{CONF}@127.0.0.1:{primary.port}")
         view, _ = wait_agreement(nodes, CONF, lambda v: len(v[0]) == 3 and
                                  len({m[2] for m in v[0]}) == 3, timeout=20)
         assert view is not None, [node.conference(CONF) for node in nodes]

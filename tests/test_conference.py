@@ -14,12 +14,6 @@ CONF_URI = "sip:conf1@127.0.0.1"
 T0 = 1700000000.0   # 2023-11-14T22:13:20Z
 
 
-@pytest.fixture(scope="module")
-def schema(shared_dir):
-    xsd = shared_dir / "conference-info" / "conference-info.local-import.xsd"
-    return etree.XMLSchema(etree.parse(str(xsd)))
-
-
 def parse(doc, schema):
     """Parse a document, assert it is valid RFC 4575, return its root."""
     assert isinstance(doc, bytes)

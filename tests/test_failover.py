@@ -247,29 +247,16 @@ def test_kill_9_secondary_baresip_members_keep_a_call(tmp_path, capsys):
     without it, baresip auto-answers, and the successor ends the dead
     focus's dialog for it (BYE from the replicated dialog ids), so each
     phone ends with one call, to a survivor, without any action of its own."""
-    import socket
     from .harness import wait_for
-    from .peers import Baresip, free_sip_port, port_free, write_tone_wav
-    from .peers.process import rtp_base
+    from .peers import dial_all, tone_phone
 
     need("baresip")
     nodes = start_foci(tmp_path, [("primary", "primary", 1), ("s1", "secondary", 2),
                                   ("s2", "secondary", 2)])
     primary, s1, s2 = nodes
-    phones = []
-    for name in ("alice", "bob", "carol"):
-        work = tmp_path / name
-        work.mkdir()
-        low = next(p for p in iter(rtp_base, None)
-                   if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + 6)))
-        phones.append(Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
-                              tone_wav=write_tone_wav(work / "tone.wav", seconds=90),
-                              rtp_span=6))
+    phones = [tone_phone(tmp_path, name, rtp_span=6) for name in ("alice", "bob", "carol")]
     try:
-        for phone in phones:
-            phone.start()
-            phone.dial(f"sip:{CONF}@127.0.0.1:{primary.port}")
-            phone.wait_event("CALL_ESTABLISHED", 8)
+        dial_all(phones, f"sip:{CONF}@127.0.0.1:{primary.port}")
         view, _ = wait_agreement(nodes, CONF, lambda v: len(v[0]) == 3 and
                                  sum(m[2] != primary.uri for m in v[0]) == 2, timeout=20)
         assert view is not None, [node.conference(CONF) for node in nodes]

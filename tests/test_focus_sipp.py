@@ -18,12 +18,6 @@ NS = {"ci": "urn:ietf:params:xml:ns:conference-info"}
 _next_rtp = [31000]
 
 
-@pytest.fixture(scope="module")
-def schema(shared_dir):
-    path = shared_dir / "conference-info" / "conference-info.local-import.xsd"
-    return etree.XMLSchema(etree.parse(str(path)))
-
-
 @pytest.fixture
 def focus(tmp_path):
     port, http = free_port(), free_port()

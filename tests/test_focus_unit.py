@@ -196,3 +196,22 @@ def test_subscribe_to_the_factory_makes_one_conference_named_in_the_contact(rig)
                                 headers=[("Event", "conference")]), watcher.peer)
     ok = rig.wire.take(200)[-1]
     assert list(rig.focus.conferences) == [ok.contacts[0].uri.user]
+
+
+def test_large_requests_go_over_tcp_unless_the_uri_names_a_transport():
+    """RFC 3261 §18.1.1 in the UA (the transport sends where it is told)."""
+    from twisted_mfocus.focus.ua import _congestion_controlled
+    from twisted_mfocus.sip.address import Peer
+    from twisted_mfocus.sip.headers import Headers
+    from twisted_mfocus.sip.message import Request
+    udp = Peer("UDP", "127.0.0.1", 5070)
+
+    def notify(uri, size):
+        h = Headers()
+        h.add("Call-ID", "x")
+        return Request("NOTIFY", uri, h, b"x" * size)
+    assert _congestion_controlled(notify("sip:a@127.0.0.1:5070", 400), udp) is udp
+    assert _congestion_controlled(notify("sip:a@127.0.0.1:5070", 2000), udp) == \
+        Peer("TCP", "127.0.0.1", 5070)
+    assert _congestion_controlled(notify("sip:a@127.0.0.1:5070;transport=udp", 2000),
+                                  udp) is udp

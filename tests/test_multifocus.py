@@ -176,28 +176,16 @@ def test_forwarded_refer_needs_a_trusted_focus_and_a_hop_budget(tmp_path):
 
 
 def test_baresip_members_are_handed_over_with_replaces(tmp_path):
-    from .peers import Baresip, free_sip_port, port_free, write_tone_wav
-    from .peers.process import need, rtp_base
-    import socket
+    from .peers import dial_all, tone_phone
+    from .peers.process import need
 
     need("baresip")
     nodes = start_foci(tmp_path, [("primary", "primary", 1), ("s1", "secondary", 3)])
     primary, s1 = nodes
-    phones = []
-    for name in ("alice", "bob", "carol"):
-        work = tmp_path / name
-        work.mkdir()
-        # Four RTP ports: the handover call exists next to the first one.
-        low = next(p for p in iter(rtp_base, None)
-                   if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + 4)))
-        phones.append(Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
-                              tone_wav=write_tone_wav(work / "tone.wav", seconds=60),
-                              rtp_span=4))
+    # Four RTP ports: the handover call exists next to the first one.
+    phones = [tone_phone(tmp_path, name, rtp_span=4) for name in ("alice", "bob", "carol")]
     try:
-        for phone in phones:
-            phone.start()
-            phone.dial(f"sip:{CONF}@127.0.0.1:{primary.port}")
-            phone.wait_event("CALL_ESTABLISHED", 8)
+        dial_all(phones, f"sip:{CONF}@127.0.0.1:{primary.port}")
         # Alice fills the primary; bob and carol are moved to s1 by a new
         # INVITE from s1.  baresip 1.0 has no Replaces (420 to Require:
         # replaces), so s1 invites again without it, baresip auto-answers,

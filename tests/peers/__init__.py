@@ -10,10 +10,10 @@ when starting fails).  Nothing here resolves names or binds anything but
     a.stop()
 """
 
-from .baresip import Baresip
+from .baresip import Baresip, dial_all, tone_phone
 from .kamailio import Kamailio
 from .linphonec import Linphonec
 from .process import HOST, free_port, free_sip_port, port_free, wait_port_free, write_tone_wav
 
-__all__ = ["Baresip", "Linphonec", "Kamailio", "HOST", "free_port", "free_sip_port", "port_free",
+__all__ = ["Baresip", "dial_all", "tone_phone", "Linphonec", "Kamailio", "HOST", "free_port", "free_sip_port", "port_free",
            "wait_port_free", "write_tone_wav"]

@@ -199,18 +199,14 @@ class Baresip(ChildProcess):
         resp["data"] = _ANSI.sub("", resp.get("data") or "")
         return resp
 
-    def events(self):
-        """Every event received so far (dicts with ``type``, ``param``...), oldest first."""
+    def events(self, etype=None):
+        """Every event received so far (dicts with ``type``, ``param``...),
+        oldest first; only those of type ``etype`` if given."""
         with self._cond:
-            return list(self._events)
+            return [dict(ev) for ev in self._events if etype in (None, ev.get("type"))]
 
     def event_types(self):
         return [e.get("type") for e in self.events()]
-
-    def events(self, etype):
-        """Every event of type ``etype`` so far (a copy)."""
-        with self._cond:
-            return [dict(ev) for ev in self._events if ev.get("type") == etype]
 
     def wait_event(self, etype, timeout=10.0):
         """The oldest event of type ``etype`` not returned before; waits up to ``timeout`` s."""
@@ -265,3 +261,27 @@ class Baresip(ChildProcess):
 
 
 # ---- linphonec ----------------------------------------------------------------
+
+
+def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds=90):
+    """A baresip phone in ``tmp_path/name`` sending a ``freq`` Hz tone, with
+    free SIP, control and RTP ports (``rtp_span`` RTP ports: a handover
+    needs room for the second call)."""
+    from .process import free_port, free_sip_port, port_free, rtp_base
+    work = os.path.join(str(tmp_path), name)
+    os.makedirs(work)
+    low = next(p for p in iter(rtp_base, None)
+               if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + rtp_span)))
+    return Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
+                   tone_wav=write_tone_wav(os.path.join(work, "tone.wav"), freq=freq,
+                                           seconds=seconds),
+                   register_at=register_at, rtp_span=rtp_span)
+
+
+def dial_all(phones, uri, timeout=8):
+    """Start each phone, dial ``uri`` and wait for the call, one after another."""
+    for phone in phones:
+        phone.start()
+        phone.dial(uri)
+        phone.wait_event("CALL_ESTABLISHED", timeout)
+

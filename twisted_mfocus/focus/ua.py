@@ -20,7 +20,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..sip.address import Peer
+from ..sip.routing import MAX_UDP_REQUEST
 from ..sip.ids import new_branch
+from ..sip.message import Request
 from ..sip.transaction import TransactionLimit, TransportError
 from ..sip.uri import URI
 
@@ -154,8 +156,13 @@ class UserAgent:
                     if on_error is not None:
                         on_error(reason)
                     return
+                # A copy: the transport may still report the failed TCP
+                # attempt against the object it was given, and would find
+                # the UDP transaction by its new Via if it were the same.
+                retry = Request(request.method, request.uri, request.headers.copy(),
+                                request.body)
                 try:
-                    self._start(request, peer, on_response, on_error)
+                    self._start(retry, peer, on_response, on_error)
                 except SendError as e:
                     if on_error is not None:
                         on_error(str(e))
@@ -229,8 +236,6 @@ class Retransmitter:
             setattr(self, name, None)
 
 
-#: RFC 3261 §18.1.1: a request larger than this (path MTU unknown) goes over TCP.
-UDP_REQUEST_LIMIT = 1300
 
 
 def _congestion_controlled(request, peer):
@@ -239,11 +244,11 @@ def _congestion_controlled(request, peer):
     ask for a transport (§18.1.1; RFC 3263 makes a SIP server listen on
     both).  Large NOTIFYs between foci (full multifocus state) need it."""
     body = len(request.body or b"")
-    if peer.transport != "UDP" or body < UDP_REQUEST_LIMIT // 2 or \
+    if peer.transport != "UDP" or body < MAX_UDP_REQUEST // 2 or \
             "transport" in request.uri.params:
         return peer
     # Serialize to measure only when the body alone does not decide it.
-    if body <= UDP_REQUEST_LIMIT and len(request.to_bytes()) <= UDP_REQUEST_LIMIT:
+    if body <= MAX_UDP_REQUEST and len(request.to_bytes()) <= MAX_UDP_REQUEST:
         return peer
     return Peer("TCP", peer.host, peer.port)
 

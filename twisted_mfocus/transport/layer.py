@@ -34,8 +34,7 @@ from twisted.logger import Logger
 from ..sip.address import Peer
 from ..sip.errors import SIPError
 from ..sip.message import DEFAULT_LIMITS, Request, parse_datagram
-from ..sip.routing import (MAX_UDP_REQUEST, is_ip_literal, next_hop,
-                           response_destination, rewrite_top_via, stamp_received)
+from ..sip.routing import is_ip_literal, next_hop, response_destination, stamp_received
 from .errors import TransportError
 from .resolver import Resolver
 from .stream import ClientFactory, ServerFactory, StreamConnection
@@ -275,21 +274,14 @@ class TransportLayer:
         UDP goes out of a listening socket of the destination's family;
         TCP/TLS reuses an open connection to ``dest`` (inbound ones too) or
         opens one.  ``server_name`` is the name a TLS server's certificate
-        must hold (RFC 5922 §4; default: ``dest.host``).  A request over
-        1300 bytes bound for UDP goes over TCP when we listen on TCP
-        (RFC 3261 §18.1.1), with its top Via saying so.
+        must hold (RFC 5922 §4; default: ``dest.host``).  The transport is
+        the caller's choice: the UA applies RFC 3261 §18.1.1 (a large request
+        goes over TCP, and back to UDP if TCP cannot be had), which needs
+        the retry this layer cannot do.
         """
         if not is_ip_literal(dest.host):
             raise TransportError(f"cannot send to {dest}: not an IP address")
-        data = message.to_bytes()
-        if (dest.transport == "UDP" and isinstance(message, Request)
-                and len(data) > MAX_UDP_REQUEST):
-            tcp = self._listener("TCP", _family(dest.host))
-            if tcp is not None:
-                rewrite_top_via(message, "TCP", tcp.address.port)
-                data = message.to_bytes()
-                dest = Peer("TCP", dest.host, dest.port)
-        self._send_bytes(message, data, dest, server_name)
+        self._send_bytes(message, message.to_bytes(), dest, server_name)
 
     def _send_bytes(self, message, data, dest, server_name=None, listener=None):
         if dest.transport == "UDP":
