@@ -141,3 +141,28 @@ def test_sipp_sees_the_redirect_and_the_refusals(tmp_path):
         for p in (alice, bob):
             p.stop()
         stop_all([node], *([member] if member else []))
+
+
+def test_when_hosting_busy_a_hosting_user_is_busy(tmp_path):
+    """[agent] when_hosting = busy: once alice's call is a conference, a new
+    caller for her gets 486 instead of the redirect."""
+    need("sipp", "baresip")
+    node = agent(tmp_path, "when_hosting = busy\n")
+    alice = phone(tmp_path, "alice", register_at=f"127.0.0.1:{node.port}")
+    bob, carol = phone(tmp_path, "bob"), phone(tmp_path, "carol")
+    try:
+        for p in (alice, bob, carol):
+            p.start()
+        alice.wait_registered()
+        bob.dial(f"sip:alice@127.0.0.1:{node.port}")
+        bob.wait_event("CALL_ESTABLISHED", 8)
+        # In a two-party call she still redirects (the call becomes hers to host) ...
+        carol.dial(f"sip:alice@127.0.0.1:{node.port}")
+        carol.wait_event("CALL_ESTABLISHED", 8)
+        assert wait_for(lambda: len(conference_of(node, "alice")["members"]) == 3, timeout=10)
+        # ... and now she hosts a conference: busy.
+        assert probe(tmp_path, node, "INVITE", "alice", "hosting").startswith("final 486")
+    finally:
+        for p in (alice, bob, carol):
+            p.stop()
+        stop_all([node])
