@@ -22,7 +22,9 @@ def agent(tmp_path, extra=""):
 
 
 def phone(tmp_path, name, register_at=None):
-    return tone_phone(tmp_path, name, TONES[name], rtp_span=4, register_at=register_at)
+    """A tone phone; registered at ``register_at`` (then also its outbound proxy)."""
+    return tone_phone(tmp_path, name, TONES[name], rtp_span=4, register_at=register_at,
+                      outbound=register_at and f"sip:{register_at}")
 
 
 def conference_of(node, user):
@@ -166,3 +168,39 @@ def test_when_hosting_busy_a_hosting_user_is_busy(tmp_path):
         for p in (alice, bob, carol):
             p.stop()
         stop_all([node])
+
+
+def test_a_served_users_own_call_goes_out_through_the_agent(tmp_path):
+    """Alice (registered; the agent is her outbound proxy) calls bob, who
+    knows nothing of mfocus: the agent carries the call as alice's AOR;
+    carol then calls alice and is redirected into the conference."""
+    need("baresip", "dumpcap")
+    node = agent(tmp_path)
+    alice = phone(tmp_path, "alice", register_at=f"127.0.0.1:{node.port}")
+    bob, carol = phone(tmp_path, "bob"), phone(tmp_path, "carol")
+    phones = [alice, bob, carol]
+    capture = Capture(str(tmp_path / "rtp.pcap"), bpf=rtp_filter(phones))
+    tones = {p.name: TONES[p.name] for p in phones}
+    try:
+        for p in phones:
+            p.start()
+        alice.wait_registered()
+        alice.dial(bob.aor)
+        alice.wait_event("CALL_ESTABLISHED", 8)
+        incoming = bob.wait_event("CALL_ESTABLISHED", 8)
+        assert f"127.0.0.1:{node.port}" in str(incoming) or conference_of(node, "bob")
+        call = conference_of(node, "alice")
+        assert call is not None and len(call["members"]) == 2, call
+        carol.dial(f"sip:alice@127.0.0.1:{node.port}")
+        carol.wait_event("CALL_ESTABLISHED", 8)
+        assert wait_for(lambda: len(node.conference(call["name"])["members"]) == 3, timeout=10)
+        time.sleep(4)
+        end = time.time()
+    finally:
+        capture.stop()
+        for p in phones:
+            p.stop()
+        stop_all([node])
+    for p in phones:
+        assert heard(capture.path, p, end - 2.5, end, tones) == \
+            set(tones.values()) - {tones[p.name]}, p.name

@@ -58,7 +58,8 @@ class Baresip(ChildProcess):
     """
 
     def __init__(self, workdir, name, sip_port, rtp_low, ctrl_port, tone_wav=None,
-                 register_at=None, rtp_span=2, record=False, start_timeout=5.0):
+                 register_at=None, rtp_span=2, record=False, start_timeout=5.0,
+                 outbound=None):
         self.dir = os.path.abspath(str(workdir))
         self.name, self.sip_port, self.ctrl_port = name, sip_port, ctrl_port
         self.rtp_low, self.rtp_high = rtp_low, rtp_low + rtp_span - 1
@@ -77,6 +78,8 @@ class Baresip(ChildProcess):
             self.aor = f"sip:{name}@{HOST}:{sip_port}"
             params = ["regint=0"]
         params = ["audio_codecs=PCMU"] + params + ["answermode=auto"]
+        if outbound:                # every call goes through this proxy
+            params.append(f'outbound="{outbound}"')
         with open(os.path.join(self.dir, "config"), "w") as f:
             f.write(_BARESIP_CONFIG.format(
                 host=HOST, sip_port=sip_port, ctrl_port=ctrl_port, rtp_low=self.rtp_low,
@@ -263,7 +266,8 @@ class Baresip(ChildProcess):
 # ---- linphonec ----------------------------------------------------------------
 
 
-def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds=90):
+def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds=90,
+               outbound=None):
     """A baresip phone in ``tmp_path/name`` sending a ``freq`` Hz tone, with
     free SIP, control and RTP ports (``rtp_span`` RTP ports: a handover
     needs room for the second call)."""
@@ -275,7 +279,7 @@ def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds
     return Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
                    tone_wav=write_tone_wav(os.path.join(work, "tone.wav"), freq=freq,
                                            seconds=seconds),
-                   register_at=register_at, rtp_span=rtp_span)
+                   register_at=register_at, rtp_span=rtp_span, outbound=outbound)
 
 
 def dial_all(phones, uri, timeout=8):

@@ -7,7 +7,11 @@ and turns a two-party call into a conference when a third party calls
   per user; ``Contact: *`` with ``Expires: 0`` removes them all.
 - **B2BUA**: an INVITE for a served user rings the user's registered
   phone (the most recent binding): the caller hears 180 and gets 200 once
-  the phone answers (or the phone's failure).  Both calls end at mfocus
+  the phone answers (or the phone's failure).  A served user's own calls
+  (an INVITE from its registered phone for someone elsewhere: mfocus is
+  its outbound proxy) go out the same way, as the user's address of
+  record; INVITEs from anyone else for addresses elsewhere get 403 (no
+  open relay).  Both calls end at mfocus
   and are the two members of a *call*: a conference of two whose mixer
   relays their audio, with a plain Contact (no isfocus) in each.  When one
   side hangs up, the other gets BYE.  Unknown users: 404; a served user
@@ -126,6 +130,36 @@ class Agent:
         if phone is None:
             txn.respond(respond(request, 480, "Temporarily Unavailable", to_tag=new_tag()))
             return
+        to = str(NameAddr(request.uri.replace(params={}, headers=[])))
+        self._bridge(txn, request, source, user, phone, request.from_, to)
+
+    def calls_out(self, request, source):
+        """The served user placing ``request`` from its registered phone,
+        or None (then it is no call of ours to carry)."""
+        user = request.from_.uri.user if request.from_.uri.is_sip else None
+        if user not in self.users:
+            return None
+        self._expire(user, time.time())
+        for addr, _ in self.bindings.get(user, {}).values():
+            uri = addr.uri
+            if uri.host == source.host and (uri.port or 5060) == source.port:
+                return user
+        return None
+
+    def call_out(self, txn, request, source, user):
+        """A served user's own call: to its target, as the user's AOR."""
+        respond = self.focus.policy.respond
+        if self.calls.get(user) is not None and self.focus.legs.get(self.calls[user]):
+            txn.respond(respond(request, 486, "Already In A Call", to_tag=new_tag()))
+            return
+        aor = NameAddr(request.from_.uri.replace(params={}, headers=[]),
+                       display=request.from_.display)
+        self._bridge(txn, request, source, user, request.uri.replace(headers=[]), aor,
+                     str(NameAddr(request.uri.replace(params={}, headers=[]))))
+
+    def _bridge(self, txn, request, source, user, target, from_addr, to):
+        """Answer ``request`` once ``target`` answers: two legs of one call."""
+        focus, respond = self.focus, self.focus.policy.respond
         try:
             offer = parse_offer(request)
         except SDPError as e:
@@ -140,7 +174,7 @@ class Agent:
         ours = NameAddr(focus.ua.local_uri(user, source.transport))
         try:
             caller = focus.new_leg(conference, source.transport)
-            callee = focus.new_leg(conference, (phone.transport or "udp").upper())
+            callee = focus.new_leg(conference, (target.transport or "udp").upper())
         except PortsExhausted:
             txn.respond(respond(request, 503, "Out Of Media Ports", to_tag=new_tag()))
             return
@@ -154,7 +188,7 @@ class Agent:
                 return
             if status >= 300:
                 txn.respond(respond(request, status, reason, to_tag=tag))
-                caller._end(f"{user}'s phone answered {status}")
+                caller._end(f"the called side answered {status}")
                 return
             try:
                 caller.accept(txn, request, source, offer, local_tag=tag)
@@ -162,8 +196,7 @@ class Agent:
                 txn.respond(respond(request, 488, getattr(e, "reason", str(e)), to_tag=tag))
                 caller._end("no acceptable media")
                 callee.hangup()
-        to = str(NameAddr(request.uri.replace(params={}, headers=[])))
-        callee.dial(phone, None, answered, to=to, from_addr=request.from_)
+        callee.dial(target, None, answered, to=to, from_addr=from_addr)
 
     # -- what happens to calls ----------------------------------------------------------
 

@@ -30,6 +30,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..conference.replica import DEL, FOCUS
+from ..sip.errors import SIPError
+from ..sip.headers import Headers
+from ..sip.message import Request
+from ..sip.uri import URI
+from ..sip.values import NameAddr
 
 __all__ = ["Failover"]
 
@@ -121,14 +126,67 @@ class Failover:
         mesh.focus.became_primary(mesh.conference, gone[0])
 
     def _take_over(self, uri, record):
-        mesh, focus = self.mesh, self.mesh.focus
+        mesh = self.mesh
         replica = mesh.replica
+        # Not an orphan: a member some live focus holds already, under this
+        # endpoint or by another call to the same device (a handover whose
+        # first call the dead focus had not ended yet).
+        live = {(record.user, record.remote_target) for _, record in replica.members().values()}
         orphans = [member for endpoint, member in replica.held_by(uri).items()
-                   if replica.member(endpoint) is None]
+                   if replica.member(endpoint) is None and
+                   (member.user, member.remote_target) not in live]
         self.log.info("{conf}: taking over {count} members of {uri}", conf=mesh.conference.name,
                       count=len(orphans), uri=uri, event="takeover")
         for member in orphans:
-            focus.rehome(mesh.conference, member)
+            self._rehome(member)
+
+    def _rehome(self, record):
+        """Take over a failed focus's member: a new INVITE with Replaces for
+        its dead dialog, as the conference (CallLeg.dial)."""
+        focus, conference = self.mesh.focus, self.mesh.conference
+        if not (record.remote_target and record.call_id and record.local_tag
+                and record.remote_tag):
+            self.log.info("{conf}: cannot take over {member}: dialog unknown",
+                          conf=conference.name, member=record.user)
+            return
+        try:
+            target = URI.parse(record.remote_target)
+        except SIPError:
+            return
+        # RFC 3891 §3: to-tag is the phone's own tag, from-tag the dead focus's.
+        replaces = f"{record.call_id};to-tag={record.remote_tag};from-tag={record.local_tag}"
+
+        def report(status, reason):
+            if status >= 300:
+                self.log.info("{conf}: taking over {member} failed: {status} {reason}",
+                              conf=conference.name, member=record.user, status=status,
+                              reason=reason)
+            elif status >= 200 and leg.state == "ended":
+                # The phone refused Replaces and took the call without it:
+                # its dialog with the dead focus is still up.
+                self._end_dead_dialog(record)
+        by = f"<{record.by}>" if record.by else None
+        leg = focus.dial_out(conference, target, by, report, replaces=replaces, adopt=record)
+
+    def _end_dead_dialog(self, record):
+        """BYE in a failed focus's dialog with a member, on its behalf: the
+        replicated state has the dialog's ids, remote target and route set,
+        which is all a request within a dialog needs (RFC 3261 §12.2.1.1).
+        Its CSeq is the largest allowed (§8.1.1.5), above any the dead
+        focus used, so the phone takes it in order (§12.2.2)."""
+        focus, conference = self.mesh.focus, self.mesh.conference
+        h = Headers()
+        h.add("Max-Forwards", "70")
+        for route in record.route:
+            h.add("Route", route)
+        h.add("From", str(NameAddr(URI.parse(conference.uri), params={"tag": record.local_tag})))
+        h.add("To", str(NameAddr(URI.parse(record.user), params={"tag": record.remote_tag})))
+        h.add("Call-ID", record.call_id)
+        h.add("CSeq", f"{2 ** 31 - 1} BYE")
+        request = Request("BYE", URI.parse(record.remote_target), h)
+        self.log.info("{conf}: ending {member}'s call with the failed focus",
+                      conf=conference.name, member=record.user)
+        focus.ua.send_request(request, lambda response: None, lambda reason: None)
 
     def _come_back(self):
         """We were claimed down at our epoch: the successor has our members."""

@@ -28,9 +28,6 @@ from ..media.engine import MediaEngine
 from ..media.rtp import PortsExhausted
 from ..media.sdp import SDPError
 from ..sip.dialog import DialogError, pop_own_route, strict_route_fixup
-from ..sip.errors import SIPError
-from ..sip.headers import Headers
-from ..sip.message import Request
 from ..sip.ids import new_tag
 from ..sip.uas import UASPolicy
 from ..sip.uri import URI
@@ -254,6 +251,14 @@ class ConferenceFocus:
         return [leg for leg in self.legs.get(conference, ()) if leg.state != "ended" and
                 (leg.user_entity == user or leg.endpoint_entity == text)]
 
+    def legs_of_device(self, conference, leg):
+        """Our other confirmed calls with ``leg``'s member at the same Contact."""
+        target = str(leg.dialog.remote_target)
+        return [other for other in self.legs.get(conference, ())
+                if other is not leg and other.state == "confirmed" and not other.handed_off
+                and other.user_entity == leg.user_entity
+                and str(other.dialog.remote_target) == target]
+
     def holder_of(self, conference, uri):
         """The focus holding member ``uri`` (user or endpoint), or None."""
         for holder, record in self.mesh_of(conference).replica.members().values():
@@ -278,6 +283,12 @@ class ConferenceFocus:
                     leg.joining_method = record.joining_method
                     leg.epoch = max(leg.epoch, record.epoch + 1)
                     break
+        if leg.replacing_call_id:
+            # A call that replaces another (RFC 3891) leaves one call per
+            # device: one we already have with that device goes (a takeover
+            # and a handover of one member can cross).
+            for other in self.legs_of_device(conference, leg):
+                other.hangup()
         entity = leg.endpoint_entity
         if mesh.replica.holds(self.uri, entity):
             entity = f"{entity};leg={leg.dialog.local_tag}"   # same Contact twice
@@ -386,6 +397,11 @@ class ConferenceFocus:
             self.registrar.register(conference)
         return conference
 
+    def _ours(self, uri):
+        """Does ``uri`` name this focus (a listener, or the configured domain)?"""
+        hostport = uri.host + (f":{uri.port}" if uri.port else "")
+        return self.ua.is_local(uri) or hostport == self.domain
+
     def new_leg(self, conference, transport):
         return self._new_leg(conference, transport)
 
@@ -426,52 +442,6 @@ class ConferenceFocus:
             leg.user_entity, leg.joining_method = adopt.user, adopt.joining_method
             leg.epoch = adopt.epoch + 1
         return leg
-
-    def rehome(self, conference, record):
-        """Take over a failed focus's member (failover.py): a new INVITE
-        with Replaces for its dead dialog, as the conference (CallLeg.dial)."""
-        if not (record.remote_target and record.call_id and record.local_tag
-                and record.remote_tag):
-            self.log.info("{conf}: cannot take over {member}: dialog unknown",
-                          conf=conference.name, member=record.user)
-            return
-        try:
-            target = URI.parse(record.remote_target)
-        except SIPError:
-            return
-        # RFC 3891 §3: to-tag is the phone's own tag, from-tag the dead focus's.
-        replaces = f"{record.call_id};to-tag={record.remote_tag};from-tag={record.local_tag}"
-
-        def report(status, reason):
-            if status >= 300:
-                self.log.info("{conf}: taking over {member} failed: {status} {reason}",
-                              conf=conference.name, member=record.user, status=status,
-                              reason=reason)
-            elif status >= 200 and leg.state == "ended":
-                # The phone refused Replaces and took the call without it:
-                # its dialog with the dead focus is still up.
-                self.end_dead_dialog(conference, record)
-        by = f"<{record.by}>" if record.by else None
-        leg = self.dial_out(conference, target, by, report, replaces=replaces, adopt=record)
-
-    def end_dead_dialog(self, conference, record):
-        """BYE in a failed focus's dialog with a member, on its behalf: the
-        replicated state has the dialog's ids, remote target and route set,
-        which is all a request within a dialog needs (RFC 3261 §12.2.1.1).
-        Its CSeq is the largest allowed (§8.1.1.5), above any the dead
-        focus used, so the phone takes it in order (§12.2.2)."""
-        h = Headers()
-        h.add("Max-Forwards", "70")
-        for route in record.route:
-            h.add("Route", route)
-        h.add("From", str(NameAddr(URI.parse(conference.uri), params={"tag": record.local_tag})))
-        h.add("To", str(NameAddr(URI.parse(record.user), params={"tag": record.remote_tag})))
-        h.add("Call-ID", record.call_id)
-        h.add("CSeq", f"{2 ** 31 - 1} BYE")
-        request = Request("BYE", URI.parse(record.remote_target), h)
-        self.log.info("{conf}: ending {member}'s call with the failed focus",
-                      conf=conference.name, member=record.user)
-        self.ua.send_request(request, lambda response: None, lambda reason: None)
 
     def became_primary(self, conference, predecessor):
         """We succeed a failed primary: new requests to the conference URI
@@ -522,6 +492,14 @@ class ConferenceFocus:
         if self.agent is not None and "replaces" not in request.headers:
             if self.agent.serves(request.uri):
                 self.agent.invite(txn, request, source)
+                return
+            if not self._ours(request.uri):                 # for someone elsewhere
+                user = self.agent.calls_out(request, source)
+                if user is None:
+                    txn.respond(self.policy.respond(request, 403, "Not Relaying",
+                                                    to_tag=new_tag()))
+                else:
+                    self.agent.call_out(txn, request, source, user)
                 return
             if request.uri.user not in self.conferences:    # an agent makes no rooms
                 txn.respond(self.policy.respond(request, 404, "No Such User",
