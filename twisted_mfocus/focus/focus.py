@@ -24,7 +24,6 @@ from twisted.logger import Logger
 
 from ..conference import info
 from ..conference.model import Conference
-from ..media.engine import MediaEngine
 from ..media.rtp import PortsExhausted
 from ..media.sdp import SDPError
 from ..sip.dialog import DialogError, pop_own_route, strict_route_fixup
@@ -35,6 +34,7 @@ from ..sip.values import NameAddr
 from ..conference import multifocus
 from .call import CallLeg, aor, parse_offer
 from .agent import Agent
+from .audio import Audio
 from .cascade import MARKER as CASCADE, Cascades
 from .delegation import Delegator
 from .mesh import Mesh, MultifocusPackage, focus_id
@@ -45,7 +45,6 @@ from .ua import UserAgent
 
 __all__ = ["ConferenceFocus", "ConferencePackage"]
 
-STAR_WINDOW = 3.0       # seconds between '*' and '6' of the self-mute code
 
 ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "SUBSCRIBE", "NOTIFY",
          "REFER", "INFO")
@@ -100,7 +99,7 @@ class ConferenceFocus:
         #: the trusted foci of the config, as (focus id, URI to SUBSCRIBE)
         self.peers = [(focus_id(uri), uri) for uri in config.peers]
         self.stopping = False
-        self.media = None           # media/engine.py, once attached to the reactor
+        self.audio = Audio(self)    # the calls' audio (audio.py)
         self.cascades = Cascades(self)
         self.agent = Agent(self, config) if config.role == "agent" else None
         #: registrar.py: bindings of our conference URIs, with multifocus.registrar
@@ -109,7 +108,7 @@ class ConferenceFocus:
     def attach(self, service):
         """Called once the transports and transactions exist."""
         self.clock = service.reactor
-        self.media = MediaEngine(self.clock, self._digit)
+        self.audio.attach(self.clock)
         self.ua = UserAgent(service.reactor, service.transport, service.transactions)
         cfg = self.config
         self.notifier = Notifier(
@@ -230,7 +229,7 @@ class ConferenceFocus:
         if leg.state == "confirmed" and not leg.handed_off:
             leg.handed_off = True
             self.handed_off += 1
-            self._mix(leg)
+            self.audio.mix(leg)
 
     def is_full(self):
         return self.load >= self.config.capacity
@@ -271,7 +270,7 @@ class ConferenceFocus:
             self.log.info("{conf}: cascade with {peer} up ({codec})", conf=leg.conference.name,
                           peer=leg.peer, codec=leg.negotiated and leg.negotiated.codec,
                           event="cascade")
-            self._mix(leg)
+            self.audio.mix(leg)
             return
         conference = leg.conference
         leg.joined_at = time.time()
@@ -302,7 +301,7 @@ class ConferenceFocus:
         self.log.info("{conf}: {member} {event} ({how}, call {call})", event="joined",
                       conf=conference.name, member=leg.user_entity, how=leg.joining_method,
                       call=leg.call_id)
-        self._mix(leg)
+        self.audio.mix(leg)
         mesh.member_joined(leg)
         if self.agent is not None:
             self.agent.joined(conference, leg)
@@ -313,50 +312,15 @@ class ConferenceFocus:
         self.log.info("{conf}: {member} {event} {status}", event="media",
                       conf=leg.conference.name, member=leg.user_entity,
                       status=leg.media_status, call=leg.call_id)
-        self._mix(leg)
+        self.audio.mix(leg)
         if leg.peer is None:
             self.mesh_of(leg.conference).member_changed(leg)
-
-    # -- audio (media/engine.py) ---------------------------------------------
-
-    def _mix(self, leg):
-        """Put ``leg`` in its conference's mix, as negotiated (or take it out)."""
-        media = self.media
-        if media is None:
-            return
-        n = leg.negotiated
-        if leg.state != "confirmed" or leg.handed_off or n is None or n.codec is None:
-            media.remove(leg)
-        elif leg in media.streams:
-            media.update(leg, n)
-        else:
-            media.add(leg.conference, leg, leg.rtp, n, peer=leg.peer is not None)
-            media.mute(leg, leg.muted)
-
-    def set_muted(self, leg, muted):
-        """Keep ``leg``'s voice out of the mix (or put it back)."""
-        if leg.muted == muted:
-            return
-        leg.muted = muted
-        self.log.info("{conf}: {member} {event}", event="muted" if muted else "unmuted",
-                      conf=leg.conference.name, member=leg.user_entity, call=leg.call_id)
-        if self.media is not None:
-            self.media.mute(leg, muted)
-        self.mesh_of(leg.conference).member_changed(leg)
-
-    def _digit(self, leg, digit):
-        """RFC 4733 digits from a member: ``*6`` toggles its mute."""
-        now = self.clock.seconds()
-        if digit == "6" and leg.last_digit == "*" and now - leg.last_digit_at <= STAR_WINDOW:
-            self.set_muted(leg, not leg.muted)
-            digit = None
-        leg.last_digit, leg.last_digit_at = digit, now
 
     def leg_ended(self, leg, why, was_member):
         conference = leg.conference
         if leg.peer is not None:
             self.cascades.ended(leg)
-            self._mix(leg)
+            self.audio.mix(leg)
             self.rtp_pool.release(leg.rtp)
             return
         legs = self.legs.get(conference, [])
@@ -364,7 +328,7 @@ class ConferenceFocus:
             legs.remove(leg)
             if leg.handed_off:
                 self.handed_off -= 1
-        self._mix(leg)                          # out of the mix (it ended)
+        self.audio.mix(leg)                          # out of the mix (it ended)
         self.rtp_pool.release(leg.rtp)
         if was_member:
             self.log.info("{conf}: {member} {event} ({why}, call {call})", event="left",
@@ -633,8 +597,7 @@ class ConferenceFocus:
 
     def _end_everything(self):
         self.cascades.stop()
-        if self.media is not None:
-            self.media.stop()
+        self.audio.stop()
         if self.registrar is not None:
             self.registrar.stop()
         ds = [self.notifier.terminate_all("noresource")]

@@ -108,7 +108,7 @@ class _Conference(_JSON):
                               if holder else {"error": "no such member"})
         muted = path[2] == b"mute"
         for leg in legs:
-            self.focus.set_muted(leg, muted)
+            self.focus.audio.set_muted(leg, muted)
         return self._json(request, {"uri": member, "muted": muted})
 
     def render_GET(self, request):
