@@ -204,3 +204,35 @@ def test_a_served_users_own_call_goes_out_through_the_agent(tmp_path):
     for p in phones:
         assert heard(capture.path, p, end - 2.5, end, tones) == \
             set(tones.values()) - {tones[p.name]}, p.name
+
+
+def test_a_caller_that_cancels_stops_the_ringing_phone(tmp_path):
+    """RFC 3261 §9.2 through the B2BUA: bob CANCELs while alice's phone
+    (answering by hand) rings: bob's INVITE gets 487 and alice's phone
+    stops ringing."""
+    need("baresip")
+    node = agent(tmp_path)
+    alice = tone_phone(tmp_path, "alice", register_at=f"127.0.0.1:{node.port}",
+                       answer="manual")
+    bob = phone(tmp_path, "bob")
+    capture = Capture(str(tmp_path / "sip.pcap"), bpf=f"udp port {node.port}")
+    try:
+        for p in (alice, bob):
+            p.start()
+        alice.wait_registered()
+        bob.dial(f"sip:alice@127.0.0.1:{node.port}")
+        alice.wait_event("CALL_INCOMING", 8)
+        bob.hangup()                             # still ringing: a CANCEL
+        bob.wait_event("CALL_CLOSED", 8)
+        alice.wait_event("CALL_CLOSED", 8)       # her phone stopped ringing
+        assert alice.events("CALL_ESTABLISHED") == [] and alice.calls() == []
+        assert wait_for(lambda: conference_of(node, "alice") is None, timeout=5)
+    finally:
+        capture.stop()
+        for p in (alice, bob):
+            p.stop()
+        stop_all([node])
+    sent = [(dport, m.split(b"\r\n", 1)[0]) for _, sport, dport, m in
+            sip_messages(capture.path) if sport == node.port]
+    assert (bob.sip_port, b"SIP/2.0 487 Request Terminated") in sent, sent
+    assert any(d == alice.sip_port and line.startswith(b"CANCEL ") for d, line in sent), sent

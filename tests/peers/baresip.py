@@ -59,7 +59,7 @@ class Baresip(ChildProcess):
 
     def __init__(self, workdir, name, sip_port, rtp_low, ctrl_port, tone_wav=None,
                  register_at=None, rtp_span=2, record=False, start_timeout=5.0,
-                 outbound=None):
+                 outbound=None, answer="auto"):
         self.dir = os.path.abspath(str(workdir))
         self.name, self.sip_port, self.ctrl_port = name, sip_port, ctrl_port
         self.rtp_low, self.rtp_high = rtp_low, rtp_low + rtp_span - 1
@@ -77,7 +77,7 @@ class Baresip(ChildProcess):
         else:
             self.aor = f"sip:{name}@{HOST}:{sip_port}"
             params = ["regint=0"]
-        params = ["audio_codecs=PCMU"] + params + ["answermode=auto"]
+        params = ["audio_codecs=PCMU"] + params + [f"answermode={answer}"]
         if outbound:                # every call goes through this proxy
             params.append(f'outbound="{outbound}"')
         with open(os.path.join(self.dir, "config"), "w") as f:
@@ -267,7 +267,7 @@ class Baresip(ChildProcess):
 
 
 def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds=90,
-               outbound=None):
+               outbound=None, answer="auto"):
     """A baresip phone in ``tmp_path/name`` sending a ``freq`` Hz tone, with
     free SIP, control and RTP ports (``rtp_span`` RTP ports: a handover
     needs room for the second call)."""
@@ -279,7 +279,8 @@ def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds
     return Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
                    tone_wav=write_tone_wav(os.path.join(work, "tone.wav"), freq=freq,
                                            seconds=seconds),
-                   register_at=register_at, rtp_span=rtp_span, outbound=outbound)
+                   register_at=register_at, rtp_span=rtp_span, outbound=outbound,
+                   answer=answer)
 
 
 def dial_all(phones, uri, timeout=8):

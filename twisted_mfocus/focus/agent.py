@@ -53,6 +53,7 @@ class Agent:
         self.max_bindings = config.agent_max_bindings
         self.bindings = {}          # user -> {contact text: (NameAddr, expires at)}
         self.calls = {}             # user -> Conference of the user's call / conference
+        self.ringing = {}           # caller's INVITE transaction -> (request, tag, legs)
 
     # -- registrar ---------------------------------------------------------------
 
@@ -182,10 +183,11 @@ class Agent:
         caller.contact = callee.contact = ours
         tag = new_tag()
         txn.respond(respond(request, 180, "Ringing", to_tag=tag, headers=[("Contact", str(ours))]))
+        self.ringing[txn] = (request, tag, caller, callee)
 
         def answered(status, reason):
-            if status < 200:
-                return
+            if status < 200 or self.ringing.pop(txn, None) is None:
+                return                          # ringing, or the caller cancelled
             if status >= 300:
                 txn.respond(respond(request, status, reason, to_tag=tag))
                 caller._end(f"the called side answered {status}")
@@ -197,6 +199,19 @@ class Agent:
                 caller._end("no acceptable media")
                 callee.hangup()
         callee.dial(target, None, answered, to=to, from_addr=from_addr)
+
+    def cancelled(self, invite_txn):
+        """The caller CANCELled while the phone rang (RFC 3261 §9.2): 487 to
+        its INVITE, and the ringing phone is cancelled too.  False if that
+        INVITE is not one of ours ringing."""
+        pending = self.ringing.pop(invite_txn, None)
+        if pending is None:
+            return False
+        request, tag, caller, callee = pending
+        invite_txn.respond(self.focus.policy.respond(request, 487, "Request Terminated",
+                                                     to_tag=tag))
+        caller._end("cancelled by the caller")     # which cancels the callee (ended)
+        return True
 
     # -- what happens to calls ----------------------------------------------------------
 

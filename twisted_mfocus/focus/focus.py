@@ -562,10 +562,12 @@ class ConferenceFocus:
         txn.respond(self.policy.respond(request, 200, to_tag=new_tag(), headers=headers))
 
     def cancel_received(self, txn, cancel, source, invite_txn):
-        # §9.2: we answer INVITEs at once, so the CANCEL only gets its 200
-        # (481 when it matches nothing).
+        # §9.2: we answer INVITEs at once (but an agent's ringing calls), so
+        # the CANCEL mostly only gets its 200 (481 when it matches nothing).
         txn.respond(self.policy.respond(cancel, 200 if invite_txn else 481,
                                         to_tag=new_tag()))
+        if invite_txn is not None and self.agent is not None:
+            self.agent.cancelled(invite_txn)
 
     def ack_received(self, ack, source):
         """A 2xx ACK (§13.3.1.4, §17.2.3): to the leg of its dialog."""
