@@ -434,6 +434,19 @@ def echo_ceiling(seconds, window):
 # -- one engine run ------------------------------------------------------------------------
 
 
+def _ask(proc, command, what, err):
+    """Send a child its command line; its one JSON line back."""
+    proc.stdin.write(command + "\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the {what} died (see {err.name})")
+    result = json.loads(line)
+    if "error" in result:
+        raise RuntimeError(f"{what}: {result['error']} (see {err.name})")
+    return result
+
+
 def run_members(n, args, logdir):
     """Start senders and engine for ``n`` members; (engine result, sender result)."""
     low, high = (int(x) for x in args.ports.split("-"))
@@ -460,20 +473,8 @@ def run_members(n, args, logdir):
         senders.stdin.flush()
         if senders.stdout.readline().strip() != "started":
             raise RuntimeError("the senders did not start")
-        engine.stdin.write("go\n")
-        engine.stdin.flush()
-        line = engine.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the engine died (see {err.name})")
-        eres = json.loads(line)
-        if "error" in eres:
-            raise RuntimeError(f"engine: {eres['error']} (see {err.name})")
-        senders.stdin.write("stop\n")
-        senders.stdin.flush()
-        line = senders.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the senders died (see {serr.name})")
-        sres = json.loads(line)
+        eres = _ask(engine, "go", "engine", err)
+        sres = _ask(senders, "stop", "senders", serr)
         engine.wait(timeout=30)
         senders.wait(timeout=30)
         return eres, sres

@@ -9,7 +9,7 @@ from .harness import Sipp, wait_for
 from .pcap import Capture, sip_messages
 from .peers import tone_phone
 from .peers.process import need
-from .test_audio import heard, rtp_filter
+from .test_audio import assert_each_hears_the_others, rtp_filter
 from .test_focus_sipp import notify_documents
 from twisted_mfocus.conference import info
 
@@ -93,9 +93,7 @@ def test_a_third_caller_turns_the_call_into_a_conference(tmp_path, schema):
         for p in phones:
             p.stop()
         stop_all([node])
-    for p in phones:
-        assert heard(capture.path, p, end - 2.5, end, TONES) == \
-            set(TONES.values()) - {TONES[p.name]}, p.name
+    assert_each_hears_the_others(capture.path, phones, end, TONES)
     # The first two calls were refreshed by a re-INVITE (To tag: in the
     # dialog) whose Contact is the conference URI with isfocus.
     reinvites = [m for _, sport, _, m in sip_messages(capture.path)
@@ -180,7 +178,6 @@ def test_a_served_users_own_call_goes_out_through_the_agent(tmp_path):
     bob, carol = phone(tmp_path, "bob"), phone(tmp_path, "carol")
     phones = [alice, bob, carol]
     capture = Capture(str(tmp_path / "rtp.pcap"), bpf=rtp_filter(phones))
-    tones = {p.name: TONES[p.name] for p in phones}
     try:
         for p in phones:
             p.start()
@@ -201,9 +198,7 @@ def test_a_served_users_own_call_goes_out_through_the_agent(tmp_path):
         for p in phones:
             p.stop()
         stop_all([node])
-    for p in phones:
-        assert heard(capture.path, p, end - 2.5, end, tones) == \
-            set(tones.values()) - {tones[p.name]}, p.name
+    assert_each_hears_the_others(capture.path, phones, end, TONES)
 
 
 def test_a_caller_that_cancels_stops_the_ringing_phone(tmp_path):

@@ -70,9 +70,14 @@ def heard(pcap, phone, start=0.0, end=float("inf"), tones=TONES):
     return loud
 
 
-def assert_each_hears_the_others(pcap, phones):
+def assert_each_hears_the_others(pcap, phones, end=float("inf"), tones=TONES, why=None):
+    """Each phone heard every other phone's tone and not its own (the last
+    2 s before ``end``)."""
+    tones = {p.name: tones[p.name] for p in phones}
+    start = end - 2.5 if end != float("inf") else 0.0
     for phone in phones:
-        assert heard(pcap, phone) == set(TONES.values()) - {TONES[phone.name]}, phone.name
+        assert heard(pcap, phone, start, end, tones) == \
+            set(tones.values()) - {tones[phone.name]}, (phone.name, why)
 
 
 def test_one_focus_three_baresip_members_hear_the_other_two(tmp_path):
@@ -173,6 +178,4 @@ def test_three_foci_one_member_each_hear_the_other_two(tmp_path):
         for phone in phones:
             phone.stop()
         stop_all(nodes)
-    for phone in phones:
-        assert heard(capture.path, phone, end - 2.5, end) == \
-            set(TONES.values()) - {TONES[phone.name]}, (phone.name, states)
+    assert_each_hears_the_others(capture.path, phones, end, why=states)
