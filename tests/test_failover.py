@@ -191,9 +191,11 @@ def test_sigstop_past_detection_then_sigcont_never_holds_a_member_twice(tmp_path
         stop_all(nodes, uac, uas)
 
 
-def test_kill_9_primary_the_conference_uri_still_answers(tmp_path, capsys):
+@pytest.mark.parametrize("how", ["kill -9", "POST /api/v1/leave"])
+def test_without_its_primary_the_conference_uri_still_answers(tmp_path, capsys, how):
     """The conference URI is sip:conf1@KAMAILIO: the primary registers it
-    there (registrar.py); its successor takes the binding over."""
+    there (registrar.py); when it dies or leaves, its successor becomes
+    primary and takes the binding over."""
     need("sipp", "kamailio")
     kport = free_port()
     config = (f"[focus]\ndomain = 127.0.0.1:{kport}\n"
@@ -215,7 +217,10 @@ def test_kill_9_primary_the_conference_uri_still_answers(tmp_path, capsys):
         assert primary.conference(CONF)["uri"] == f"sip:{CONF}@127.0.0.1:{kport}"
         held = [m[0] for m in view[0] if m[2] == primary.uri]
         killed = time.monotonic()
-        os.kill(primary.process.proc.pid, signal.SIGKILL)
+        if how == "kill -9":
+            os.kill(primary.process.proc.pid, signal.SIGKILL)
+        else:
+            assert api_post(primary.http, "/api/v1/leave")[0] == 202
         survivors = [s1, s2]
         successor = min(survivors, key=lambda node: node.uri)
         after, _ = wait_agreement(survivors, CONF, lambda v: everyone_once(v, {primary.uri})
@@ -234,9 +239,9 @@ def test_kill_9_primary_the_conference_uri_still_answers(tmp_path, capsys):
         log = "\n".join(newcomer.logs())
         assert "joined" in log, log
         with capsys.disabled():
-            print(f"\n  kill -9 primary: {len(held)} orphans re-homed and {successor.name} "
-                  f"primary {rehomed:.2f} s after the kill; a newcomer joined via the "
-                  f"conference URI")
+            print(f"\n  {how} primary: its {len(held)} members re-homed and "
+                  f"{successor.name} primary {rehomed:.2f} s after; a newcomer joined via "
+                  f"the conference URI")
     finally:
         stop_all(nodes, uac, uas, *([newcomer] if newcomer else []))
         kam.stop()
