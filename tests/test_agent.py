@@ -217,6 +217,7 @@ def test_a_caller_that_cancels_stops_the_ringing_phone(tmp_path):
         alice.wait_registered()
         bob.dial(f"sip:alice@127.0.0.1:{node.port}")
         alice.wait_event("CALL_INCOMING", 8)
+        bob.wait_event("CALL_RINGING", 8)        # a CANCEL needs a provisional (§9.1)
         bob.hangup()                             # still ringing: a CANCEL
         bob.wait_event("CALL_CLOSED", 8)
         alice.wait_event("CALL_CLOSED", 8)       # her phone stopped ringing

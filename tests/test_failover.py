@@ -211,7 +211,7 @@ def test_without_its_primary_the_conference_uri_still_answers(tmp_path, capsys, 
     kam = Kamailio(tmp_path / "kam", kport, primary.port).start()
     start_all(nodes)
     nodes, uas, uac, view = spread(tmp_path, nodes, entry=f"127.0.0.1:{kport}")
-    newcomer = None
+    newcomer = newcomer_uas = None
     try:
         assert {f[0]: f[1] for f in view[1]}[primary.uri] == "primary"
         assert primary.conference(CONF)["uri"] == f"sip:{CONF}@127.0.0.1:{kport}"
@@ -229,10 +229,15 @@ def test_without_its_primary_the_conference_uri_still_answers(tmp_path, capsys, 
         rehomed = time.monotonic() - killed
         assert after is not None, [node.conference(CONF) for node in survivors]
         assert successor.process.log().count("registered sip:conf1@127.0.0.1") >= 1
-        # A newcomer dials the conference URI (at Kamailio) and joins.
+        # A newcomer dials the conference URI (at Kamailio) and joins.  Its
+        # own handover SIPp: a Contact of its own (SIPp numbers every
+        # member1 alike, and one Contact is one endpoint).
+        newcomer_uas = Sipp("member_handover.xml", None, tmp_path,
+                            ["-set", "hold_ms", "150000"], timeout=200, name="newcomer_uas")
         newcomer = Sipp("member_dialin.xml", f"127.0.0.1:{kport}", tmp_path,
                         ["-s", CONF, "-m", "1", "-set", "hold_ms", "150000",
-                         "-set", "contact_port", str(uas.port)], timeout=60, name="newcomer")
+                         "-set", "contact_port", str(newcomer_uas.port)], timeout=60,
+                        name="newcomer")
         joined, _ = wait_agreement(survivors, CONF, lambda v: len(v[0]) == N + 1 and
                                    all(m[3] == "connected" for m in v[0]), timeout=30)
         assert joined is not None, [node.conference(CONF) for node in survivors]
@@ -243,7 +248,7 @@ def test_without_its_primary_the_conference_uri_still_answers(tmp_path, capsys, 
                   f"{successor.name} primary {rehomed:.2f} s after; a newcomer joined via "
                   f"the conference URI")
     finally:
-        stop_all(nodes, uac, uas, *([newcomer] if newcomer else []))
+        stop_all(nodes, uac, uas, *[x for x in (newcomer, newcomer_uas) if x])
         kam.stop()
 
 
