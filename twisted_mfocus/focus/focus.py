@@ -289,8 +289,11 @@ class ConferenceFocus:
             for other in self.legs_of_device(conference, leg):
                 other.hangup()
         entity = leg.endpoint_entity
-        if mesh.replica.holds(self.uri, entity):
-            entity = f"{entity};leg={leg.dialog.local_tag}"   # same Contact twice
+        known = mesh.replica.member(entity)
+        if mesh.replica.holds(self.uri, entity) or (known and known[1].user != leg.user_entity):
+            # The same Contact twice here, or another member's Contact
+            # (phones behind NAT share private addresses): one key per call.
+            entity = f"{entity};leg={leg.dialog.local_tag}"
             leg.endpoint_entity = entity
         if leg.user_entity not in conference.users and \
                 conference.user_count >= conference.max_users:
