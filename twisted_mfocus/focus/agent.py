@@ -208,6 +208,8 @@ class Agent:
         if pending is None:
             return False
         request, tag, caller, callee = pending
+        self.log.info("{conf}: the caller cancelled: 487, cancelling the phone",
+                      conf=caller.conference.name, event="cancelled")
         invite_txn.respond(self.focus.policy.respond(request, 487, "Request Terminated",
                                                      to_tag=tag))
         caller._end("cancelled by the caller")     # which cancels the callee (ended)
