@@ -227,11 +227,21 @@ def sip_header(message, name):
 
 def api_get(port, path):
     """(status, JSON) of ``GET http://127.0.0.1:port/path``."""
+    return _api(port, path)
+
+
+def api_post(port, path):
+    """(status, JSON) of ``POST http://127.0.0.1:port/path`` with no body."""
+    return _api(port, path, b"")
+
+
+def _api(port, path, data=None):
     import json
     import urllib.error
     import urllib.request
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=5) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")
@@ -245,3 +255,17 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def notify_documents(sipp, schema):
+    """The conference-info documents SIPp received, each schema-checked."""
+    from lxml import etree
+    docs = []
+    for message in sipp.messages(received=True):
+        if not message.startswith("NOTIFY "):
+            continue
+        assert sip_header(message, "Content-Type") == "application/conference-info+xml"
+        doc = etree.fromstring(sip_body(message).encode())
+        schema.assertValid(doc)
+        docs.append((sip_header(message, "Subscription-State"), doc))
+    return docs

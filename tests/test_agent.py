@@ -5,12 +5,11 @@ import re
 import time
 
 from .foci import Node, stop_all
-from .harness import Sipp, wait_for
+from .harness import Sipp, notify_documents, wait_for
 from .pcap import Capture, sip_messages
 from .peers import tone_phone
 from .peers.process import need
 from .test_audio import assert_each_hears_the_others, rtp_filter
-from .test_focus_sipp import notify_documents
 from twisted_mfocus.conference import info
 
 TONES = {"alice": 440, "bob": 1000, "carol": 1500, "dave": 2000}

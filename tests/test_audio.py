@@ -11,7 +11,7 @@ from twisted_mfocus.media import g711
 from twisted_mfocus.media.packet import PacketError, parse_rtp
 
 from .foci import start_foci, stop_all, wait_agreement
-from .harness import wait_for
+from .harness import api_post, wait_for
 from .pcap import Capture, udp_datagrams
 from .peers import dial_all, tone_phone
 from .peers.process import need
@@ -101,7 +101,6 @@ def test_one_focus_three_baresip_members_hear_the_other_two(tmp_path):
 def test_mute_by_api_and_by_star_6(tmp_path):
     """A muted member's tone leaves the others' audio and comes back on
     unmute: by the API (alice), and by RFC 4733 *6 from the phone (bob)."""
-    from .test_failover import api_post
     need("baresip", "dumpcap")
     nodes = start_foci(tmp_path, [("focus", "primary", 10)])
     focus = nodes[0]

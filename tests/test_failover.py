@@ -14,12 +14,11 @@ import os
 import re
 import signal
 import time
-import urllib.request
 
 import pytest
 
 from .foci import Node, start_all, start_foci, stop_all, wait_agreement
-from .harness import Sipp, free_port
+from .harness import Sipp, api_post, free_port
 from .peers import Kamailio
 from .peers.process import need
 
@@ -30,13 +29,6 @@ INVITE = re.compile(r"^invite (\S+) from .* contact (\S*)(?:;isfocus)? replaces 
 
 
 SPECS = [("primary", "primary", 2), ("s1", "secondary", 3), ("s2", "secondary", 3)]
-
-
-def api_post(port, path):
-    """POST with an empty body: (status, body)."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"", method="POST")
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return response.status, response.read()
 
 
 def spread(tmp_path, nodes=None, entry=None):

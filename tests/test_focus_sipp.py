@@ -9,9 +9,8 @@ document against the RFC 4575 schema.
 import signal
 
 import pytest
-from lxml import etree
 
-from .harness import Focus, Sipp, api_get, free_port, sip_body, sip_header, wait_for
+from .harness import Focus, Sipp, api_get, free_port, notify_documents, sip_header, wait_for
 
 NS = {"ci": "urn:ietf:params:xml:ns:conference-info"}
 #: RTP ranges per test process so parallel foci never share ports.
@@ -38,19 +37,6 @@ def focus(tmp_path):
 def members(focus, name):
     status, body = api_get(focus.http, f"/api/v1/conferences/{name}")
     return body["members"] if status == 200 else None
-
-
-def notify_documents(sipp, schema):
-    """The conference-info documents SIPp received, each schema-checked."""
-    docs = []
-    for message in sipp.messages(received=True):
-        if not message.startswith("NOTIFY "):
-            continue
-        assert sip_header(message, "Content-Type") == "application/conference-info+xml"
-        doc = etree.fromstring(sip_body(message).encode())
-        schema.assertValid(doc)
-        docs.append((sip_header(message, "Subscription-State"), doc))
-    return docs
 
 
 def test_members_dial_in_and_leave(focus, tmp_path):

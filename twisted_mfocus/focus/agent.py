@@ -40,6 +40,17 @@ from .call import parse_offer
 __all__ = ["Agent"]
 
 
+class _Hosted:
+    """What the agent keeps of a conference it made for a user's call."""
+
+    __slots__ = ("host", "kind", "open_until")
+
+    def __init__(self, host):
+        self.host = host            # the served user
+        self.kind = "call"          # "call" (two parties) -> "conference"
+        self.open_until = 0.0       # a redirected caller may join until then
+
+
 class Agent:
     """The registrar and B2BUA of the served users."""
 
@@ -53,6 +64,7 @@ class Agent:
         self.max_bindings = config.agent_max_bindings
         self.bindings = {}          # user -> {contact text: (NameAddr, expires at)}
         self.calls = {}             # user -> Conference of the user's call / conference
+        self.hosted = {}            # that Conference -> _Hosted
         self.ringing = {}           # caller's INVITE transaction -> (request, tag, legs)
 
     # -- registrar ---------------------------------------------------------------
@@ -117,10 +129,11 @@ class Agent:
         user = request.uri.user
         current = self.calls.get(user)
         if current is not None and focus.legs.get(current):
-            if current.kind == "conference" and self.when_hosting == "busy":
+            hosted = self.hosted[current]
+            if hosted.kind == "conference" and self.when_hosting == "busy":
                 txn.respond(respond(request, 486, "Busy In A Conference", to_tag=new_tag()))
                 return
-            current.open_until = time.time() + self.redirect_expires
+            hosted.open_until = time.time() + self.redirect_expires
             self.log.info("{user} is busy: redirecting to {uri}", user=user, uri=current.uri,
                           event="redirect")
             txn.respond(respond(request, 302, "Moved Temporarily", to_tag=new_tag(), headers=[
@@ -171,7 +184,7 @@ class Agent:
         if conference is None:
             txn.respond(respond(request, 503, "Too Many Conferences", to_tag=new_tag()))
             return
-        conference.kind, conference.open_until, conference.host = "call", 0.0, user
+        self.hosted[conference] = _Hosted(user)
         ours = NameAddr(focus.ua.local_uri(user, source.transport))
         try:
             caller = focus.new_leg(conference, source.transport)
@@ -219,33 +232,36 @@ class Agent:
 
     def joined(self, conference, leg):
         """A leg of ``conference`` is in: a third party in a call escalates it."""
-        if getattr(conference, "kind", None) != "call":
+        hosted = self.hosted.get(conference)
+        if hosted is None or hosted.kind != "call":
             return
         legs = [other for other in self.focus.legs.get(conference, ()) if other is not leg]
         if len(legs) < 2:                       # one of the first two
             return
-        conference.kind = "conference"
+        hosted.kind = "conference"
         contact = self.focus.contact(conference)
         self.log.info("{conf}: {host}'s call is a conference now", conf=conference.name,
-                      host=conference.host, event="escalated")
+                      host=hosted.host, event="escalated")
         for other in legs:
             if other.contact is not None:
                 other.retarget(contact)
 
     def ended(self, conference, leg):
         """A leg ended: in a call, the other side is hung up too."""
-        kind = getattr(conference, "kind", None)
-        if kind is None:
+        hosted = self.hosted.get(conference)
+        if hosted is None:
             return
         left = [other for other in self.focus.legs.get(conference, ()) if other.state != "ended"]
-        if kind == "call":
+        if hosted.kind == "call":
             for other in left:
                 other.hangup()
-        if not left and self.calls.get(conference.host) is conference:
-            del self.calls[conference.host]
+        if not left:
+            del self.hosted[conference]
+            if self.calls.get(hosted.host) is conference:
+                del self.calls[hosted.host]
 
     def admits(self, conference):
         """May a new caller join ``conference`` by its URI?  A call only
         while its redirect is fresh."""
-        return getattr(conference, "kind", None) != "call" or \
-            conference.open_until >= time.time()
+        hosted = self.hosted.get(conference)
+        return hosted is None or hosted.kind != "call" or hosted.open_until >= time.time()

@@ -181,8 +181,8 @@ class CallLeg:
         h = Headers()
         h.add("Max-Forwards", "70")
         caller = from_addr.uri if from_addr is not None else conference_uri
-        h.add("From", str(NameAddr(caller, display=getattr(from_addr, "display", None),
-                                   params={"tag": new_tag()})))
+        display = from_addr.display if from_addr is not None else None
+        h.add("From", str(NameAddr(caller, display=display, params={"tag": new_tag()})))
         h.add("To", str(to_addr))
         h.add("Call-ID", new_call_id())
         h.add("CSeq", "1 INVITE")

@@ -22,9 +22,12 @@ from twisted.logger import Logger
 from ..media.rtp import PortsExhausted
 from ..media.sdp import SDPError
 from ..sip.dialog import DialogError
+from ..sip.errors import SIPError
 from ..sip.ids import new_tag
 from ..sip.uri import URI
+from ..sip.values import NameAddr
 from .call import CallLeg, parse_offer
+from .mesh import focus_id
 
 __all__ = ["Cascades", "MARKER"]
 
@@ -84,18 +87,20 @@ class Cascades:
             txn.respond(respond(request, 404, "No Such Conference", to_tag=new_tag()))
             return
         try:
-            peer = str(URI.parse(request.headers.get(MARKER).strip().strip("<>")))
-            offer = parse_offer(request)
-            rtp = focus.rtp_pool.allocate()
-        except (SDPError, ValueError) as e:
-            txn.respond(respond(request, 400, getattr(e, "reason", str(e)), to_tag=new_tag()))
+            peer = focus_id(NameAddr.parse(request.headers.get(MARKER), MARKER).uri)
+        except (SIPError, ValueError) as e:
+            txn.respond(respond(request, 400, f"Bad {MARKER}: {e}", to_tag=new_tag()))
             return
+        try:
+            offer = parse_offer(request)
+        except SDPError as e:
+            txn.respond(respond(request, 400, e.reason, to_tag=new_tag()))
+            return
+        try:
+            rtp = focus.rtp_pool.allocate()
         except PortsExhausted:
             txn.respond(respond(request, 503, "Out Of Media Ports", to_tag=new_tag(),
                                 headers=[("Retry-After", "30")]))
-            return
-        except Exception as e:                  # a garbled marker URI
-            txn.respond(respond(request, 400, f"Bad {MARKER}: {e}", to_tag=new_tag()))
             return
         old = self.legs.pop((conference, peer), None)
         leg = CallLeg(focus, conference, rtp, source.transport)

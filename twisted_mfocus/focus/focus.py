@@ -166,11 +166,7 @@ class ConferenceFocus:
             name = "conf-" + new_tag()
         conference = self.conferences.get(name)
         if conference is None and create:
-            if len(self.conferences) >= self.config.max_conferences:
-                return None
-            conference = self._add_conference(name, f"sip:{name}@{self.domain}")
-            if self.registrar is not None:      # the conference URI reaches us
-                self.registrar.register(conference)
+            conference = self.new_conference(name)
         return conference
 
     def _add_conference(self, name, uri):
@@ -356,11 +352,12 @@ class ConferenceFocus:
             self.registrar.unregister(conference)
 
     def new_conference(self, name):
-        """A conference made here (agent.py), or None past max_conferences."""
+        """A conference made here, with its URI bound at the registrar if
+        there is one (registrar.py); None past max_conferences or taken."""
         if len(self.conferences) >= self.config.max_conferences or name in self.conferences:
             return None
         conference = self._add_conference(name, f"sip:{name}@{self.domain}")
-        if self.registrar is not None:
+        if self.registrar is not None:      # the conference URI reaches us
             self.registrar.register(conference)
         return conference
 
@@ -370,9 +367,7 @@ class ConferenceFocus:
         return self.ua.is_local(uri) or hostport == self.domain
 
     def new_leg(self, conference, transport):
-        return self._new_leg(conference, transport)
-
-    def _new_leg(self, conference, transport):
+        """A call leg of ``conference`` with an RTP pair (PortsExhausted)."""
         rtp = self.rtp_pool.allocate()
         leg = CallLeg(self, conference, rtp, transport)
         self.legs[conference].append(leg)
@@ -389,7 +384,7 @@ class ConferenceFocus:
         ownership epoch + 1.  ``to``: the To header (the member's identity,
         from a handover REFER), else the target."""
         try:
-            leg = self._new_leg(conference, (target.transport or "udp").upper())
+            leg = self.new_leg(conference, (target.transport or "udp").upper())
         except PortsExhausted:
             report(503, "Service Unavailable")
             return None
@@ -503,7 +498,7 @@ class ConferenceFocus:
             self._maybe_retire(conference)
             return
         try:
-            leg = self._new_leg(conference, source.transport)
+            leg = self.new_leg(conference, source.transport)
         except PortsExhausted:
             txn.respond(respond(request, 503, "Out Of Media Ports", to_tag=new_tag(),
                                 headers=[("Retry-After", "30")]))

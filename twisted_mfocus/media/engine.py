@@ -58,7 +58,6 @@ class Stream:
         self.bad_logged = False
         self.latched = None             # where the party's RTP comes from
         self.latched_rtcp = None
-        self.next_rtcp = engine.clock.seconds() + RTCP_INTERVAL
         self.update(negotiated)
         endpoint.sink = self
 
@@ -110,10 +109,8 @@ class Stream:
         except OSError:
             pass
 
-    def maybe_report(self, now):
-        if now < self.next_rtcp:
-            return
-        self.next_rtcp = now + RTCP_INTERVAL
+    def report(self):
+        """An RTCP sender report (RFC 3550 §6.4.1) to the party."""
         rtp = self.latched or self.remote
         dest = self.latched_rtcp or (rtp and (rtp[0], rtp[1] + 1))
         if not dest:
@@ -144,6 +141,7 @@ class MediaEngine:
         self.lateness = []              # seconds each tick ran late
         self._loop = None
         self._next = None
+        self._reports = None            # the RTCP loop, beside the mixing tick
 
     # -- parties ---------------------------------------------------------------
 
@@ -204,11 +202,19 @@ class MediaEngine:
             self._loop.clock = self.clock
             self._next = self.clock.seconds()
             self._loop.start(TICK, now=False)
+            self._reports = task.LoopingCall(self._report)
+            self._reports.clock = self.clock
+            self._reports.start(RTCP_INTERVAL, now=False)
 
     def _stop(self):
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
+        for loop in (self._loop, self._reports):
+            if loop is not None and loop.running:
+                loop.stop()
+        self._loop = self._reports = None
+
+    def _report(self):
+        for _, stream in list(self.streams.values()):
+            stream.report()
 
     def _tick(self):
         now = self.clock.seconds()
@@ -223,9 +229,9 @@ class MediaEngine:
             if late > MAX_CATCH_UP * TICK:
                 self._next = now        # too far behind: start afresh
         for _ in range(frames):
-            self.tick_once(now)
+            self.tick_once()
 
-    def tick_once(self, now):
+    def tick_once(self):
         """One 20 ms frame for every conference (the benchmark calls it too)."""
         streams = self.streams
         for conference, mixer in self.mixers.items():
@@ -233,8 +239,6 @@ class MediaEngine:
                 mixer.put(key, streams[key][1].receiver.pull())
             for key, payload in mixer.mix().items():
                 streams[key][1].send(payload)
-        for _, stream in streams.values():
-            stream.maybe_report(now)
 
     def stop(self):
         for key in list(self.streams):
