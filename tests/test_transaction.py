@@ -8,8 +8,11 @@ instant is a multiple of 0.5 s (the clock is pumped in 0.5 s steps).
 import pytest
 from hypothesis import given, settings, strategies as st
 from twisted.internet.task import Clock
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from twisted_mfocus.sip.address import Peer
+from twisted_mfocus.sip.interfaces import ITransactionUser
 from twisted_mfocus.sip.message import Request, Response, make_response, parse_datagram
 from twisted_mfocus.sip.transaction import (
     ACCEPTED, CALLING, COMPLETED, CONFIRMED, PROCEEDING, TERMINATED, TRYING, WAITING,
@@ -51,6 +54,7 @@ def _is(message, what):
     return isinstance(message, Request) and message.method == what
 
 
+@implementer(ITransactionUser)
 class TU:
     """The transaction user: records every call; ``answer`` decides what to
     do with a new request (nothing by default)."""
@@ -76,6 +80,12 @@ class TU:
 
     def transaction_error(self, txn, reason):
         self.errors.append((txn, reason))
+
+    def attach(self, service):
+        pass
+
+    def shutdown(self):
+        return None
 
 
 class Client:
@@ -159,6 +169,10 @@ def load(shared_dir, name):
     msg = parse_datagram((shared_dir / "sip-torture" / "rfc4475" / name).read_bytes())
     msg.validate()
     return msg
+
+
+def test_stand_in_tu_provides_the_interface(tu):
+    assert verifyObject(ITransactionUser, tu)
 
 
 # -- Timers ---------------------------------------------------------------------------

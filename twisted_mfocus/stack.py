@@ -38,12 +38,12 @@ class SIPService(service.Service):
     def __init__(self, reactor, config, tu=None):
         self.reactor = reactor
         self.config = config
-        self.tu = tu or ProbeUAS()
+        self.tu = tu or ProbeUAS()       # an ITransactionUser
         self.transport = None
         self.transactions = None
         self.listening = []
         # A leaving focus first hands its members over (leave_timeout).
-        self.shutdown_grace = getattr(config, "leave_timeout", 0.0) + 5.0
+        self.shutdown_grace = config.leave_timeout + 5.0
 
     def startService(self):
         super().startService()
@@ -57,9 +57,7 @@ class SIPService(service.Service):
             self.reactor, self._send, self.tu,
             timers=Timers(T1=cfg.t1, T2=cfg.t2, T4=cfg.t4),
             max_transactions=cfg.max_transactions)
-        attach = getattr(self.tu, "attach", None)
-        if attach is not None:
-            attach(self)
+        self.tu.attach(self)
         self.ready = defer.gatherResults(
             [self._listen(spec) for spec in cfg.listen], consumeErrors=True)
         self.ready.addCallback(self._listening)
@@ -90,8 +88,7 @@ class SIPService(service.Service):
         super().stopService()
         if self.transport is None:
             return None
-        shutdown = getattr(self.tu, "shutdown", None)
-        d = defer.maybeDeferred(shutdown) if shutdown is not None else defer.succeed(None)
+        d = defer.maybeDeferred(self.tu.shutdown)
         d.addTimeout(self.shutdown_grace, self.reactor)
         d.addErrback(lambda f: self.log.info("shutdown: gave up waiting ({why})",
                                              why=f.getErrorMessage()))

@@ -8,8 +8,10 @@ with 481 (there are no dialogs yet), CANCEL per §9.2.
 """
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..sip.ids import new_tag
+from ..sip.interfaces import ITransactionUser
 from ..sip.uas import UASPolicy
 
 __all__ = ["ProbeUAS", "default_policy"]
@@ -22,6 +24,7 @@ def default_policy(server="mfocus"):
                      extra_headers=[("Server", server)])
 
 
+@implementer(ITransactionUser)
 class ProbeUAS:
     """Transaction user answering every request statelessly from the
     application's point of view (the transaction layer keeps the state)."""
@@ -30,6 +33,12 @@ class ProbeUAS:
 
     def __init__(self, policy=None):
         self.policy = policy or default_policy()
+
+    def attach(self, service):
+        """Nothing to set up: the probe never sends a request of its own."""
+
+    def shutdown(self):
+        """Nothing to end: the probe holds no dialogs or subscriptions."""
 
     def request_received(self, txn, request, source):
         refusal = self.policy.inspect(request)

@@ -20,8 +20,8 @@ from .ids import MAGIC_COOKIE, new_branch, new_tag
 from .message import Request, Response, make_response
 from .transaction_state import (  # noqa: F401  (re-exported: the public names)
     ACCEPTED, ACK, CALLING, COMPLETED, CONFIRMED, PROCEEDING, REQUEST, START,
-    TERMINATED, TRANSPORT_ERROR, TRYING, WAITING, ClientTransaction,
-    ServerTransaction, Timers, TransactionLimit, TransactionStateError,
+    TERMINATED, TRANSPORT_ERROR, TRYING, WAITING, ClientTransaction, Event, Kind,
+    ServerTransaction, State, Timer, Timers, TransactionLimit, TransactionStateError,
     TransactionTimeout, TransportError)
 
 __all__ = [
@@ -58,9 +58,8 @@ class TransactionLayer:
     """Matches messages to transactions and runs them (RFC 3261 §17).
 
     ``send(message, peer)`` hands a message to the transport and may raise
-    ``TransportError``; ``user`` is the TU (``request_received``,
-    ``cancel_received``, ``ack_received``, ``stray_response``, and
-    optionally ``transaction_error(txn, reason)`` for server failures)."""
+    ``TransportError``; ``user`` is the TU, an ``ITransactionUser``
+    (``interfaces.py``)."""
 
     def __init__(self, clock, send, user, timers=Timers(), max_transactions=100000):
         self.clock = clock
@@ -132,7 +131,7 @@ class TransactionLayer:
             if txn.state in (TRYING, PROCEEDING):
                 txn.respond(make_response(request, 500, to_tag=new_tag()))
             raise
-        if method == "INVITE" and txn.state == PROCEEDING and txn.last_response is None:
+        if method == "INVITE" and txn.state is PROCEEDING and txn.last_response is None:
             txn.respond(make_response(request, 100))        # §17.2.1
 
     def _stateless(self, response, peer):

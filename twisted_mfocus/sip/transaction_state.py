@@ -12,22 +12,35 @@ Rules of this module:
 - Everything that changes a transaction's state lives in this file, in
   two tables: ``TRANSITIONS[kind][state][event] -> (next state, actions)``
   and ``TIMERS[kind][state] -> (timers started on entry, timers kept
-  running)``.  The code that walks them is a few lines; an event with no
-  entry is ignored when it comes from the network or a timer, and is a
-  ``TransactionStateError`` when it comes from the TU.
+  running)``.  Kinds, states, events and timers are enum members (a timer
+  is an event too); an action is the transaction's own method, stored as
+  a function and called as ``action(txn, arg)``.  The code that walks the
+  tables is a few lines, and a state changes in one place
+  (``_Transaction._set_state``); an event with no entry is ignored when it
+  comes from the network or a timer, and is a ``TransactionStateError``
+  when it comes from the TU.
 - This file does not know how messages find their transaction (that is
   ``transaction.py``); a transaction reaches the outside only through its
-  layer: ``send``, ``clock``, ``timers``, ``user`` and the table hooks.
+  layer: ``send``, ``clock``, ``timers``, ``user`` (an
+  ``ITransactionUser``) and the table hooks.
 - No I/O and no reactor: time is the layer's injected ``IReactorTime``.
 """
 
+import enum
+
+from twisted.logger import Logger
+
+from ..tracing import TRACE
 from .headers import Headers
 from .message import Request, make_response
 
 __all__ = [
-    "Timers", "ClientTransaction", "ServerTransaction", "TransportError",
-    "TransactionTimeout", "TransactionStateError", "TransactionLimit",
+    "Timers", "Timer", "Kind", "State", "Event", "ClientTransaction",
+    "ServerTransaction", "TransportError", "TransactionTimeout",
+    "TransactionStateError", "TransactionLimit",
 ]
+
+_log = Logger()
 
 
 class TransportError(Exception):
@@ -47,6 +60,45 @@ class TransactionLimit(Exception):
     """No room for another transaction (``max_transactions``)."""
 
 
+class _Symbol(enum.Enum):
+    """A name in the tables, printed as its value ("Completed").
+
+    Members are compared by identity; they also hash by identity, because
+    they key every table lookup on the hot path and ``Enum.__hash__``
+    hashes the member's name in Python."""
+
+    __hash__ = object.__hash__
+
+    def __str__(self):
+        return self.value
+
+
+class Timer(_Symbol):
+    """The transaction timers, by their letter (RFC 3261 table 4, RFC 6026
+    §8.4/§8.7 for L and M).  A timer firing is an event of the tables."""
+
+    A = "A"
+    B = "B"
+    D = "D"
+    E = "E"
+    F = "F"
+    G = "G"
+    H = "H"
+    I = "I"
+    J = "J"
+    K = "K"
+    L = "L"
+    M = "M"
+
+    def __str__(self):
+        return f"Timer {self.value}"
+
+
+_RETRANSMISSION = frozenset((Timer.A, Timer.E, Timer.G))       # T1, then doubling
+_STRAY_WAIT = frozenset((Timer.D, Timer.I, Timer.J, Timer.K))  # absorb retransmissions
+_T4_WAIT = frozenset((Timer.I, Timer.K))
+
+
 class Timers:
     """T1, T2, T4 and the timers derived from them (RFC 3261 table 4,
     RFC 6026 §8.4/§8.7 for L and M).  Attributes give the values over an
@@ -61,171 +113,91 @@ class Timers:
     B = F = H = J = L = M = property(lambda self: 64 * self.T1)
     I = K = property(lambda self: self.T4)
 
-    def value(self, name, reliable):
-        """Seconds for timer ``name``; None if it does not run at all.
+    def value(self, timer, reliable):
+        """Seconds for ``timer`` (a ``Timer`` or its letter); None if it
+        does not run at all.
 
         Over a reliable transport nothing is retransmitted (A, E, G are not
         started) and the timers that wait for stray retransmissions are
         zero (D, I, J, K): §17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2."""
-        if reliable:
-            if name in "AEG":
-                return None
-            if name in "DIJK":
-                return 0
-        return getattr(self, name)
+        if timer.__class__ is not Timer:
+            timer = Timer(timer)
+        if timer in _RETRANSMISSION:
+            return None if reliable else self.T1
+        if reliable and timer in _STRAY_WAIT:
+            return 0
+        if timer in _T4_WAIT:
+            return self.T4
+        if timer is Timer.D:
+            return self.D
+        return 64 * self.T1
 
     def __repr__(self):
         return f"Timers(T1={self.T1}, T2={self.T2}, T4={self.T4}, D={self.D})"
 
 
-# -- the machines ---------------------------------------------------------------
+# -- the names in the tables --------------------------------------------------------
 
-INVITE_CLIENT, NON_INVITE_CLIENT = "INVITE client", "non-INVITE client"
-INVITE_SERVER, NON_INVITE_SERVER = "INVITE server", "non-INVITE server"
+class Kind(_Symbol):
+    """Which of the four machines a transaction runs."""
 
-CALLING, TRYING, PROCEEDING = "Calling", "Trying", "Proceeding"
-COMPLETED, CONFIRMED, ACCEPTED = "Completed", "Confirmed", "Accepted"
-TERMINATED = "Terminated"
-#: Not an RFC state: a CANCEL built before any provisional response arrived,
-#: held back until one does (§9.1).
-WAITING = "Waiting"
+    INVITE_CLIENT = "INVITE client"            # figure 5
+    NON_INVITE_CLIENT = "non-INVITE client"    # figure 6
+    INVITE_SERVER = "INVITE server"            # figure 7
+    NON_INVITE_SERVER = "non-INVITE server"    # figure 8
 
-# Events.  Timers are events named by their letter ("A" .. "M").
-START = "request from TU"    # a client transaction sends its request
-DROP = "drop"                # a held-back CANCEL that must never be sent
-PROVISIONAL = "1xx"          # response received by a client transaction
-SUCCESS = "2xx"              # 2xx to an INVITE (for non-INVITE a 2xx is FINAL)
-FINAL = "final"              # 300-699 to INVITE, 200-699 to non-INVITE
-REQUEST = "request"          # a retransmission of the server's request
-ACK = "ACK"                  # an ACK matching an INVITE server transaction
-TU_PROVISIONAL = "1xx from TU"
-TU_SUCCESS = "2xx from TU"   # INVITE only
-TU_FINAL = "final from TU"   # 300-699 for INVITE, 200-699 for non-INVITE
-TRANSPORT_ERROR = "transport error"
 
-TRANSITIONS = {
-    # RFC 3261 figure 5, RFC 6026 §8.4.
-    INVITE_CLIENT: {
-        WAITING: {
-            START: (CALLING, ("retransmit",)),
-        },
-        CALLING: {
-            "A": (CALLING, ("retransmit", "backoff")),
-            "B": (TERMINATED, ("timeout",)),
-            PROVISIONAL: (PROCEEDING, ("pass_up", "release_cancel")),
-            SUCCESS: (ACCEPTED, ("pass_up",)),
-            FINAL: (COMPLETED, ("send_ack", "pass_up")),
-            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
-        },
-        PROCEEDING: {
-            PROVISIONAL: (PROCEEDING, ("pass_up",)),
-            SUCCESS: (ACCEPTED, ("pass_up",)),
-            FINAL: (COMPLETED, ("send_ack", "pass_up")),
-            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
-        },
-        COMPLETED: {
-            FINAL: (COMPLETED, ("send_ack",)),     # a retransmission: ACK again
-            "D": (TERMINATED, ()),
-            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
-        },
-        ACCEPTED: {
-            SUCCESS: (ACCEPTED, ("pass_up",)),      # 2xx retransmissions, forks
-            "M": (TERMINATED, ()),
-        },
-    },
-    # RFC 3261 figure 6.
-    NON_INVITE_CLIENT: {
-        WAITING: {
-            START: (TRYING, ("retransmit",)),
-            DROP: (TERMINATED, ()),
-        },
-        TRYING: {
-            "E": (TRYING, ("retransmit", "backoff")),
-            "F": (TERMINATED, ("timeout",)),
-            PROVISIONAL: (PROCEEDING, ("pass_up",)),
-            FINAL: (COMPLETED, ("pass_up",)),
-            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
-        },
-        PROCEEDING: {
-            "E": (PROCEEDING, ("retransmit", "every_T2")),
-            "F": (TERMINATED, ("timeout",)),
-            PROVISIONAL: (PROCEEDING, ("pass_up",)),
-            FINAL: (COMPLETED, ("pass_up",)),
-            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
-        },
-        COMPLETED: {
-            "K": (TERMINATED, ()),
-        },
-    },
-    # RFC 3261 figure 7, RFC 6026 §8.7.
-    INVITE_SERVER: {
-        PROCEEDING: {
-            REQUEST: (PROCEEDING, ("resend",)),
-            TU_PROVISIONAL: (PROCEEDING, ("send",)),
-            TU_SUCCESS: (ACCEPTED, ("send",)),
-            TU_FINAL: (COMPLETED, ("send",)),
-            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
-        },
-        COMPLETED: {
-            REQUEST: (COMPLETED, ("resend",)),
-            "G": (COMPLETED, ("resend", "backoff")),
-            "H": (TERMINATED, ("timeout",)),
-            ACK: (CONFIRMED, ()),
-            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
-        },
-        CONFIRMED: {
-            REQUEST: (CONFIRMED, ()),
-            ACK: (CONFIRMED, ()),
-            "I": (TERMINATED, ()),
-        },
-        ACCEPTED: {
-            REQUEST: (ACCEPTED, ()),
-            ACK: (ACCEPTED, ("ack_to_tu",)),
-            TU_SUCCESS: (ACCEPTED, ("send",)),     # the TU's 2xx retransmissions
-            "L": (TERMINATED, ()),
-            # Stay: INVITE retransmissions must still be absorbed; the TU
-            # learns its 2xx did not go out and ends the dialog itself.
-            TRANSPORT_ERROR: (ACCEPTED, ("report_error",)),
-        },
-    },
-    # RFC 3261 figure 8.
-    NON_INVITE_SERVER: {
-        TRYING: {
-            REQUEST: (TRYING, ()),
-            TU_PROVISIONAL: (PROCEEDING, ("send",)),
-            TU_FINAL: (COMPLETED, ("send",)),
-            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
-        },
-        PROCEEDING: {
-            REQUEST: (PROCEEDING, ("resend",)),
-            TU_PROVISIONAL: (PROCEEDING, ("send",)),
-            TU_FINAL: (COMPLETED, ("send",)),
-            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
-        },
-        COMPLETED: {
-            REQUEST: (COMPLETED, ("resend",)),
-            "J": (TERMINATED, ()),
-            TRANSPORT_ERROR: (TERMINATED, ("report_error",)),
-        },
-    },
-}
+class State(_Symbol):
+    """The states of the figures, and RFC 6026's Accepted."""
 
-#: (timers started on entering the state, timers left running in it); every
-#: other pending timer is cancelled on entry.
-TIMERS = {
-    INVITE_CLIENT: {WAITING: ("", ""), CALLING: ("AB", "AB"), PROCEEDING: ("", ""),
-                    COMPLETED: ("D", "D"), ACCEPTED: ("M", "M")},
-    NON_INVITE_CLIENT: {WAITING: ("", ""), TRYING: ("EF", "EF"), PROCEEDING: ("", "EF"),
-                        COMPLETED: ("K", "K")},
-    INVITE_SERVER: {PROCEEDING: ("", ""), COMPLETED: ("GH", "GH"),
-                    CONFIRMED: ("I", "I"), ACCEPTED: ("L", "L")},
-    NON_INVITE_SERVER: {TRYING: ("", ""), PROCEEDING: ("", ""),
-                        COMPLETED: ("J", "J")},
-}
+    CALLING = "Calling"
+    TRYING = "Trying"
+    PROCEEDING = "Proceeding"
+    COMPLETED = "Completed"
+    CONFIRMED = "Confirmed"
+    ACCEPTED = "Accepted"
+    TERMINATED = "Terminated"
+    #: Not an RFC state: a client transaction not started yet, e.g. a CANCEL
+    #: built before any provisional response arrived, held back until one
+    #: does (§9.1).
+    WAITING = "Waiting"
 
+
+class Event(_Symbol):
+    """What happens to a transaction, besides a ``Timer`` firing."""
+
+    START = "request from TU"    # a client transaction sends its request
+    DROP = "drop"                # a held-back CANCEL that must never be sent
+    PROVISIONAL = "1xx"          # response received by a client transaction
+    SUCCESS = "2xx"              # 2xx to an INVITE (for non-INVITE a 2xx is FINAL)
+    FINAL = "final"              # 300-699 to INVITE, 200-699 to non-INVITE
+    REQUEST = "request"          # a retransmission of the server's request
+    ACK = "ACK"                  # an ACK matching an INVITE server transaction
+    TU_PROVISIONAL = "1xx from TU"
+    TU_SUCCESS = "2xx from TU"   # INVITE only
+    TU_FINAL = "final from TU"   # 300-699 for INVITE, 200-699 for non-INVITE
+    TRANSPORT_ERROR = "transport error"
+
+
+# Short names, for the tables and for importers (``transaction.py``, tests).
+INVITE_CLIENT, NON_INVITE_CLIENT = Kind.INVITE_CLIENT, Kind.NON_INVITE_CLIENT
+INVITE_SERVER, NON_INVITE_SERVER = Kind.INVITE_SERVER, Kind.NON_INVITE_SERVER
+
+CALLING, TRYING, PROCEEDING = State.CALLING, State.TRYING, State.PROCEEDING
+COMPLETED, CONFIRMED, ACCEPTED = State.COMPLETED, State.CONFIRMED, State.ACCEPTED
+TERMINATED, WAITING = State.TERMINATED, State.WAITING
+
+START, DROP = Event.START, Event.DROP
+PROVISIONAL, SUCCESS, FINAL = Event.PROVISIONAL, Event.SUCCESS, Event.FINAL
+REQUEST, ACK = Event.REQUEST, Event.ACK
+TU_PROVISIONAL, TU_SUCCESS, TU_FINAL = Event.TU_PROVISIONAL, Event.TU_SUCCESS, Event.TU_FINAL
+TRANSPORT_ERROR = Event.TRANSPORT_ERROR
+
+
+# -- the transactions -----------------------------------------------------------------
 
 class _Transaction:
-    """What both sides share: walking the table and running timers."""
+    """What both sides share: walking the tables and running timers."""
 
     def __init__(self, layer, kind, request, peer, state):
         self._layer = layer
@@ -234,8 +206,8 @@ class _Transaction:
         self.peer = peer
         self.reliable = peer.reliable
         self.state = state
-        self._calls = {}          # timer name -> IDelayedCall
-        self._intervals = {}      # retransmission timer name -> current value
+        self._calls = {}          # Timer -> IDelayedCall
+        self._intervals = {}      # retransmission Timer -> current value
         self.keys = []            # [(table, key)] this transaction is under
 
     def _event(self, event, arg=None):
@@ -244,45 +216,55 @@ class _Transaction:
             new, actions = TRANSITIONS[self.kind][self.state][event]
         except KeyError:
             return False
-        old, self.state = self.state, new
-        if new == TERMINATED:
-            self._cleanup()
-        elif new != old:
-            keep = TIMERS[self.kind][new][1]
-            for name in [n for n in self._calls if n not in keep]:
-                self._calls.pop(name).cancel()
+        old = self.state
+        if new is not old:
+            self._set_state(new, event)
         for action in actions:
-            getattr(self, "_" + action)(arg)
-            if self.state != new:       # an action moved us on (send failed)
+            action(self, arg)
+            if self.state is not new:   # an action moved us on (send failed)
                 return True
-        if new != old and new != TERMINATED:
-            for name in TIMERS[self.kind][new][0]:
-                self._start_timer(name)
-                if self.state != new:   # a zero timer fired
+        if new is not old and new is not TERMINATED:
+            for timer in TIMERS[self.kind][new][0]:
+                self._start_timer(timer)
+                if self.state is not new:   # a zero timer fired
                     break
         return True
 
-    def _start_timer(self, name, seconds=None):
+    def _set_state(self, new, event):
+        """The one place a transaction changes state.  Entering Terminated
+        leaves the layer; entering any other state cancels the timers it
+        does not keep running (the walk of ``_event`` starts the new ones)."""
+        if TRACE:           # tracing.py: off, a state change costs one test
+            _log.debug("{txn!r} -> {state} on {event}", txn=self, state=new, event=event)
+        self.state = new
+        if new is TERMINATED:
+            self._cleanup()
+        else:
+            keep = TIMERS[self.kind][new][1]
+            for timer in [t for t in self._calls if t not in keep]:
+                self._calls.pop(timer).cancel()
+
+    def _start_timer(self, timer, seconds=None):
         if seconds is None:
-            seconds = self._layer.timers.value(name, self.reliable)
+            seconds = self._layer.timers.value(timer, self.reliable)
         if seconds is None:
             return
-        self._intervals[name] = seconds
+        self._intervals[timer] = seconds
         if seconds == 0:
-            self._event(name, name)     # "set to zero": fire now, synchronously
+            self._event(timer, timer)   # "set to zero": fire now, synchronously
         else:
-            self._calls[name] = self._layer.clock.callLater(seconds, self._fire, name)
+            self._calls[timer] = self._layer.clock.callLater(seconds, self._fire, timer)
 
-    def _fire(self, name):
-        self._calls.pop(name, None)
-        self._event(name, name)
+    def _fire(self, timer):
+        self._calls.pop(timer, None)
+        self._event(timer, timer)
 
-    def _backoff(self, name):
+    def _backoff(self, timer):
         """A, E and G double; E and G are capped at T2 (§17.1.2.2, §17.2.1)."""
-        seconds = 2 * self._intervals[name]
-        if name != "A":
+        seconds = 2 * self._intervals[timer]
+        if timer is not Timer.A:
             seconds = min(seconds, self._layer.timers.T2)
-        self._start_timer(name, seconds)
+        self._start_timer(timer, seconds)
 
     def _transmit(self, message):
         try:
@@ -322,7 +304,7 @@ class ClientTransaction(_Transaction):
     def _receive(self, response):
         if response.status < 200:
             event = PROVISIONAL
-        elif response.status < 300 and self.kind == INVITE_CLIENT:
+        elif response.status < 300 and self.kind is INVITE_CLIENT:
             event = SUCCESS
         else:
             event = FINAL
@@ -334,7 +316,7 @@ class ClientTransaction(_Transaction):
         Sent at once if a provisional response arrived, else held back until
         one does; dropped if a final response comes first.  Returns None when
         it is too late (a final response was received)."""
-        if self.kind != INVITE_CLIENT:
+        if self.kind is not INVITE_CLIENT:
             raise TransactionStateError("CANCEL is only for INVITE (§9.1)")
         if self._cancel is not None:
             return self._cancel
@@ -343,17 +325,17 @@ class ClientTransaction(_Transaction):
         request = _build_cancel(self.request)
         txn = self._layer._client(request, self.dest, on_response, on_error, limit=False)
         self._cancel = txn
-        if self.state == PROCEEDING:
+        if self.state is PROCEEDING:
             self._layer._start_client(txn)
         return txn
 
-    # -- actions -----------------------------------------------------------
+    # -- actions (the tables call them as ``action(txn, arg)``) --------------
 
-    def _retransmit(self, name):
+    def _retransmit(self, timer):
         self._transmit(self.request)
 
-    def _every_T2(self, name):
-        self._start_timer(name, self._layer.timers.T2)
+    def _every_T2(self, timer):
+        self._start_timer(timer, self._layer.timers.T2)
 
     def _pass_up(self, response):
         self.on_response(response)
@@ -365,11 +347,11 @@ class ClientTransaction(_Transaction):
 
     def _release_cancel(self, response):
         txn = self._cancel
-        if txn is not None and txn.state == WAITING:
+        if txn is not None and txn.state is WAITING:
             self._layer._start_client(txn)
 
-    def _timeout(self, name):
-        self._report(TransactionTimeout(f"Timer {name} fired"), 408)
+    def _timeout(self, timer):
+        self._report(TransactionTimeout(f"{timer} fired"), 408)
 
     def _report_error(self, error):
         self._report(error, 503)
@@ -403,7 +385,7 @@ class ServerTransaction(_Transaction):
         status = response.status
         if status < 200:
             event = TU_PROVISIONAL
-        elif status < 300 and self.kind == INVITE_SERVER:
+        elif status < 300 and self.kind is INVITE_SERVER:
             event = TU_SUCCESS
         else:
             event = TU_FINAL
@@ -411,7 +393,7 @@ class ServerTransaction(_Transaction):
             raise TransactionStateError(
                 f"cannot send {status} in state {self.state} of {self!r}")
 
-    # -- actions -----------------------------------------------------------
+    # -- actions (the tables call them as ``action(txn, arg)``) --------------
 
     def _send(self, response):
         self.last_response = response
@@ -419,7 +401,7 @@ class ServerTransaction(_Transaction):
             # Matching is done by key from now on (§17.2.3): the parsed views
             # of the request are dead weight while it waits for Timer J/H/L.
             self.request.headers.release_parsed()
-        if self.kind == INVITE_SERVER and response.status >= 200:
+        if self.kind is INVITE_SERVER and response.status >= 200:
             self._layer._expect_ack(self, response)
         self._transmit(response)
 
@@ -430,14 +412,145 @@ class ServerTransaction(_Transaction):
     def _ack_to_tu(self, ack):
         self._layer.user.ack_received(ack, self._ack_source)
 
-    def _timeout(self, name):
-        self._report_error(TransactionTimeout(f"Timer {name} fired: no ACK"))
+    def _timeout(self, timer):
+        self._report_error(TransactionTimeout(f"{timer} fired: no ACK"))
 
     def _report_error(self, reason):
-        """§17.2.1, §17.2.4: inform the TU, if it listens for failures."""
-        report = getattr(self._layer.user, "transaction_error", None)
-        if report is not None:
-            report(self, reason)
+        """§17.2.1, §17.2.4: inform the TU."""
+        self._layer.user.transaction_error(self, reason)
+
+
+# -- the machines -----------------------------------------------------------------------
+
+_C, _S = ClientTransaction, ServerTransaction
+
+TRANSITIONS = {
+    # RFC 3261 figure 5, RFC 6026 §8.4.
+    INVITE_CLIENT: {
+        WAITING: {
+            START: (CALLING, (_C._retransmit,)),
+        },
+        CALLING: {
+            Timer.A: (CALLING, (_C._retransmit, _C._backoff)),
+            Timer.B: (TERMINATED, (_C._timeout,)),
+            PROVISIONAL: (PROCEEDING, (_C._pass_up, _C._release_cancel)),
+            SUCCESS: (ACCEPTED, (_C._pass_up,)),
+            FINAL: (COMPLETED, (_C._send_ack, _C._pass_up)),
+            TRANSPORT_ERROR: (TERMINATED, (_C._report_error,)),
+        },
+        PROCEEDING: {
+            PROVISIONAL: (PROCEEDING, (_C._pass_up,)),
+            SUCCESS: (ACCEPTED, (_C._pass_up,)),
+            FINAL: (COMPLETED, (_C._send_ack, _C._pass_up)),
+            TRANSPORT_ERROR: (TERMINATED, (_C._report_error,)),
+        },
+        COMPLETED: {
+            FINAL: (COMPLETED, (_C._send_ack,)),   # a retransmission: ACK again
+            Timer.D: (TERMINATED, ()),
+            TRANSPORT_ERROR: (TERMINATED, (_C._report_error,)),
+        },
+        ACCEPTED: {
+            SUCCESS: (ACCEPTED, (_C._pass_up,)),    # 2xx retransmissions, forks
+            Timer.M: (TERMINATED, ()),
+        },
+    },
+    # RFC 3261 figure 6.
+    NON_INVITE_CLIENT: {
+        WAITING: {
+            START: (TRYING, (_C._retransmit,)),
+            DROP: (TERMINATED, ()),
+        },
+        TRYING: {
+            Timer.E: (TRYING, (_C._retransmit, _C._backoff)),
+            Timer.F: (TERMINATED, (_C._timeout,)),
+            PROVISIONAL: (PROCEEDING, (_C._pass_up,)),
+            FINAL: (COMPLETED, (_C._pass_up,)),
+            TRANSPORT_ERROR: (TERMINATED, (_C._report_error,)),
+        },
+        PROCEEDING: {
+            Timer.E: (PROCEEDING, (_C._retransmit, _C._every_T2)),
+            Timer.F: (TERMINATED, (_C._timeout,)),
+            PROVISIONAL: (PROCEEDING, (_C._pass_up,)),
+            FINAL: (COMPLETED, (_C._pass_up,)),
+            TRANSPORT_ERROR: (TERMINATED, (_C._report_error,)),
+        },
+        COMPLETED: {
+            Timer.K: (TERMINATED, ()),
+        },
+    },
+    # RFC 3261 figure 7, RFC 6026 §8.7.
+    INVITE_SERVER: {
+        PROCEEDING: {
+            REQUEST: (PROCEEDING, (_S._resend,)),
+            TU_PROVISIONAL: (PROCEEDING, (_S._send,)),
+            TU_SUCCESS: (ACCEPTED, (_S._send,)),
+            TU_FINAL: (COMPLETED, (_S._send,)),
+            TRANSPORT_ERROR: (TERMINATED, (_S._report_error,)),
+        },
+        COMPLETED: {
+            REQUEST: (COMPLETED, (_S._resend,)),
+            Timer.G: (COMPLETED, (_S._resend, _S._backoff)),
+            Timer.H: (TERMINATED, (_S._timeout,)),
+            ACK: (CONFIRMED, ()),
+            TRANSPORT_ERROR: (TERMINATED, (_S._report_error,)),
+        },
+        CONFIRMED: {
+            REQUEST: (CONFIRMED, ()),
+            ACK: (CONFIRMED, ()),
+            Timer.I: (TERMINATED, ()),
+        },
+        ACCEPTED: {
+            REQUEST: (ACCEPTED, ()),
+            ACK: (ACCEPTED, (_S._ack_to_tu,)),
+            TU_SUCCESS: (ACCEPTED, (_S._send,)),   # the TU's 2xx retransmissions
+            Timer.L: (TERMINATED, ()),
+            # Stay: INVITE retransmissions must still be absorbed; the TU
+            # learns its 2xx did not go out and ends the dialog itself.
+            TRANSPORT_ERROR: (ACCEPTED, (_S._report_error,)),
+        },
+    },
+    # RFC 3261 figure 8.
+    NON_INVITE_SERVER: {
+        TRYING: {
+            REQUEST: (TRYING, ()),
+            TU_PROVISIONAL: (PROCEEDING, (_S._send,)),
+            TU_FINAL: (COMPLETED, (_S._send,)),
+            TRANSPORT_ERROR: (TERMINATED, (_S._report_error,)),
+        },
+        PROCEEDING: {
+            REQUEST: (PROCEEDING, (_S._resend,)),
+            TU_PROVISIONAL: (PROCEEDING, (_S._send,)),
+            TU_FINAL: (COMPLETED, (_S._send,)),
+            TRANSPORT_ERROR: (TERMINATED, (_S._report_error,)),
+        },
+        COMPLETED: {
+            REQUEST: (COMPLETED, (_S._resend,)),
+            Timer.J: (TERMINATED, ()),
+            TRANSPORT_ERROR: (TERMINATED, (_S._report_error,)),
+        },
+    },
+}
+
+
+def _timers(letters):
+    return tuple(Timer(letter) for letter in letters)
+
+
+#: (timers started on entering the state, timers left running in it); every
+#: other pending timer is cancelled on entry.
+TIMERS = {
+    INVITE_CLIENT: {WAITING: ((), ()), CALLING: (_timers("AB"), _timers("AB")),
+                    PROCEEDING: ((), ()), COMPLETED: (_timers("D"), _timers("D")),
+                    ACCEPTED: (_timers("M"), _timers("M"))},
+    NON_INVITE_CLIENT: {WAITING: ((), ()), TRYING: (_timers("EF"), _timers("EF")),
+                        PROCEEDING: ((), _timers("EF")),
+                        COMPLETED: (_timers("K"), _timers("K"))},
+    INVITE_SERVER: {PROCEEDING: ((), ()), COMPLETED: (_timers("GH"), _timers("GH")),
+                    CONFIRMED: (_timers("I"), _timers("I")),
+                    ACCEPTED: (_timers("L"), _timers("L"))},
+    NON_INVITE_SERVER: {TRYING: ((), ()), PROCEEDING: ((), ()),
+                        COMPLETED: (_timers("J"), _timers("J"))},
+}
 
 
 # -- messages a transaction builds ----------------------------------------------------
