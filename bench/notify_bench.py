@@ -74,7 +74,7 @@ def main():
             assert len(notifies) == n, (len(notifies), n)
             assert all(b'state="partial"' in m.body for m in notifies)
             sizes_.append(sum(len(m.to_bytes()) for m in notifies))
-            conference = rig.focus.conferences["room"]
+            conference = rig.focus.rooms.get("room").conference
             full.append(n * (len(notifies[0].to_bytes()) - len(notifies[0].body)
                              + len(info.full_document(conference, 1))))
         total = statistics.median(sizes_)

@@ -11,7 +11,7 @@ def rig():
 
 
 def conference(rig):
-    return rig.focus.conferences["room"]
+    return rig.focus.rooms.get("room").conference
 
 
 def test_dial_in_answers_with_isfocus_and_joins_on_ack(rig):
@@ -36,7 +36,7 @@ def test_2xx_is_retransmitted_until_acked_then_bye(rig):
     assert times[:5] == [0.5, 1.5, 3.5, 7.5, 11.5]
     assert max(times) < 32
     assert len({bye.top_via.branch for bye in rig.wire.take("BYE")}) == 1
-    assert rig.focus.load == 0
+    assert rig.focus.node.load == 0
 
 
 def test_burst_of_joins_is_one_partial_notify_per_subscriber(rig):
@@ -93,7 +93,7 @@ def test_bad_input_gets_clear_errors(rig):
     rig.deliver(phone.request("SUBSCRIBE", ROOM, headers=[("Event", "presence")]), phone.peer)
     refused = rig.wire.take(489)
     assert refused and "conference" in refused[0].headers.get("allow-events")
-    assert rig.focus.load == 0 and rig.focus.ua.dialogs == {}
+    assert rig.focus.node.load == 0 and rig.focus.ua.dialogs == {}
 
 
 def test_full_focus_answers_486(rig):
@@ -143,11 +143,11 @@ def test_a_conference_nobody_holds_or_watches_is_forgotten(rig):
     rig.deliver(watcher.request("SUBSCRIBE", "sip:watched@127.0.0.1:5060",
                                 headers=[("Event", "conference"), ("Expires", "2")]),
                 watcher.peer)
-    assert "watched" in rig.focus.conferences
+    assert "watched" in rig.focus.rooms
     answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
     rig.clock.advance(2.5)                       # expiry: final NOTIFY
     answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
-    assert "watched" not in rig.focus.conferences
+    assert "watched" not in rig.focus.rooms
 
 
 def test_hold_reinvite_is_answered_recvonly_and_shown_on_hold(rig):
@@ -187,7 +187,7 @@ def test_late_offer_without_answer_ends_the_call(rig):
     rig.deliver(phone.request("INVITE", ROOM), phone.peer)
     ok = rig.wire.take(200)[-1]
     rig.deliver(phone.request("ACK", ROOM, to_tag=ok.to.tag), phone.peer)
-    assert rig.wire.take("BYE") and rig.focus.load == 0
+    assert rig.wire.take("BYE") and rig.focus.node.load == 0
 
 
 def test_subscribe_to_the_factory_makes_one_conference_named_in_the_contact(rig):
@@ -195,7 +195,7 @@ def test_subscribe_to_the_factory_makes_one_conference_named_in_the_contact(rig)
     rig.deliver(watcher.request("SUBSCRIBE", "sip:conference@127.0.0.1:5060",
                                 headers=[("Event", "conference")]), watcher.peer)
     ok = rig.wire.take(200)[-1]
-    assert list(rig.focus.conferences) == [ok.contacts[0].uri.user]
+    assert [room.name for room in rig.focus.rooms] == [ok.contacts[0].uri.user]
 
 
 def test_large_requests_go_over_tcp_unless_the_uri_names_a_transport():

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import pytest
 
-from .harness import Sipp, free_port, sip_header, wait_for
+from .harness import Sipp, free_port, sip_header
 
 pytestmark = pytest.mark.skipif(
     not any(os.access(os.path.join(d, "sipp"), os.X_OK)

@@ -6,8 +6,9 @@ key.  ``Config`` is plain data: validation errors name the key at fault.
 """
 
 import configparser
+import enum
 
-__all__ = ["Config", "ConfigError", "DEFAULTS"]
+__all__ = ["Config", "ConfigError", "DEFAULTS", "Role"]
 
 DEFAULTS = """
 [focus]
@@ -64,7 +65,15 @@ max_connections = 1024
 idle_timeout = 300
 """
 
-ROLES = ("primary", "secondary", "agent")
+class Role(enum.StrEnum):
+    """What ``[focus] role`` (``--role``) makes of this process."""
+
+    PRIMARY = "primary"         # holds the conference URIs it makes
+    SECONDARY = "secondary"     # holds only members handed to it
+    AGENT = "agent"             # a user's agent: registrar and B2BUA (focus/agent.py)
+
+
+ROLES = tuple(Role)
 WHEN_HOSTING = ("redirect", "busy")
 REFER_POLICIES = ("members", "anyone")
 LOG_FORMATS = ("text", "json")
@@ -87,9 +96,10 @@ class Config:
             if value is not None:
                 parser[section][key] = value
         self._parser = parser
-        self.role = self._get("focus", "role")
-        if self.role not in ROLES:
-            raise ConfigError(f"focus.role must be one of {', '.join(ROLES)}, not {self.role!r}")
+        role = self._get("focus", "role")
+        if role not in ROLES:
+            raise ConfigError(f"focus.role must be one of {', '.join(ROLES)}, not {role!r}")
+        self.role = Role(role)
         self.domain = self._get("focus", "domain")
         self.listen = self._get("focus", "listen").split()
         if not self.listen:
@@ -138,7 +148,7 @@ class Config:
             raise ConfigError("multifocus.registrar takes one URI")
         self.registrar = registrar[0] if registrar else None
         self.agent_users = self._get("agent", "users").split()
-        if self.role == "agent" and not self.agent_users:
+        if self.role is Role.AGENT and not self.agent_users:
             raise ConfigError("agent.users must name the users an agent serves")
         self.agent_when_hosting = self._choice("agent", "when_hosting", WHEN_HOSTING)
         self.agent_redirect_expires = self._int("agent", "redirect_expires")

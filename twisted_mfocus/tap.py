@@ -98,5 +98,5 @@ def makeService(options):
         # Leaving is stopping: stopService runs Focus.shutdown, which hands
         # the members over first (failover.py).
         leave = lambda: reactor.callLater(0, reactor.stop)  # noqa: E731
-        strports.service(cfg.http, server.Site(api_root(focus, leave))).setServiceParent(top)
+        strports.service(cfg.http, server.Site(api_root(focus.views, leave))).setServiceParent(top)
     return top

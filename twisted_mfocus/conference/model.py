@@ -16,17 +16,27 @@ Rules of this module:
 - Sizes are bounded: ``max_users`` users per conference (``ConferenceFull``).
 """
 
+import enum
 from typing import NamedTuple
 
 __all__ = ["Media", "Endpoint", "User", "Conference", "Changes", "ConferenceFull",
-           "ENDPOINT_STATUSES", "JOINING_METHODS", "MEDIA_STATUSES"]
+           "ENDPOINT_STATUSES", "JOINING_METHODS", "JoiningMethod", "MEDIA_STATUSES"]
 
 #: RFC 4575 §5.7.2 <status> of an endpoint.
 ENDPOINT_STATUSES = frozenset((
     "connected", "disconnected", "on-hold", "muted-via-focus", "pending",
     "alerting", "dialing-in", "dialing-out", "disconnecting"))
-#: RFC 4575 <joining-method> of an endpoint (§5.7).
-JOINING_METHODS = frozenset(("dialed-in", "dialed-out", "focus-owner"))
+
+
+class JoiningMethod(enum.StrEnum):
+    """RFC 4575 §5.7 <joining-method> of an endpoint."""
+
+    DIALED_IN = "dialed-in"
+    DIALED_OUT = "dialed-out"
+    FOCUS_OWNER = "focus-owner"
+
+
+JOINING_METHODS = frozenset(JoiningMethod)
 #: RFC 4575 §5.7.4 media <status> (the SDP directions).
 MEDIA_STATUSES = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
 

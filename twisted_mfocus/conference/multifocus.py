@@ -1,5 +1,5 @@
-"""The ``inet-ci-multifocus-ext`` event package's documents (design-notes,
-"Two event packages").
+"""The ``inet-ci-multifocus-ext`` event package's documents (docs/design.md,
+"Consistency model").
 
 Foci subscribe to each other with this package and get an RFC 4575
 conference-info document (full or partial) whose last child is one
@@ -33,12 +33,15 @@ from lxml import etree
 
 from .info import NAMESPACE as _CI_NAMESPACE, _attr
 from .model import ENDPOINT_STATUSES, JOINING_METHODS, MEDIA_STATUSES
-from .replica import (DEL, FOCUS, FOCUS_ROLES, FOCUS_STATES, SET, Delta, FocusRecord,
+from .replica import (DEL, FOCUS, SET, Delta, FocusRecord, FocusRole, FocusState,
                       MemberRecord, Partition, Snapshot)
 
 __all__ = ["EVENT", "CONTENT_TYPE", "NAMESPACE", "XSD_PATH", "MultifocusError", "Parsed",
            "render_snapshot", "render_deltas", "parse", "schema", "MAX_BODY",
            "MAX_PARTITIONS", "MAX_MEMBERS", "MAX_DELTAS", "MAX_OPS", "MAX_LINKS", "MAX_ROUTE"]
+
+FOCUS_ROLES, FOCUS_STATES = frozenset(FocusRole), frozenset(FocusState)
+FULL, PARTIAL = "full", "partial"       # RFC 4575 §5.1 document state
 
 EVENT = "inet-ci-multifocus-ext"
 CONTENT_TYPE = "application/inet-ci-multifocus-ext+xml"
@@ -233,6 +236,15 @@ def _uint_to(top):
     return convert
 
 
+def _enum(kind):
+    def convert(value):
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"is not one of {', '.join(sorted(kind))}") from None
+    return convert
+
+
 def _one_of(allowed):
     def convert(value):
         if value not in allowed:
@@ -268,9 +280,9 @@ def _parse_focus(el):
         if len(links) > MAX_LINKS or len(down) > MAX_LINKS:
             raise MultifocusError(f"more than {MAX_LINKS} <{tag}> in <focus>")
     return FocusRecord(
-        _get(el, "uri", _sip_uri), _get(el, "role", _one_of(FOCUS_ROLES)),
+        _get(el, "uri", _sip_uri), _get(el, "role", _enum(FocusRole)),
         _get(el, "capacity", _UINT32), _get(el, "load", _UINT32),
-        _get(el, "state", _one_of(FOCUS_STATES)), tuple(links),
+        _get(el, "state", _enum(FocusState)), tuple(links),
         _get(el, "epoch", _UINT32, optional=True) or 0, tuple(down))
 
 
@@ -368,13 +380,13 @@ def parse(body):
     if root.tag != _ROOT:
         raise MultifocusError(f"root element is {_show(root.tag)}, not RFC 4575 conference-info")
     entity = _get(root, "entity")
-    state = _get(root, "state", _one_of(("full", "partial")), optional=True) or "full"
+    state = _get(root, "state", _one_of((FULL, PARTIAL)), optional=True) or FULL
     version = _get(root, "version", _UINT32)
     ext = _children(root, "multifocus", 1)
     if not ext:
         raise MultifocusError("no <multifocus> element in the conference-info document")
     ext = ext[0]
-    if state == "full":
+    if state == FULL:
         return Parsed(state, entity, version, _parse_snapshot(ext), [])
     return Parsed(state, entity, version, None, _parse_deltas(ext))
 

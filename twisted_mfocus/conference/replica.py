@@ -1,4 +1,4 @@
-"""The replicated state of a multi-focus conference (design-notes, "Consistency model").
+"""The replicated state of a multi-focus conference (docs/design.md, "Consistency model").
 
 Each focus is the only writer of its own *partition*: its focus record
 (uri, role, capacity, load, state, the foci it subscribes to) and the
@@ -17,7 +17,7 @@ for a snapshot).  The first delta of a writer we have no snapshot of is
 applied only if it is seq 1 and carries the writer's focus record: the
 seq 0 state (that record, no members) is otherwise unknown to us.
 
-Failure and epochs (design-notes: "Ownership changes ... carry an epoch").
+Failure and epochs (docs/design.md, "Failover"): ownership changes carry an epoch.
 A focus record carries its writer's ``epoch`` (incarnation) and the foci
 the writer believes failed, as ``down`` claims (uri, epoch).  A partition
 is *down* while any focus record claims it at its current epoch or later;
@@ -38,15 +38,31 @@ already have, and ``merge`` never touches our own partition.
 Pure data and bookkeeping: no Twisted, no I/O, no clock.
 """
 
+import enum
 from typing import NamedTuple, Optional, Tuple
 
 __all__ = ["Replica", "FocusRecord", "MemberRecord", "Delta", "Snapshot", "Partition",
-           "SET", "DEL", "FOCUS", "FOCUS_ROLES", "FOCUS_STATES", "OUT_STATES"]
+           "SET", "DEL", "FOCUS", "FocusRole", "FocusState", "OUT_STATES"]
 
-FOCUS_ROLES = ("primary", "secondary")
-FOCUS_STATES = ("active", "leaving", "failed", "left")
-#: States of a focus that takes no new members ("left": gone for good, a tombstone)
-OUT_STATES = ("leaving", "failed", "left")
+
+class FocusRole(enum.StrEnum):
+    """A focus's role in one conference (docs/design.md, "Roles")."""
+
+    PRIMARY = "primary"         # holds the conference URI
+    SECONDARY = "secondary"
+
+
+class FocusState(enum.StrEnum):
+    """A focus's state in one conference, as its own record says."""
+
+    ACTIVE = "active"           # takes members
+    LEAVING = "leaving"         # handing its members over
+    FAILED = "failed"
+    LEFT = "left"               # gone for good: a tombstone
+
+
+#: States of a focus that takes no new members
+OUT_STATES = frozenset((FocusState.LEAVING, FocusState.FAILED, FocusState.LEFT))
 
 #: Delta operations: ("set", MemberRecord), ("del", endpoint), ("focus", FocusRecord)
 SET, DEL, FOCUS = "set", "del", "focus"
@@ -56,10 +72,10 @@ class FocusRecord(NamedTuple):
     """One focus of the conference, as its own writer describes it."""
 
     uri: str                    # the focus's SIP URI (its id): sip:host:port
-    role: str = "secondary"     # FOCUS_ROLES
+    role: FocusRole = FocusRole.SECONDARY
     capacity: int = 0           # members it may hold
     load: int = 0               # members it holds
-    state: str = "active"       # FOCUS_STATES
+    state: FocusState = FocusState.ACTIVE
     links: Tuple[str, ...] = () # URIs of the foci it subscribes to, sorted
     epoch: int = 0              # the writer's incarnation (raised when it was replaced)
     down: Tuple[Tuple[str, int], ...] = ()  # (uri, epoch) the writer believes failed, sorted
@@ -361,15 +377,15 @@ class Replica:
     def live_foci(self):
         """Focus records of the conference's foci: neither down nor gone."""
         return [focus for focus in self.foci()
-                if focus.uri not in self._down and focus.state != "left"]
+                if focus.uri not in self._down and focus.state != FocusState.LEFT]
 
     def successor(self, uri):
         """The one focus that takes over ``uri`` (its members, and the
         primary role if it had it): the lowest id among the live active foci
         other than ``uri``.  Every replica with the same state computes the
-        same answer, so no two survivors race (design-notes)."""
+        same answer, so no two survivors race (docs/design.md, "Failover")."""
         ids = [focus.uri for focus in self.live_foci()
-               if focus.uri != uri and focus.state == "active"]
+               if focus.uri != uri and focus.state == FocusState.ACTIVE]
         return min(ids) if ids else None
 
     def focus(self, uri):

@@ -1,6 +1,6 @@
-"""Agent mode (issue 7): mfocus carries the calls of the users it serves,
-and turns a two-party call into a conference when a third party calls
-(seed-design, "Background", way 2: 302 + isfocus).
+"""Agent mode: mfocus carries the calls of the users it serves, and turns
+a two-party call into a conference when a third party calls (docs/design.md,
+"Agent mode": 302 + isfocus).
 
 - **Registrar** (RFC 3261 §10.3), for the configured users only: REGISTER
   for anyone else gets 403.  Bindings expire; at most ``max_bindings``
@@ -26,28 +26,38 @@ and turns a two-party call into a conference when a third party calls
   keeps being redirected there (or gets 486: ``when_hosting = busy``).
 """
 
+import enum
 import time
 
 from twisted.logger import Logger
 
 from ..media.rtp import PortsExhausted
-from ..media.sdp import SDPError
 from ..sip.errors import SIPError
 from ..sip.ids import new_tag
 from ..sip.values import NameAddr
-from .call import parse_offer
+from .call import LegState, Refusal, admit_invite, answer_invite
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "Hosted", "Kind"]
+
+SIP_PORT = 5060
+MAX_EXPIRES = 3600          # seconds a binding may last at most
+BUSY = "busy"               # [agent] when_hosting: 486 once hosting a conference
 
 
-class _Hosted:
-    """What the agent keeps of a conference it made for a user's call."""
+class Kind(enum.Enum):
+    CALL = "call"               # two parties
+    CONFERENCE = "conference"   # a third came: an ordinary conference
+
+
+class Hosted:
+    """What the agent keeps of a room it made for a user's call
+    (``Room.hosted``)."""
 
     __slots__ = ("host", "kind", "open_until")
 
     def __init__(self, host):
         self.host = host            # the served user
-        self.kind = "call"          # "call" (two parties) -> "conference"
+        self.kind = Kind.CALL
         self.open_until = 0.0       # a redirected caller may join until then
 
 
@@ -56,27 +66,29 @@ class Agent:
 
     log = Logger()
 
-    def __init__(self, focus, config):
-        self.focus = focus
+    def __init__(self, config, ua, policy, rooms, rtp_pool):
+        self.ua = ua
+        self.policy = policy
+        self.rooms = rooms
+        self.rtp_pool = rtp_pool
         self.users = set(config.agent_users)
         self.when_hosting = config.agent_when_hosting
         self.redirect_expires = config.agent_redirect_expires
         self.max_bindings = config.agent_max_bindings
         self.bindings = {}          # user -> {contact text: (NameAddr, expires at)}
-        self.calls = {}             # user -> Conference of the user's call / conference
-        self.hosted = {}            # that Conference -> _Hosted
+        self.calls = {}             # user -> the Room of the user's call / conference
         self.ringing = {}           # caller's INVITE transaction -> (request, tag, legs)
 
     # -- registrar ---------------------------------------------------------------
 
     def register(self, txn, request, source):
-        respond = self.focus.policy.respond
+        respond = self.policy.respond
         user = request.to.uri.user
         if user not in self.users:
             txn.respond(respond(request, 403, "Not A User Served Here", to_tag=new_tag()))
             return
         try:
-            default = int(request.headers.get("expires") or 3600)
+            default = int(request.headers.get("expires") or MAX_EXPIRES)
             contacts = request.contacts
         except (ValueError, SIPError) as e:
             txn.respond(respond(request, 400, f"Bad REGISTER: {e}", to_tag=new_tag()))
@@ -96,7 +108,7 @@ class Agent:
             if expires <= 0:
                 bound.pop(key, None)
             else:
-                bound[key] = (NameAddr(contact.uri), now + min(expires, 3600))
+                bound[key] = (NameAddr(contact.uri), now + min(expires, MAX_EXPIRES))
         self._expire(user, now)
         if len(bound) > self.max_bindings:      # keep the newest
             for key in sorted(bound, key=lambda k: bound[k][1])[:-self.max_bindings]:
@@ -125,17 +137,17 @@ class Agent:
 
     def invite(self, txn, request, source):
         """An INVITE whose Request-URI names a served user."""
-        focus, respond = self.focus, self.focus.policy.respond
+        respond = self.policy.respond
         user = request.uri.user
         current = self.calls.get(user)
-        if current is not None and focus.legs.get(current):
-            hosted = self.hosted[current]
-            if hosted.kind == "conference" and self.when_hosting == "busy":
+        if current is not None and current.legs:
+            hosted = current.hosted
+            if hosted.kind is Kind.CONFERENCE and self.when_hosting == BUSY:
                 txn.respond(respond(request, 486, "Busy In A Conference", to_tag=new_tag()))
                 return
             hosted.open_until = time.time() + self.redirect_expires
-            self.log.info("{user} is busy: redirecting to {uri}", user=user, uri=current.uri,
-                          event="redirect")
+            self.log.info("{user} is busy: redirecting to {uri}", user=user,
+                          uri=str(current.uri), event="redirect")
             txn.respond(respond(request, 302, "Moved Temporarily", to_tag=new_tag(), headers=[
                 ("Contact", f"<{current.uri}>;isfocus"),
                 ("Expires", str(self.redirect_expires))]))
@@ -156,14 +168,15 @@ class Agent:
         self._expire(user, time.time())
         for addr, _ in self.bindings.get(user, {}).values():
             uri = addr.uri
-            if uri.host == source.host and (uri.port or 5060) == source.port:
+            if uri.host == source.host and (uri.port or SIP_PORT) == source.port:
                 return user
         return None
 
     def call_out(self, txn, request, source, user):
         """A served user's own call: to its target, as the user's AOR."""
-        respond = self.focus.policy.respond
-        if self.calls.get(user) is not None and self.focus.legs.get(self.calls[user]):
+        respond = self.policy.respond
+        current = self.calls.get(user)
+        if current is not None and current.legs:
             txn.respond(respond(request, 486, "Already In A Call", to_tag=new_tag()))
             return
         aor = NameAddr(request.from_.uri.replace(params={}, headers=[]),
@@ -173,26 +186,27 @@ class Agent:
 
     def _bridge(self, txn, request, source, user, target, from_addr, to):
         """Answer ``request`` once ``target`` answers: two legs of one call."""
-        focus, respond = self.focus, self.focus.policy.respond
+        respond = self.policy.respond
         try:
-            offer = parse_offer(request)
-        except SDPError as e:
-            txn.respond(respond(request, 400, e.reason, to_tag=new_tag()))
+            offer, rtp = admit_invite(request, self.rtp_pool)
+        except Refusal as refusal:
+            refusal.respond(txn, request, self.policy)
             return
-        name = "conf-" + new_tag()
-        conference = focus.new_conference(name)
-        if conference is None:
+        room = self.rooms.create("conf-" + new_tag())
+        if room is None:
+            self.rtp_pool.release(rtp)
             txn.respond(respond(request, 503, "Too Many Conferences", to_tag=new_tag()))
             return
-        self.hosted[conference] = _Hosted(user)
-        ours = NameAddr(focus.ua.local_uri(user, source.transport))
+        room.hosted = Hosted(user)
+        ours = NameAddr(self.ua.local_uri(user, source.transport))
+        caller = room.new_leg(source.transport, rtp)
         try:
-            caller = focus.new_leg(conference, source.transport)
-            callee = focus.new_leg(conference, (target.transport or "udp").upper())
+            callee = room.new_leg((target.transport or "udp").upper())
         except PortsExhausted:
             txn.respond(respond(request, 503, "Out Of Media Ports", to_tag=new_tag()))
+            caller.end("no media port for the called side")
             return
-        self.calls[user] = conference
+        self.calls[user] = room
         caller.contact = callee.contact = ours
         tag = new_tag()
         txn.respond(respond(request, 180, "Ringing", to_tag=tag, headers=[("Contact", str(ours))]))
@@ -203,13 +217,10 @@ class Agent:
                 return                          # ringing, or the caller cancelled
             if status >= 300:
                 txn.respond(respond(request, status, reason, to_tag=tag))
-                caller._end(f"the called side answered {status}")
+                caller.end(f"the called side answered {status}")
                 return
-            try:
-                caller.accept(txn, request, source, offer, local_tag=tag)
-            except (SDPError, SIPError) as e:
-                txn.respond(respond(request, 488, getattr(e, "reason", str(e)), to_tag=tag))
-                caller._end("no acceptable media")
+            if not answer_invite(caller, txn, request, source, offer, self.policy,
+                                 local_tag=tag):
                 callee.hangup()
         callee.dial(target, None, answered, to=to, from_addr=from_addr)
 
@@ -223,45 +234,45 @@ class Agent:
         request, tag, caller, callee = pending
         self.log.info("{conf}: the caller cancelled: 487, cancelling the phone",
                       conf=caller.conference.name, event="cancelled")
-        invite_txn.respond(self.focus.policy.respond(request, 487, "Request Terminated",
-                                                     to_tag=tag))
-        caller._end("cancelled by the caller")     # which cancels the callee (ended)
+        invite_txn.respond(self.policy.respond(request, 487, "Request Terminated", to_tag=tag))
+        caller.end("cancelled by the caller")      # which cancels the callee (ended)
         return True
 
     # -- what happens to calls ----------------------------------------------------------
 
-    def joined(self, conference, leg):
-        """A leg of ``conference`` is in: a third party in a call escalates it."""
-        hosted = self.hosted.get(conference)
-        if hosted is None or hosted.kind != "call":
+    def joined(self, room, leg):
+        """A leg of ``room`` is in: a third party in a call escalates it."""
+        hosted = room.hosted
+        if hosted is None or hosted.kind is not Kind.CALL:
             return
-        legs = [other for other in self.focus.legs.get(conference, ()) if other is not leg]
+        legs = [other for other in room.legs if other is not leg]
         if len(legs) < 2:                       # one of the first two
             return
-        hosted.kind = "conference"
-        contact = self.focus.contact(conference)
-        self.log.info("{conf}: {host}'s call is a conference now", conf=conference.name,
+        hosted.kind = Kind.CONFERENCE
+        contact = room.contact()
+        self.log.info("{conf}: {host}'s call is a conference now", conf=room.name,
                       host=hosted.host, event="escalated")
         for other in legs:
             if other.contact is not None:
                 other.retarget(contact)
 
-    def ended(self, conference, leg):
+    def ended(self, room, leg):
         """A leg ended: in a call, the other side is hung up too."""
-        hosted = self.hosted.get(conference)
+        hosted = room.hosted
         if hosted is None:
             return
-        left = [other for other in self.focus.legs.get(conference, ()) if other.state != "ended"]
-        if hosted.kind == "call":
+        left = [other for other in room.legs if other.state is not LegState.ENDED]
+        if hosted.kind is Kind.CALL:
             for other in left:
                 other.hangup()
         if not left:
-            del self.hosted[conference]
-            if self.calls.get(hosted.host) is conference:
+            room.hosted = None
+            if self.calls.get(hosted.host) is room:
                 del self.calls[hosted.host]
 
-    def admits(self, conference):
-        """May a new caller join ``conference`` by its URI?  A call only
-        while its redirect is fresh."""
-        hosted = self.hosted.get(conference)
-        return hosted is None or hosted.kind != "call" or hosted.open_until >= time.time()
+    def admits(self, room):
+        """May a new caller join ``room`` by its URI?  A call only while its
+        redirect is fresh."""
+        hosted = room.hosted
+        return hosted is None or hosted.kind is not Kind.CALL or \
+            hosted.open_until >= time.time()

@@ -1,15 +1,14 @@
-"""The calls' audio at a focus: which calls are mixed, and how members
-mute themselves (issue 6; the mixing itself is media/engine.py).
+"""The calls' audio at a focus: which calls are mixed, and the ``*6``
+self-mute code (the mixing itself is media/engine.py).
 
-- A call is in its conference's mix while it is confirmed, not handed to
-  another focus, and its answer settled on G.711; a cascade leg (another
-  focus, cascade.py) is mixed as a peer.  Re-INVITEs update it (hold,
-  codec, address).
-- Mute (the API, or ``*6`` from the member, RFC 4733): its voice is kept
-  out; the conference shows it (media status, call.py).
+- A call is in its room's mix while the focus holds its member (confirmed,
+  not handed to another focus) and its answer settled on G.711; a cascade
+  leg (another focus, cascade.py) is mixed as a peer.  Re-INVITEs update it
+  (hold, codec, address).  Each room's mixer is the engine's, keyed by the
+  room.
+- Mute (the API, or ``*6`` from the member, RFC 4733) keeps a voice out;
+  ``Room.set_muted`` decides it, this module applies it.
 """
-
-from twisted.logger import Logger
 
 from ..media.engine import MediaEngine
 
@@ -21,48 +20,33 @@ STAR_WINDOW = 3.0       # seconds between '*' and '6' of the self-mute code
 class Audio:
     """The focus's side of the media engine."""
 
-    log = Logger()
-
-    def __init__(self, focus):
-        self.focus = focus
-        self.engine = None          # once attached to the reactor
-
-    def attach(self, clock):
+    def __init__(self, clock):
+        self.clock = clock
         self.engine = MediaEngine(clock, self._digit)
 
     def stop(self):
-        if self.engine is not None:
-            self.engine.stop()
+        self.engine.stop()
 
     def mix(self, leg):
-        """Put ``leg`` in its conference's mix, as negotiated (or take it out)."""
+        """Put ``leg`` in its room's mix, as negotiated (or take it out)."""
         engine = self.engine
-        if engine is None:
-            return
         n = leg.negotiated
-        if leg.state != "confirmed" or leg.handed_off or n is None or n.codec is None:
+        if not leg.is_ours or n is None or n.codec is None:
             engine.remove(leg)
         elif leg in engine.streams:
             engine.update(leg, n)
         else:
-            engine.add(leg.conference, leg, leg.rtp, n, peer=leg.peer is not None)
+            engine.add(leg.room, leg, leg.rtp, n, peer=leg.is_cascade)
             engine.mute(leg, leg.muted)
 
-    def set_muted(self, leg, muted):
-        """Keep ``leg``'s voice out of the mix (or put it back)."""
-        if leg.muted == muted:
-            return
-        leg.muted = muted
-        self.log.info("{conf}: {member} {event}", event="muted" if muted else "unmuted",
-                      conf=leg.conference.name, member=leg.user_entity, call=leg.call_id)
-        if self.engine is not None:
-            self.engine.mute(leg, muted)
-        self.focus.mesh_of(leg.conference).member_changed(leg)
+    def mute(self, leg):
+        """Apply ``leg.muted`` to the mix."""
+        self.engine.mute(leg, leg.muted)
 
     def _digit(self, leg, digit):
         """RFC 4733 digits from a member: ``*6`` toggles its mute."""
-        now = self.focus.clock.seconds()
+        now = self.clock.seconds()
         if digit == "6" and leg.last_digit == "*" and now - leg.last_digit_at <= STAR_WINDOW:
-            self.set_muted(leg, not leg.muted)
+            leg.room.set_muted(leg, not leg.muted)
             digit = None
         leg.last_digit, leg.last_digit_at = digit, now

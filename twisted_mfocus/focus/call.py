@@ -3,7 +3,7 @@
 The focus is a B2BUA toward each member: UAS for a dial-in, UAC for a
 dial-out (REFER).  A ``CallLeg`` owns its dialog, its RTP endpoint and its
 SDP session (RFC 3264 offer/answer, including the late offer answered in
-the ACK), and tells the focus when the member is in (``leg_joined``) and
+the ACK), and tells its room when the member is in (``leg_joined``) and
 when it is gone (``leg_ended``).  Everything a member sends inside the call
 (re-INVITE, BYE, INFO, OPTIONS, REFER) arrives at ``request_received``.
 
@@ -11,26 +11,57 @@ Rules of this module:
 
 - A leg counts as a member from the moment its dialog is confirmed (ACK
   received, or ACK sent for a dial-out) until it ends; it ends exactly once
-  (``_end``), releasing its RTP port and dialog whatever the reason.
+  (``end``), releasing its RTP port and dialog whatever the reason.  Its
+  state changes in ``_set_state`` only.
+- A dial-in INVITE is admitted in one way for members, cascades and an
+  agent's calls (``admit_invite``, ``answer_invite``): an unreadable offer
+  is 400, no media port 503 with Retry-After, an unacceptable one 488.
 - A 2xx we send is retransmitted until ACKed; no ACK within 64*T1 ends the
   call with BYE (§13.3.1.4).
 """
 
+import enum
+
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from ..conference.model import JoiningMethod
+from ..media.rtp import PortsExhausted
 from ..media.sdp import LocalSession, SDPError, SessionDescription, accept_answer, answer, offer
 from ..sip.dialog import Dialog, DialogError, uas_response_headers
 from ..sip.errors import SIPError
 from ..sip.headers import Headers
 from ..sip.ids import new_call_id, new_tag
-from ..sip.message import Request
+from ..sip.message import MAX_FORWARDS, Request
 from ..sip.values import NameAddr
+from ..tracing import TRACE
+from .interfaces import IDialogUsage
 from .ua import Retransmitter
 
-__all__ = ["CallLeg", "aor", "parse_offer"]
+__all__ = ["CallLeg", "LegState", "Refusal", "admit_invite", "answer_invite", "aor",
+           "parse_offer"]
 
 SDP = "application/sdp"
+OUT_OF_PORTS_RETRY = 30     # Retry-After (s) when no RTP port is free
+
+
+class LegState(enum.Enum):
+    EARLY = "early"             # INVITE under way
+    CONFIRMED = "confirmed"     # ACKed: a member
+    ENDED = "ended"
+
+
+class Refusal(Exception):
+    """A dial-in INVITE answered ``status`` (with ``headers``)."""
+
+    def __init__(self, status, reason, headers=()):
+        super().__init__(status, reason)
+        self.status, self.reason, self.headers = status, reason, list(headers)
+
+    def respond(self, txn, request, policy):
+        txn.respond(policy.respond(request, self.status, self.reason, to_tag=new_tag(),
+                                   headers=self.headers))
 
 
 def parse_offer(request):
@@ -42,22 +73,58 @@ def parse_offer(request):
     return SessionDescription.parse(request.body)
 
 
+def admit_invite(request, rtp_pool):
+    """(offer, RTP endpoint) for a dial-in INVITE, or ``Refusal``: 400 for an
+    offer that does not parse, 503 with Retry-After when no port is free."""
+    try:
+        offer_sdp = parse_offer(request)
+    except SDPError as e:
+        raise Refusal(e.status, e.reason) from e
+    try:
+        rtp = rtp_pool.allocate()
+    except PortsExhausted as e:
+        raise Refusal(503, "Out Of Media Ports",
+                      [("Retry-After", str(OUT_OF_PORTS_RETRY))]) from e
+    return offer_sdp, rtp
+
+
+def answer_invite(leg, txn, request, source, offer_sdp, policy, local_tag=None):
+    """``leg.accept`` the INVITE; an error answers with its own status (488
+    for an offer we cannot take, the dialog's for a bad dialog) and ends
+    the leg.  True if the call was answered 200."""
+    try:
+        leg.accept(txn, request, source, offer_sdp, local_tag)
+    except (SDPError, DialogError) as e:
+        txn.respond(policy.respond(request, e.status, e.reason, to_tag=local_tag or new_tag()))
+        leg.end("no acceptable media" if isinstance(e, SDPError) else "no dialog")
+        return False
+    except Exception:
+        leg.end("internal error")
+        raise
+    return True
+
+
+@implementer(IDialogUsage)
 class CallLeg:
-    """One member's call with the focus."""
+    """One member's call with the focus (or, with ``peer``, a cascade leg
+    to another focus: audio only, cascade.py)."""
 
     log = Logger()
 
-    def __init__(self, focus, conference, rtp, transport="UDP"):
-        self.focus = focus
-        self.conference = conference
+    def __init__(self, ua, policy, room, rtp, transport="UDP", peer=None):
+        self.ua = ua
+        self.policy = policy
+        self.room = room
+        self.conference = room.conference
         self.rtp = rtp
         self.transport = transport
-        self.sdp = LocalSession(focus.media_address)
+        self.peer = peer            # the focus id of a cascade leg, else None
+        self.sdp = LocalSession(room.media_address)
         self.dialog = None
-        self.state = "early"        # early -> confirmed -> ended
+        self.state = LegState.EARLY
         self.negotiated = None
         self.pending_offer = None   # our offer awaiting the answer in ACK
-        self.joining_method = "dialed-in"
+        self.joining_method = JoiningMethod.DIALED_IN
         self.referred_by = None
         self.user_entity = None
         self.endpoint_entity = None
@@ -72,10 +139,24 @@ class CallLeg:
         self.handed_off = False     # another focus holds the member now
         self.epoch = 0              # ownership epoch of the member (replica.py)
         self.muted = False          # its voice is kept out of the mix (API, *6)
-        self.peer = None            # a cascade leg to this focus id (cascade.py)
         self.contact = None         # our Contact in this call (agent.py), else the focus's
         self.last_digit, self.last_digit_at = None, 0.0
         self.ended = defer.Deferred()
+
+    def _set_state(self, state):
+        if TRACE:
+            self.log.debug("{leg}: {old} -> {new}", leg=self.call_id, old=self.state.value,
+                           new=state.value)
+        self.state = state
+
+    @property
+    def is_ours(self):
+        """A member this focus holds: confirmed, not handed to another focus."""
+        return self.state is LegState.CONFIRMED and not self.handed_off
+
+    @property
+    def is_cascade(self):
+        return self.peer is not None
 
     # -- dial-in (UAS) -----------------------------------------------------
 
@@ -86,7 +167,7 @@ class CallLeg:
         self.dialog = Dialog.from_uas(request, local_tag=local_tag)
         self.user_entity = aor(request.from_.uri)
         body = self._answer_or_offer(offer_sdp)
-        self.focus.ua.add_dialog(self.dialog, self)
+        self.ua.add_dialog(self.dialog, self)
         self._send_2xx(txn, request, body)
 
     def _answer_or_offer(self, offer_sdp):
@@ -97,18 +178,18 @@ class CallLeg:
         return sdp.to_bytes()
 
     def _contact(self):
-        return self.contact or self.focus.contact(self.conference, self.transport)
+        return self.contact or self.room.contact(self.transport)
 
     def _send_2xx(self, txn, request, body):
         contact = self._contact()
         headers = uas_response_headers(request, self.dialog, contact)
         headers += [("Content-Type", SDP)]
-        response = self.focus.policy.respond(request, 200, to_tag=self.dialog.local_tag,
-                                             headers=headers, body=body)
+        response = self.policy.respond(request, 200, to_tag=self.dialog.local_tag,
+                                       headers=headers, body=body)
         txn.respond(response)
         if self._retransmitter is not None:
             self._retransmitter.stop()
-        self._retransmitter = Retransmitter(self.focus.ua, txn, response, self._no_ack)
+        self._retransmitter = Retransmitter(self.ua, txn, response, self._no_ack)
 
     def ack_received(self, ack, source):
         if self._retransmitter is not None:
@@ -135,19 +216,19 @@ class CallLeg:
         self.hangup()
 
     def _confirmed(self, source=None):
-        if self.state != "early":
+        if self.state is not LegState.EARLY:
             self._media_changed()
             return
-        self.state = "confirmed"
+        self._set_state(LegState.CONFIRMED)
         self.endpoint_entity = str(self.dialog.remote_target)
-        self.focus.leg_joined(self)
+        self.room.leg_joined(self)
         if self.replaces is not None:          # RFC 3891 §3: end the old call
             self.replaces.hangup()
             self.replaces = None
 
     def _media_changed(self):
-        if self.state == "confirmed":
-            self.focus.leg_changed(self)
+        if self.state is LegState.CONFIRMED:
+            self.room.leg_changed(self)
 
     # -- dial-out (UAC) ----------------------------------------------------
 
@@ -159,13 +240,13 @@ class CallLeg:
         A focus that does not hold the conference URI appears to the member
         as that URI (From, Contact with ``isfocus``) and Record-Routes
         itself, so the member's requests in this dialog come here
-        (seed-design, "Spreading the load"; design-notes: ``lr`` and an
-        explicit ``transport``).  ``replaces`` makes the INVITE replace the
+        (docs/design.md, "Interception": ``lr`` and an explicit
+        ``transport``).  ``replaces`` makes the INVITE replace the
         member's call with another focus (RFC 3891); ``to`` (the member's
         address, from a handover) is its To and the member's identity.
         ``from_addr`` (agent.py: the caller we connect) replaces the
         conference URI in From; then our Contact is ``self.contact``."""
-        self.joining_method = "dialed-out"
+        self.joining_method = JoiningMethod.DIALED_OUT
         self.referred_by = referred_by
         to_addr = NameAddr(target)
         if to:
@@ -177,9 +258,9 @@ class CallLeg:
         self.user_entity = aor(to_addr.uri)
         self.transport = (target.transport or "udp").upper()
         self.pending_offer = offer(self.sdp, self.rtp.port)
-        conference_uri = self.focus.conference_uri(self.conference)
+        conference_uri = self.room.uri
         h = Headers()
-        h.add("Max-Forwards", "70")
+        h.add("Max-Forwards", MAX_FORWARDS)
         caller = from_addr.uri if from_addr is not None else conference_uri
         display = from_addr.display if from_addr is not None else None
         h.add("From", str(NameAddr(caller, display=display, params={"tag": new_tag()})))
@@ -188,10 +269,10 @@ class CallLeg:
         h.add("CSeq", "1 INVITE")
         if self.contact is not None:
             h.add("Contact", str(self.contact))
-        elif self.focus.ua.is_local(conference_uri):
-            h.add("Contact", str(self.focus.contact(self.conference, self.transport)))
+        elif self.ua.is_local(conference_uri):
+            h.add("Contact", str(self.room.contact(self.transport)))
         else:
-            own = self.focus.ua.local_uri(None, self.transport)
+            own = self.ua.local_uri(None, self.transport)
             own = own.replace(params={"lr": None, "transport": self.transport.lower()})
             h.add("Record-Route", str(NameAddr(own)))
             h.add("Contact", str(NameAddr(conference_uri, params={"isfocus": None})))
@@ -200,7 +281,7 @@ class CallLeg:
             h.add("Require", "replaces")
         if referred_by:
             h.add("Referred-By", referred_by)
-        for name, value in list(extra_headers) + list(self.focus.policy.extra_headers):
+        for name, value in list(extra_headers) + list(self.policy.extra_headers):
             h.add(name, value)
         h.add("Content-Type", SDP)
         invite = Request("INVITE", target.replace(params={
@@ -225,35 +306,34 @@ class CallLeg:
         def not_sent(failure):
             self._failed(503, "Service Unavailable", progress)
 
-        self.focus.ua.send_request(invite, on_response, on_error).addCallbacks(
+        self.ua.send_request(invite, on_response, on_error).addCallbacks(
             started, not_sent)
 
     def _answered(self, invite, response, progress):
         if self.dialog is not None:             # a 2xx retransmission: ACK again
             if self._ack is not None and response.to.tag == self.dialog.remote_tag:
-                self.focus.ua.send_ack(self._ack)
+                self.ua.send_ack(self._ack)
             return
         try:
             self.dialog = Dialog.from_uac(invite, response)
             self.negotiated = accept_answer(self.pending_offer,
                                             SessionDescription.parse(response.body))
         except (DialogError, SDPError) as e:
-            self.log.info("{call}: unusable 2xx: {why}", call=invite.call_id,
-                          why=getattr(e, "reason", str(e)))
+            self.log.info("{call}: unusable 2xx: {why}", call=invite.call_id, why=e.reason)
             if self.dialog is not None:         # §13.2.2.4: ACK, then BYE
                 self._ack = self.dialog.create_ack(invite.cseq.seq)
-                self.focus.ua.add_dialog(self.dialog, self)
-                self.focus.ua.send_ack(self._ack)
+                self.ua.add_dialog(self.dialog, self)
+                self.ua.send_ack(self._ack)
                 self.hangup()
             progress(488, "Not Acceptable Here")
             return
         self.pending_offer = None
         # Our own Record-Route, echoed in the 2xx, is no hop toward the member.
         self.dialog.route_set = [r for r in self.dialog.route_set
-                                 if not self.focus.ua.is_local(r.uri)]
-        self.focus.ua.add_dialog(self.dialog, self)
+                                 if not self.ua.is_local(r.uri)]
+        self.ua.add_dialog(self.dialog, self)
         self._ack = self.dialog.create_ack(invite.cseq.seq)
-        self.focus.ua.send_ack(self._ack)
+        self.ua.send_ack(self._ack)
         progress(response.status, response.reason)
         self._confirmed()
 
@@ -263,10 +343,10 @@ class CallLeg:
         (``isfocus``, RFC 4579 §4) and where to send its requests.  Tried
         again a second later while another offer is under way (§14.1)."""
         self.contact = contact
-        if self.state != "confirmed":
+        if self.state is not LegState.CONFIRMED:
             return
         if self.pending_offer is not None or self._retransmitter is not None:
-            self.focus.clock.callLater(1.0, self.retarget, contact)
+            self.ua.clock.callLater(1.0, self.retarget, contact)
             return
         self.pending_offer = pending = offer(self.sdp, self.rtp.port)
         request = self.dialog.create_request(
@@ -278,7 +358,7 @@ class CallLeg:
             self.pending_offer = None
             if response.status >= 300:          # 491 and the like: the call goes on
                 return
-            self.focus.ua.send_ack(self.dialog.create_ack(request.cseq.seq))
+            self.ua.send_ack(self.dialog.create_ack(request.cseq.seq))
             try:
                 self.negotiated = accept_answer(pending, SessionDescription.parse(response.body))
             except SDPError:
@@ -288,12 +368,12 @@ class CallLeg:
         def on_error(reason):
             if self.pending_offer is pending:
                 self.pending_offer = None
-        self.focus.ua.send_request(request, on_response, on_error).addErrback(
+        self.ua.send_request(request, on_response, on_error).addErrback(
             lambda f: on_error(f.getErrorMessage()))
 
     def _failed(self, status, reason, progress):
         progress(status, reason)
-        self._end(f"dial-out failed: {status} {reason}")
+        self.end(f"dial-out failed: {status} {reason}")
 
     def cancel(self):
         """CANCEL a dial-out still ringing (§9.1)."""
@@ -303,37 +383,36 @@ class CallLeg:
     # -- inside the call ----------------------------------------------------
 
     def request_received(self, txn, request, source):
-        focus = self.focus
+        policy = self.policy
         try:
             self.dialog.receive_request(request)
         except DialogError as e:
-            txn.respond(focus.policy.respond(request, e.status, e.reason))
+            txn.respond(policy.respond(request, e.status, e.reason))
             return
         method = request.method
         if method == "BYE":
-            txn.respond(focus.policy.respond(request, 200))
-            self._end("BYE from the member")
+            txn.respond(policy.respond(request, 200))
+            self.end("BYE from the member")
         elif method == "INVITE":
             self._reinvite(txn, request)
         elif method == "REFER":
-            focus.refer(txn, request, source, self.conference, leg=self)
+            self.room.refer(txn, request, source, self)
         elif method in ("INFO", "OPTIONS"):
-            headers = focus.policy.capability_headers() if method == "OPTIONS" else []
-            txn.respond(focus.policy.respond(request, 200, headers=headers))
+            headers = policy.capability_headers() if method == "OPTIONS" else []
+            txn.respond(policy.respond(request, 200, headers=headers))
         else:
-            txn.respond(focus.policy.respond(request, 481, "No Subscription In This Call"))
+            txn.respond(policy.respond(request, 481, "No Subscription In This Call"))
 
     def _reinvite(self, txn, request):
         """A target refresh, hold or resume (§14.2, RFC 3264 §8)."""
         if self._retransmitter is not None or self.pending_offer is not None:
-            txn.respond(self.focus.policy.respond(request, 491))   # §14.2
+            txn.respond(self.policy.respond(request, 491))   # §14.2
             return
         try:
             sdp = parse_offer(request)
             body = self._answer_or_offer(sdp)
         except SDPError as e:
-            status = 488 if "codec" in e.reason else 400
-            txn.respond(self.focus.policy.respond(request, status, e.reason))
+            txn.respond(self.policy.respond(request, e.status, e.reason))
             return
         self._send_2xx(txn, request, body)
         if self.pending_offer is None:
@@ -342,7 +421,7 @@ class CallLeg:
     def hangup(self):
         """End the call with BYE; Deferred firing once it is answered (or
         failed).  A dial-out still ringing is cancelled instead."""
-        if self.state == "ended":
+        if self.state is LegState.ENDED:
             return defer.succeed(None)
         if self.dialog is None:
             self.cancel()
@@ -350,27 +429,28 @@ class CallLeg:
         if self._retransmitter is not None:
             self._retransmitter.stop()
             self._retransmitter = None
-        bye = self.dialog.create_request("BYE", list(self.focus.policy.extra_headers))
+        bye = self.dialog.create_request("BYE", list(self.policy.extra_headers))
         done = defer.Deferred()
 
         def finished(*_):
             if not done.called:
                 done.callback(None)
-        self.focus.ua.send_request(bye, finished, finished).addErrback(finished)
-        self._end("BYE from the focus")
+        self.ua.send_request(bye, finished, finished).addErrback(finished)
+        self.end("BYE from the focus")
         return done
 
-    def _end(self, why):
-        if self.state == "ended":
+    def end(self, why):
+        """The call is over (no BYE of ours: see ``hangup``)."""
+        if self.state is LegState.ENDED:
             return
         was = self.state
-        self.state = "ended"
+        self._set_state(LegState.ENDED)
         if self._retransmitter is not None:
             self._retransmitter.stop()
             self._retransmitter = None
         if self.dialog is not None:
-            self.focus.ua.remove_dialog(self.dialog, self)
-        self.focus.leg_ended(self, why, was_member=was == "confirmed")
+            self.ua.remove_dialog(self.dialog, self)
+        self.room.leg_ended(self, why, was_member=was is LegState.CONFIRMED)
         self.ended.callback(None)
 
     # -- what the conference shows ------------------------------------------
@@ -404,7 +484,7 @@ class CallLeg:
         return self.dialog.call_id if self.dialog else None
 
     def __repr__(self):
-        return f"<CallLeg {self.state} {self.user_entity} {self.call_id}>"
+        return f"<CallLeg {self.state.value} {self.user_entity} {self.call_id}>"
 
 
 def aor(uri):

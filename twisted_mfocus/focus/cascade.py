@@ -1,4 +1,4 @@
-"""The media mesh between foci (issue 6; design-notes, "Media").
+"""The media mesh between foci (docs/design.md, "Cascade").
 
 Every pair of foci of a conference has one INVITE dialog between them, a
 *cascade leg*: each focus sends the other the mix of its own members only
@@ -10,7 +10,8 @@ an echo.
 - The focus with the lower id dials, once its subscription to the other
   is up (``link_up``), so a pair has one leg; the other answers.  The
   INVITE goes to ``sip:NAME@peer`` and carries ``X-Mfocus-Cascade: <our
-  focus id>``; it is taken only from a trusted focus (403 otherwise).
+  focus id>``; the focus takes it only from a trusted focus (403
+  otherwise) and admits it like any INVITE (call.py, ``admit_invite``).
 - A cascade leg is a ``CallLeg`` with ``peer`` set: no member, so it is not
   in the conference state and not counted in the load.  A lost link, a
   failed or departed focus ends it (``link_down``: BYE); a new link dials
@@ -20,108 +21,87 @@ an echo.
 from twisted.logger import Logger
 
 from ..media.rtp import PortsExhausted
-from ..media.sdp import SDPError
-from ..sip.dialog import DialogError
-from ..sip.errors import SIPError
-from ..sip.ids import new_tag
 from ..sip.uri import URI
 from ..sip.values import NameAddr
-from .call import CallLeg, parse_offer
-from .mesh import focus_id
+from .call import CallLeg, LegState, answer_invite
+from .node import focus_id
 
-__all__ = ["Cascades", "MARKER"]
+__all__ = ["Cascades", "MARKER", "peer_of"]
 
 MARKER = "X-Mfocus-Cascade"
 
 
+def peer_of(request):
+    """The focus id a cascade INVITE's marker names (SIPError, ValueError)."""
+    return focus_id(NameAddr.parse(request.headers.get(MARKER), MARKER).uri)
+
+
 class Cascades:
-    """This focus's cascade legs: (conference, peer focus id) -> CallLeg."""
+    """One room's cascade legs: peer focus id -> CallLeg."""
 
     log = Logger()
 
-    def __init__(self, focus):
-        self.focus = focus
+    def __init__(self, room, node, ua, policy, rtp_pool):
+        self.room = room
+        self.node = node
+        self.ua = ua
+        self.policy = policy
+        self.rtp_pool = rtp_pool
         self.legs = {}
+
+    def up(self):
+        """The peers we have a confirmed cascade leg with, sorted."""
+        return sorted(peer for peer, leg in self.legs.items()
+                      if leg.state is LegState.CONFIRMED)
 
     # -- dialling ------------------------------------------------------------
 
-    def link_up(self, conference, peer):
+    def link_up(self, peer):
         """Our subscription to ``peer`` is up: dial it if we are the lower id."""
-        focus = self.focus
-        if focus.stopping or focus.uri >= peer or (conference, peer) in self.legs:
+        node, room = self.node, self.room
+        if node.stopping or node.uri >= peer or peer in self.legs:
             return
         try:
-            rtp = focus.rtp_pool.allocate()
+            rtp = self.rtp_pool.allocate()
         except PortsExhausted:
             self.log.info("{conf}: no RTP ports for the cascade to {peer}",
-                          conf=conference.name, peer=peer)
+                          conf=room.name, peer=peer)
             return
-        leg = CallLeg(focus, conference, rtp, "UDP")
-        leg.peer = peer
-        self.legs[(conference, peer)] = leg
+        leg = self.legs[peer] = CallLeg(self.ua, self.policy, room, rtp, "UDP", peer=peer)
 
         def report(status, reason):
             if status >= 300:
                 self.log.info("{conf}: cascade to {peer} refused: {status} {reason}",
-                              conf=conference.name, peer=peer, status=status, reason=reason)
-        target = URI.parse(peer).replace(user=conference.name)
-        leg.dial(target, None, report, extra_headers=[(MARKER, f"<{focus.uri}>")])
+                              conf=room.name, peer=peer, status=status, reason=reason)
+        target = URI.parse(peer).replace(user=room.name)
+        leg.dial(target, None, report, extra_headers=[(MARKER, f"<{node.uri}>")])
 
-    def link_down(self, conference, peer):
+    def link_down(self, peer):
         """The link to ``peer`` is gone (lost, failed, left): end the leg."""
-        leg = self.legs.pop((conference, peer), None)
-        if leg is not None and leg.state != "ended":
+        leg = self.legs.pop(peer, None)
+        if leg is not None and leg.state is not LegState.ENDED:
             leg.hangup()
 
     # -- answering -------------------------------------------------------------
 
-    def accept(self, txn, request, source):
-        """A cascade INVITE from another focus."""
-        focus = self.focus
-        respond = focus.policy.respond
-        if not focus.trusts(source):
-            txn.respond(respond(request, 403, "Cascade From Untrusted Node", to_tag=new_tag()))
-            return
-        conference = focus.conferences.get(request.uri.user or "")
-        if conference is None:
-            txn.respond(respond(request, 404, "No Such Conference", to_tag=new_tag()))
-            return
-        try:
-            peer = focus_id(NameAddr.parse(request.headers.get(MARKER), MARKER).uri)
-        except (SIPError, ValueError) as e:
-            txn.respond(respond(request, 400, f"Bad {MARKER}: {e}", to_tag=new_tag()))
-            return
-        try:
-            offer = parse_offer(request)
-        except SDPError as e:
-            txn.respond(respond(request, 400, e.reason, to_tag=new_tag()))
-            return
-        try:
-            rtp = focus.rtp_pool.allocate()
-        except PortsExhausted:
-            txn.respond(respond(request, 503, "Out Of Media Ports", to_tag=new_tag(),
-                                headers=[("Retry-After", "30")]))
-            return
-        old = self.legs.pop((conference, peer), None)
-        leg = CallLeg(focus, conference, rtp, source.transport)
-        leg.peer = peer
-        self.legs[(conference, peer)] = leg
-        if old is not None and old.state != "ended":
+    def answer(self, txn, request, source, peer, offer, rtp):
+        """A cascade INVITE from ``peer``, admitted (trusted, offer and RTP
+        pair in hand): it replaces any leg we had with that focus."""
+        old = self.legs.pop(peer, None)
+        leg = self.legs[peer] = CallLeg(self.ua, self.policy, self.room, rtp,
+                                        source.transport, peer=peer)
+        if old is not None and old.state is not LegState.ENDED:
             old.hangup()
-        try:
-            leg.accept(txn, request, source, offer)
-        except (SDPError, DialogError) as e:
-            txn.respond(respond(request, getattr(e, "status", 488), e.reason, to_tag=new_tag()))
-            leg._end("no cascade")
+        answer_invite(leg, txn, request, source, offer, self.policy)
 
     # -- the leg's life ------------------------------------------------------------
 
     def ended(self, leg):
-        if self.legs.get((leg.conference, leg.peer)) is leg:
-            del self.legs[(leg.conference, leg.peer)]
+        if self.legs.get(leg.peer) is leg:
+            del self.legs[leg.peer]
 
     def stop(self):
         for leg in list(self.legs.values()):
-            if leg.state != "ended":
+            if leg.state is not LegState.ENDED:
                 leg.hangup()
         self.legs.clear()

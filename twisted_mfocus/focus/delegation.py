@@ -1,4 +1,5 @@
-"""Handing calls to foci with room: the two delegation cases of the design.
+"""Handing calls to foci with room: the two delegation cases of the design
+(docs/design.md, "Delegation").
 
 Case 1, a newcomer INVITEs a full focus: the focus accepts the call, then
 REFERs the least loaded focus with room to take the member.  That focus
@@ -21,20 +22,34 @@ Rules of this module:
   flight to it (``Mesh.reserved``), so a burst does not overfill it.
 - A failed delegation tries the next focus; when none is left the member
   (case 1) is ended with BYE and the referrer (case 2) hears the failure.
-- Forwarding is bounded by ``max_hops`` (design-notes: loops end).
+- Forwarding is bounded by ``max_hops``: loops end.
 """
+
+import enum
 
 from twisted.logger import Logger
 
 from ..sip.uri import URI
 from ..sip.values import NameAddr
+from .call import LegState
 from .subscriber import Subscriber, out_of_dialog_request
 
-__all__ = ["MARKER", "Delegator", "parse_marker", "sipfrag_status"]
+__all__ = ["MARKER", "Delegator", "HandOver", "parse_marker", "sipfrag_status"]
 
-#: The forwarded-REFER marker (design-notes, "Forwarded REFER marker").
+#: The forwarded-REFER marker (docs/design.md, "Case 2: a REFER reaches a full focus").
 MARKER = "X-Mfocus-Forwarded"
 WAIT_FOR_ROOM = 10.0        # seconds a provisionally accepted call waits for a focus
+#: Statuses of a forwarded REFER after which the next focus is tried
+TRY_NEXT = (403, 404, 482, 486, 503)
+MAX_FORWARD_TRIES = 8
+
+
+class HandOver(enum.Enum):
+    """What ``hand_over`` does when no focus has room."""
+
+    WAIT = "wait"           # a call accepted beyond capacity: wait, then end it
+    KEEP = "keep"           # rebalancing: keep the call here
+    OVERFILL = "overfill"   # we are leaving: the least loaded focus, room or not
 
 
 def parse_marker(value):
@@ -60,22 +75,24 @@ class Delegator:
 
     log = Logger()
 
-    def __init__(self, focus):
-        self.focus = focus
+    def __init__(self, room, mesh, node, ua, policy):
+        self.room = room
+        self.mesh = mesh
+        self.node = node
+        self.ua = ua
+        self.policy = policy
 
     # -- case 1 ------------------------------------------------------------
 
-    def hand_over(self, leg, tried=(), mode="wait"):
-        """Move ``leg``'s member to a focus with room.  With none: ``wait``
-        for one (a call accepted beyond capacity: ended if none comes),
-        ``keep`` the call (rebalancing), or, ``overfill`` (we are leaving),
-        take the least loaded focus even without room."""
-        mesh = self.focus.mesh_of(leg.conference)
-        if leg.state != "confirmed" or leg.handing_over:
+    def hand_over(self, leg, tried=(), mode=HandOver.WAIT):
+        """Move ``leg``'s member to a focus with room (``mode``: what to do
+        when none has room)."""
+        mesh = self.mesh
+        if leg.state is not LegState.CONFIRMED or leg.handing_over:
             return
-        target = mesh.pick(exclude=tried, overfill=mode == "overfill")
+        target = mesh.pick(exclude=tried, overfill=mode is HandOver.OVERFILL)
         if target is None:
-            if mode == "wait":
+            if mode is HandOver.WAIT:
                 mesh.wait_for_room(leg, WAIT_FOR_ROOM)
             return
         dialog = leg.dialog
@@ -92,27 +109,26 @@ class Delegator:
             mesh.release(target)
             leg.handing_over = None
             if 200 <= status < 300:
-                self.focus.handed_off_leg(leg)  # its place is free again
-                self.focus.clock.callLater(self.focus.config.handover_grace,
-                                           self._end_replaced, leg)
-            elif leg.state == "confirmed":
+                self.room.handed_off(leg)       # its place is free again
+                self.ua.clock.callLater(self.node.config.handover_grace,
+                                        self._end_replaced, leg)
+            elif leg.state is LegState.CONFIRMED:
                 self.log.info("{conf}: {target} did not take {member}: {status}",
                               conf=leg.conference.name, target=target,
                               member=leg.user_entity, status=status)
                 self.hand_over(leg, tuple(tried) + (target,), mode)
         mesh.reserve(target)
-        self.refer(leg.conference, target, refer_to, self.focus.conference_name_addr(
-            leg.conference), self.focus.uri, 1, done)
+        self.refer(target, refer_to, self.room.name_addr, self.node.uri, 1, done)
 
     def _end_replaced(self, leg):
-        if leg.state == "confirmed":     # the phone kept the old call: end it
+        if leg.state is LegState.CONFIRMED:     # the phone kept the old call: end it
             leg.hangup()
 
     # -- case 2 ------------------------------------------------------------
 
-    def forward(self, conference, target_uri, referred_by, origin, hops, report, tried=()):
-        """Forward a REFER for ``conference`` (``report`` hears sipfrags)."""
-        mesh = self.focus.mesh_of(conference)
+    def forward(self, target_uri, referred_by, origin, hops, report, tried=()):
+        """Forward a REFER for the conference (``report`` hears sipfrags)."""
+        mesh = self.mesh
         focus_uri = mesh.pick(exclude=tried)
         if focus_uri is None:
             report(486, "Busy Here")
@@ -121,32 +137,29 @@ class Delegator:
 
         def done(status, reason):
             mesh.release(focus_uri)
-            if status in (403, 404, 482, 486, 503) and len(tried) < 8:
-                self.forward(conference, target_uri, referred_by, origin, hops, report,
+            if status in TRY_NEXT and len(tried) < MAX_FORWARD_TRIES:
+                self.forward(target_uri, referred_by, origin, hops, report,
                              tuple(tried) + (focus_uri,))
             else:
                 report(status, reason)
         self.log.info("{conf}: forwarding REFER for {target} to {focus} (hops {hops})",
-                      conf=conference.name, target=str(target_uri), focus=focus_uri,
+                      conf=self.room.name, target=str(target_uri), focus=focus_uri,
                       hops=hops, event="forward")
-        self.refer(conference, focus_uri, target_uri, referred_by, origin, hops, done,
-                   progress=report)
+        self.refer(focus_uri, target_uri, referred_by, origin, hops, done, progress=report)
 
     # -- the REFER both cases send ------------------------------------------
 
-    def refer(self, conference, focus_uri, refer_to, referred_by, origin, hops, done,
-              progress=None):
-        """REFER ``focus_uri`` to bring ``refer_to`` into ``conference``;
+    def refer(self, focus_uri, refer_to, referred_by, origin, hops, done, progress=None):
+        """REFER ``focus_uri`` to bring ``refer_to`` into the conference;
         ``done(status, reason)`` hears the final outcome (the referred
         request's final response, or the REFER's own failure)."""
-        focus = self.focus
-        me = URI.parse(focus.uri)
-        target = URI.parse(focus_uri).replace(user=conference.name)
+        me = URI.parse(self.node.uri)
+        target = URI.parse(focus_uri).replace(user=self.room.name)
         headers = [("Refer-To", str(NameAddr(refer_to))),
                    ("Referred-By", str(referred_by)),
                    (MARKER, f"<{origin}>;hops={hops}")]
-        headers += list(focus.policy.extra_headers)
-        request = out_of_dialog_request("REFER", target, me, URI.parse(conference.uri),
+        headers += list(self.policy.extra_headers)
+        request = out_of_dialog_request("REFER", target, me, self.room.uri,
                                         NameAddr(me), headers)
         finished = []
 
@@ -172,4 +185,4 @@ class Delegator:
         def on_end(reason):
             finish(408, f"Request Timeout ({reason})")
 
-        Subscriber(focus.ua, focus.policy, request, on_notify, on_result, on_end).start()
+        Subscriber(self.ua, self.policy, request, on_notify, on_result, on_end).start()

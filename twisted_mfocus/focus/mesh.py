@@ -5,7 +5,7 @@ conference's state (conference/replica.py), the subscriptions this focus
 holds to the other foci (``FocusLink``, ``Event: inet-ci-multifocus-ext``),
 discovery of new foci, and the bookkeeping of delegations in flight.
 
-How state flows (design-notes, "Consistency model"):
+How state flows (docs/design.md, "Consistency model"):
 
 - A member joins, changes or leaves here: ``member_*`` writes a delta to
   our partition, the conference model follows (``sync``) and the delta is
@@ -19,7 +19,7 @@ How state flows (design-notes, "Consistency model"):
   per subscribed focus per ``notify_interval``, rendered once per distinct
   set of deltas.
 - Every focus named in the state is subscribed to directly: a mesh, never
-  a chain (seed-design, "Finding a new focus").
+  a chain (docs/design.md, "Discovery").
 
 Discovery: when our load reaches ``capacity - headroom`` and the other foci
 have fewer than ``headroom`` free places, candidates (``multifocus.peers``,
@@ -29,61 +29,59 @@ a timeout) moves on to the next.
 """
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..conference import info, multifocus
-from ..conference.model import ConferenceFull, Endpoint, Media
-from ..conference.replica import DEL, FOCUS, SET, FocusRecord, MemberRecord, Replica
+from ..conference.model import ConferenceFull, Endpoint, JoiningMethod, Media
+from ..conference.replica import DEL, FOCUS, SET, FocusRecord, FocusState, MemberRecord, Replica
 from ..sip.uri import URI
 from ..sip.values import NameAddr
+from .delegation import HandOver
 from .failover import Failover
+from .interfaces import IEventPackage
+from .node import focus_id
 from .subscriber import Subscriber, out_of_dialog_request
 from .subscriptions import Refused
 
-__all__ = ["Mesh", "FocusLink", "MultifocusPackage", "focus_id"]
+__all__ = ["Mesh", "FocusLink", "MultifocusPackage"]
 
 LINK_RETRY = 3.0            # seconds before re-subscribing a lost link
 LINK_RETRIES = 5            # then the focus is left to failure handling
 CANDIDATE_BACKOFF = 60.0    # a candidate that refused is not asked again before
 
 
-def focus_id(uri):
-    """A focus's id: ``sip:host:port`` of its URI (user and params dropped)."""
-    if isinstance(uri, str):
-        uri = URI.parse(uri)
-    host = f"[{uri.host.strip('[]')}]" if ":" in uri.host else uri.host
-    return f"{uri.scheme}:{host}:{uri.port or (5061 if uri.scheme == 'sips' else 5060)}"
-
-
+@implementer(IEventPackage)
 class MultifocusPackage:
     """``inet-ci-multifocus-ext`` for the ``Notifier``: full documents carry
-    a snapshot, partial ones the deltas each subscriber still needs."""
+    a snapshot, partial ones the deltas each subscriber still needs.  Its
+    resources are rooms (room.py)."""
 
     event = multifocus.EVENT
     content_type = multifocus.CONTENT_TYPE
 
-    def __init__(self, focus):
-        self.focus = focus
+    def __init__(self, trust, rooms):
+        self.trust = trust
+        self.rooms = rooms
 
     def resource(self, request, source):
-        """Only a trusted focus may subscribe (design-notes: trust)."""
-        if not self.focus.trusts(source):
+        """Only a trusted focus may subscribe (docs/design.md, "Trust")."""
+        if not self.trust.trusts(source):
             raise Refused(403, "Not A Trusted Focus", tagged=True)
-        return self.focus.conference_for_focus(request)
+        return self.rooms.for_focus(request)
 
-    def state(self, conference):
-        mesh = self.focus.mesh_of(conference)
-        return info.render_full(conference, extra=multifocus.render_snapshot(
-            mesh.replica.snapshot()))
+    def state(self, room):
+        return info.render_full(room.conference, extra=multifocus.render_snapshot(
+            room.mesh.replica.snapshot()))
 
-    def changes(self, conference):
-        return self.focus.mesh_of(conference).take_batch()
+    def changes(self, room):
+        return room.mesh.take_batch()
 
     def render_for(self, batch, sub):
         return batch.render_for(focus_id(sub.dialog.remote_uri.uri))
 
     def subscribed(self, sub):
         """A focus subscribed to us: subscribe back (the mesh)."""
-        self.focus.mesh_of(sub.resource).connect(focus_id(sub.dialog.remote_uri.uri))
+        sub.resource.mesh.connect(focus_id(sub.dialog.remote_uri.uri))
 
 
 class Batch:
@@ -138,15 +136,14 @@ class FocusLink:
         self._watch_timer = None
 
     def start(self):
-        focus = self.mesh.focus
-        me = URI.parse(focus.uri)
-        expires = focus.config.link_expires
+        mesh = self.mesh
+        me = URI.parse(mesh.node.uri)
         headers = [("Event", multifocus.EVENT), ("Accept", multifocus.CONTENT_TYPE),
-                   ("Expires", str(expires))] + list(focus.policy.extra_headers)
-        request = out_of_dialog_request(
-            "SUBSCRIBE", self.target, me, URI.parse(self.mesh.conference.uri),
-            NameAddr(me), headers)
-        self._sub = Subscriber(focus.ua, focus.policy, request, self._notified,
+                   ("Expires", str(mesh.config.link_expires))]
+        headers += list(mesh.policy.extra_headers)
+        request = out_of_dialog_request("SUBSCRIBE", self.target, me, mesh.room.uri,
+                                        NameAddr(me), headers)
+        self._sub = Subscriber(mesh.ua, mesh.policy, request, self._notified,
                                self._result, self._ended)
         self._sub.start()
 
@@ -154,9 +151,9 @@ class FocusLink:
         if 200 <= status < 300:
             self.up = True
             self.failures = 0
-            self._schedule(self.mesh.focus.config.link_expires / 2, self._refresh)
+            self._schedule(self.mesh.config.link_expires / 2, self._refresh)
             self._watch_later()
-            self.mesh.focus.cascades.link_up(self.mesh.conference, self.uri)
+            self.mesh.room.link_up(self.uri)
         if self.on_result is not None:
             on_result, self.on_result = self.on_result, None
             on_result(self, status)
@@ -172,8 +169,8 @@ class FocusLink:
 
     def _watch_later(self):
         if self._watch_timer is None or not self._watch_timer.active():
-            self._watch_timer = self.mesh.focus.clock.callLater(
-                self.mesh.focus.config.keepalive, self._watch)
+            self._watch_timer = self.mesh.clock.callLater(self.mesh.config.keepalive,
+                                                          self._watch)
 
     def _watch(self):
         self._watch_timer = None
@@ -202,19 +199,19 @@ class FocusLink:
 
     def _missed(self):
         self.misses += 1
-        if self.misses >= self.mesh.focus.config.keepalive_misses:
+        if self.misses >= self.mesh.config.keepalive_misses:
             self.mesh.focus_failed(self.uri)
 
     def _refresh(self):
         self._timer = None
-        self._sub.refresh(self.mesh.focus.config.link_expires)
-        self._schedule(self.mesh.focus.config.link_expires / 2, self._refresh)
+        self._sub.refresh(self.mesh.config.link_expires)
+        self._schedule(self.mesh.config.link_expires / 2, self._refresh)
 
     def resync(self):
         """Ask for full state now (a refresh is answered with it)."""
         if self.up and not self._resyncing:
             self._resyncing = True
-            self._sub.refresh(self.mesh.focus.config.link_expires)
+            self._sub.refresh(self.mesh.config.link_expires)
 
     def _ended(self, reason):
         was_up, self.up = self.up, False
@@ -228,7 +225,7 @@ class FocusLink:
 
     def _schedule(self, delay, call):
         self._cancel()
-        self._timer = self.mesh.focus.clock.callLater(delay, call)
+        self._timer = self.mesh.clock.callLater(delay, call)
 
     def _cancel(self):
         if self._timer is not None and self._timer.active():
@@ -253,12 +250,17 @@ class Mesh:
 
     log = Logger()
 
-    def __init__(self, focus, conference):
-        self.focus = focus
-        self.conference = conference
+    def __init__(self, room, node, ua, policy):
+        self.room = room
+        self.conference = room.conference
+        self.node = node
+        self.config = node.config
+        self.ua = ua
+        self.clock = ua.clock
+        self.policy = policy
         self.links = {}             # focus id -> FocusLink
-        self.failover = Failover(self)
-        self.replica = Replica(focus.uri, self._own_record())
+        self.failover = Failover(self, room, node, ua)
+        self.replica = Replica(node.uri, self.own_record())
         self._batch = []            # [(Delta, source focus id or None)]
         self._user_of = {}          # endpoint -> user entity in the model
         self.candidates = {}        # focus id -> URI: members offering the package
@@ -269,38 +271,40 @@ class Mesh:
 
     # -- our partition -----------------------------------------------------
 
-    def _own_record(self):
-        focus = self.focus
+    def own_record(self):
+        """Our focus record as it stands (written with every change of ours)."""
+        node = self.node
         links = tuple(sorted(uri for uri, link in self.links.items() if link.up))
         failover = self.failover
         state = failover.state
-        if focus.stopping and state == "active":
-            state = "leaving"
-        return FocusRecord(focus.uri, failover.role, focus.config.capacity, focus.load, state,
+        if node.stopping and state == FocusState.ACTIVE:
+            state = FocusState.LEAVING
+        return FocusRecord(node.uri, failover.role, node.capacity, node.load, state,
                            links, failover.epoch, failover.down_claims())
 
     def member_joined(self, leg):
-        self._write((SET, member_record(leg)), (FOCUS, self._own_record()))
+        self.write((SET, member_record(leg)), (FOCUS, self.own_record()))
         self.maybe_recruit()
 
     def member_changed(self, leg):
-        self._write((SET, member_record(leg)))
+        self.write((SET, member_record(leg)))
 
     def member_left(self, leg):
-        self._write((DEL, leg.endpoint_entity), (FOCUS, self._own_record()))
+        self.write((DEL, leg.endpoint_entity), (FOCUS, self.own_record()))
         if leg in self.waiting:
             self.waiting.remove(leg)
 
     def link_changed(self):
-        self._write((FOCUS, self._own_record()))
+        self.write((FOCUS, self.own_record()))
 
-    def _write(self, *ops):
+    def write(self, *ops):
+        """Change our partition: one delta, queued for our subscribers."""
         self._queue(self.replica.write(*ops), None)
         self.sync()
 
     def _queue(self, delta, source):
         self._batch.append((delta, source))
-        self.focus.notifier.changed(self.focus.mf_package, self.conference)
+        self.room.publish_state()
 
     def take_batch(self):
         if not self._batch:
@@ -349,7 +353,7 @@ class Mesh:
                                   conf=conference.name, member=record.user)
                     continue
                 self._user_of[endpoint] = record.user
-            self.focus.notifier.changed(self.focus.package, conference)
+            self.room.publish_members()
         if foci_changed:
             self.failover.foci_changed()
             self.connect_known()
@@ -360,7 +364,7 @@ class Mesh:
 
     def connect(self, uri, target=None, on_result=None):
         """Subscribe to focus ``uri`` unless we already do (or it is us)."""
-        if uri == self.focus.uri or uri in self.links or self.focus.stopping:
+        if uri == self.node.uri or uri in self.links or self.node.stopping:
             return None
         link = self.links[uri] = FocusLink(self, uri, target, on_result)
         link.start()
@@ -368,7 +372,7 @@ class Mesh:
 
     def connect_known(self):
         for record in self.replica.live_foci():
-            if record.state == "active":
+            if record.state == FocusState.ACTIVE:
                 self.connect(record.uri)
 
     def focus_failed(self, uri):
@@ -378,19 +382,19 @@ class Mesh:
     def link_lost(self, link, was_up):
         if self.links.get(link.uri) is link:
             del self.links[link.uri]
-        self.focus.cascades.link_down(self.conference, link.uri)
+        self.room.link_down(link.uri)
         if was_up:
             self.link_changed()
         link.failures += 1
         record = self.replica.focus(link.uri)
-        if link.failures <= LINK_RETRIES and record is not None and record.state != "left" \
-                and link.uri not in self.replica.down():
+        if link.failures <= LINK_RETRIES and record is not None and \
+                record.state != FocusState.LEFT and link.uri not in self.replica.down():
             def again():
-                if link.uri not in self.links and not self.focus.stopping:
+                if link.uri not in self.links and not self.node.stopping:
                     relink = self.connect(link.uri)
                     if relink is not None:
                         relink.failures = link.failures
-            self.focus.clock.callLater(LINK_RETRY * link.failures, again)
+            self.clock.callLater(LINK_RETRY * link.failures, again)
 
     def close(self):
         for link in list(self.links.values()):
@@ -405,15 +409,15 @@ class Mesh:
             self.candidates.setdefault(focus_id(uri), uri)
 
     def spare(self):
-        return sum(self.room(record) for record in self.replica.foci()
-                   if record.uri != self.focus.uri)
+        return sum(self.free_places(record) for record in self.replica.foci()
+                   if record.uri != self.node.uri)
 
     def reachable(self, record):
         """An active, live focus we hear from."""
-        return record.state == "active" and record.uri in self.links and \
+        return record.state == FocusState.ACTIVE and record.uri in self.links and \
             self.links[record.uri].up and record.uri not in self.replica.down()
 
-    def room(self, record):
+    def free_places(self, record):
         if not self.reachable(record):
             return 0
         return max(0, record.capacity - record.load - self.reserved.get(record.uri, 0))
@@ -423,8 +427,8 @@ class Mesh:
         (we are leaving): the least loaded reachable one, room or not."""
         best = None
         for record in self.replica.foci():
-            if record.uri == self.focus.uri or record.uri in exclude or not (
-                    self.reachable(record) if overfill else self.room(record) > 0):
+            if record.uri == self.node.uri or record.uri in exclude or not (
+                    self.reachable(record) if overfill else self.free_places(record) > 0):
                 continue
             key = ((record.load + self.reserved.get(record.uri, 0)) / record.capacity,
                    record.uri)
@@ -446,17 +450,17 @@ class Mesh:
         """Could a newcomer beyond our capacity be handed to another focus?
         Also yes for a focus with room that we know from the state but do
         not hear from yet (our subscription to it is on its way): the call
-        waits for it (a newcomer got 486 in that moment, in a benchmark)."""
+        waits for it rather than getting 486."""
         return self.spare() > 0 or self.recruiting is not None or \
             self._next_candidate() is not None or any(
-                record.uri != self.focus.uri and record.state == "active"
+                record.uri != self.node.uri and record.state == FocusState.ACTIVE
                 and record.capacity > record.load for record in self.replica.live_foci())
 
     def maybe_recruit(self):
-        focus, cfg = self.focus, self.focus.config
-        if self.recruiting is not None or focus.stopping:
+        node, cfg = self.node, self.config
+        if self.recruiting is not None or node.stopping:
             return
-        if focus.load < cfg.capacity - cfg.headroom or self.spare() >= max(cfg.headroom, 1):
+        if node.load < cfg.capacity - cfg.headroom or self.spare() >= max(cfg.headroom, 1):
             return
         candidate = self._next_candidate()
         if candidate is None:
@@ -469,9 +473,9 @@ class Mesh:
 
     def _next_candidate(self):
         known = {record.uri for record in self.replica.foci()} | set(self.links)
-        now = self.focus.clock.seconds()
-        for uri, target in self.focus.peers + list(self.candidates.items()):
-            if uri in known or uri == self.focus.uri:
+        now = self.clock.seconds()
+        for uri, target in self.node.peers + list(self.candidates.items()):
+            if uri in known or uri == self.node.uri:
                 continue
             if now - self._refused.get(uri, -CANDIDATE_BACKOFF) < CANDIDATE_BACKOFF:
                 continue
@@ -486,7 +490,7 @@ class Mesh:
             return
         self.log.info("{conf}: candidate {uri} declined ({status})",
                       conf=self.conference.name, uri=link.uri, status=status)
-        self._refused[link.uri] = self.focus.clock.seconds()
+        self._refused[link.uri] = self.clock.seconds()
         link.closed = True
         self.maybe_recruit()
         if self.recruiting is None:
@@ -506,32 +510,31 @@ class Mesh:
                 self.log.info("{conf}: no focus took {member}: ending the call",
                               conf=self.conference.name, member=leg.user_entity)
                 leg.hangup()
-        self.focus.clock.callLater(timeout, give_up)
+        self.clock.callLater(timeout, give_up)
 
     def place_waiting(self):
         """Foci changed: hand waiting calls to those with room now."""
         while self.waiting and self.pick() is not None:
             leg = self.waiting.pop(0)
-            self.focus.delegator.hand_over(leg)
+            self.room.hand_over(leg)
 
     def rebalance(self):
         """More members here than capacity (a takeover, handovers taken in
         while a focus left): hand the surplus to foci with room, newest
         calls first; what finds no room stays (no one is dropped)."""
-        focus = self.focus
-        if focus.load <= focus.config.capacity:
+        node = self.node
+        if node.load <= node.capacity:
             return
-        legs = [leg for leg in focus.legs.get(self.conference, ())
-                if leg.state == "confirmed" and not leg.handed_off]
+        legs = [leg for leg in self.room.legs if leg.is_ours]
         moving = [leg for leg in legs if leg.handing_over or leg.provisional
                   or leg in self.waiting]
-        surplus = len(legs) - focus.config.capacity - len(moving)
+        surplus = len(legs) - node.capacity - len(moving)
         for leg in reversed(legs):
             if surplus <= 0 or self.pick() is None:
                 break
             if leg in moving:
                 continue
-            focus.delegator.hand_over(leg, mode="keep")
+            self.room.hand_over(leg, mode=HandOver.KEEP)
             surplus -= 1
 
 
@@ -552,7 +555,7 @@ def model_endpoint(record):
     """A replicated member as an RFC 4575 endpoint (§5.7.5 call-info tags
     as the dialog's creator named them)."""
     from_tag, to_tag = record.remote_tag, record.local_tag
-    if record.joining_method == "dialed-out":
+    if record.joining_method == JoiningMethod.DIALED_OUT:
         from_tag, to_tag = to_tag, from_tag
     media = [Media("1", "audio", status=record.media)] if record.media else []
     return Endpoint(record.endpoint, status=record.status,

@@ -26,24 +26,32 @@ Rules of this module:
 """
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..sip.dialog import Dialog, DialogError, uas_response_headers
 from ..sip.errors import ParseError
+from ..sip.ids import new_tag
 from ..sip.values import NameAddr
 from .delegation import MARKER, parse_marker
+from .interfaces import IDialogUsage
 
-__all__ = ["ReferSubscription", "handle_refer"]
+__all__ = ["ReferSubscription", "Referrals"]
+
+#: Who may REFER outside a call (``[focus] refer_policy``)
+MEMBERS, ANYONE = "members", "anyone"
 
 SIPFRAG = "message/sipfrag;version=2.0"
 
 
+@implementer(IDialogUsage)
 class ReferSubscription:
     """The implicit subscription a REFER creates (RFC 3515 §2.4.4)."""
 
     log = Logger()
 
-    def __init__(self, focus, dialog, event, owns_dialog):
-        self.focus = focus
+    def __init__(self, ua, policy, dialog, event, owns_dialog):
+        self.ua = ua
+        self.policy = policy
         self.dialog = dialog
         self.event = event
         self.owns_dialog = owns_dialog
@@ -81,7 +89,7 @@ class ReferSubscription:
             self._queue.clear()
             self._sent()
 
-        self.focus.ua.send_request(notify, answered, failed).addErrback(
+        self.ua.send_request(notify, answered, failed).addErrback(
             lambda f: failed(f.getErrorMessage()))
 
     def _sent(self):
@@ -90,12 +98,12 @@ class ReferSubscription:
 
     def _finish(self):
         if self.owns_dialog:
-            self.focus.ua.remove_dialog(self.dialog, self)
+            self.ua.remove_dialog(self.dialog, self)
 
     def request_received(self, txn, request, source):
         """A request in the dialog an out-of-dialog REFER created: the
         subscription may be refreshed or ended, nothing else."""
-        policy = self.focus.policy
+        policy = self.policy
         try:
             self.dialog.receive_request(request)
         except DialogError as e:
@@ -114,101 +122,111 @@ def _refer_to(request):
     return NameAddr.parse(values[0], "Refer-To")
 
 
-def handle_refer(focus, txn, request, source, conference, leg=None):
-    """Accept or refuse a REFER for ``conference`` (None: the Request-URI
-    names none we know) and act on it."""
-    policy = focus.policy
-    respond = policy.respond
-    to_tag = None if leg is not None else focus.new_tag()
-    forwarded = None
-    marker = request.headers.get(MARKER)
-    if marker is not None:      # untrusted nodes learn nothing, not even 404
-        if not focus.trusts(source):
-            txn.respond(respond(request, 403, "Forwarded REFER From Untrusted Node",
-                                to_tag=to_tag))
-            return
-        try:
-            forwarded = parse_marker(marker)
-        except (ValueError, ParseError) as e:
-            txn.respond(respond(request, 400, f"Bad {MARKER}: {e}", to_tag=to_tag))
-            return
-    if conference is None:
-        txn.respond(respond(request, 404, "No Such Conference", to_tag=to_tag))
-        return
-    try:
-        target = _refer_to(request).uri
-    except ParseError as e:
-        txn.respond(respond(request, 400, e.reason, to_tag=to_tag))
-        return
-    if not target.is_sip:
-        txn.respond(respond(request, 403, "Only SIP URIs May Be Referred", to_tag=to_tag))
-        return
-    max_hops = focus.config.max_hops
-    if forwarded is None and leg is None and focus.config.refer_policy == "members" and \
-            not focus.is_member(conference, request.from_):
-        txn.respond(respond(request, 403, "Only Members May Refer", to_tag=to_tag))
-        return
-    method = (target.params.get("method") or "INVITE").upper()
-    if method not in ("INVITE", "BYE"):
-        txn.respond(respond(request, 403, f"Cannot Refer {method}", to_tag=to_tag))
-        return
-    victims = focus.legs_of(conference, target) if method == "BYE" else None
-    if method == "BYE" and not victims:
-        txn.respond(respond(request, 404, "Not A Member", to_tag=to_tag))
-        return
-    forward_to = None
-    # A member moving between foci (Replaces: a focus leaving, a takeover
-    # spreading out) is no newcomer: it is taken within the overflow margin
-    # rather than lost, and spread again once a focus has room.
-    moving = forwarded is not None and any(k.lower() == "replaces" for k, _ in target.headers)
-    if method == "INVITE" and focus.is_full() and not (
-            moving and focus.load < focus.config.capacity + focus.config.overflow):
-        hops = forwarded[1] if forwarded else 0
-        if hops >= max_hops:
-            txn.respond(respond(request, 482, "Loop Detected: Too Many Forwarding Hops",
-                                to_tag=to_tag))
-            return
-        if focus.mesh_of(conference).pick() is None:
-            txn.respond(respond(request, 486, "Conference Focus Full", to_tag=to_tag))
-            return
-        forward_to = (forwarded[0] if forwarded else focus.uri, hops + 1)
+class Referrals:
+    """Accepts or refuses REFERs and acts on them, for every room."""
 
-    # RFC 4488: honour Refer-Sub: false.
-    no_sub = (request.headers.get("refer-sub") or "").strip().lower() == "false"
-    headers = []
-    sub = None
-    if no_sub:
-        headers.append(("Refer-Sub", "false"))
-    if leg is not None:
-        dialog = leg.dialog
-    else:
-        try:
-            dialog = Dialog.from_uas(request, local_tag=to_tag)
-        except DialogError as e:
-            txn.respond(respond(request, e.status, e.reason, to_tag=to_tag))
+    def __init__(self, node, ua, policy, trust):
+        self.node = node
+        self.config = node.config
+        self.ua = ua
+        self.policy = policy
+        self.trust = trust
+
+    def handle(self, txn, request, source, room, leg=None):
+        """A REFER for ``room`` (None: the Request-URI names none we know),
+        in ``leg``'s dialog or outside any."""
+        respond = self.policy.respond
+        to_tag = None if leg is not None else new_tag()
+        forwarded = None
+        marker = request.headers.get(MARKER)
+        if marker is not None:      # untrusted nodes learn nothing, not even 404
+            if not self.trust.trusts(source):
+                txn.respond(respond(request, 403, "Forwarded REFER From Untrusted Node",
+                                    to_tag=to_tag))
+                return
+            try:
+                forwarded = parse_marker(marker)
+            except (ValueError, ParseError) as e:
+                txn.respond(respond(request, 400, f"Bad {MARKER}: {e}", to_tag=to_tag))
+                return
+        if room is None:
+            txn.respond(respond(request, 404, "No Such Conference", to_tag=to_tag))
             return
-        headers = uas_response_headers(request, dialog, focus.contact(
-            conference, source.transport)) + headers
-    if not no_sub:
-        # RFC 3515 §2.4.6: a second REFER in one dialog is told apart by id.
-        event = f"refer;id={request.cseq.seq}" if leg is not None else "refer"
-        sub = ReferSubscription(focus, dialog, event, owns_dialog=leg is None)
-        if leg is None:
-            focus.ua.add_dialog(dialog, sub)
-    txn.respond(respond(request, 202, to_tag=dialog.local_tag, headers=headers))
-    report = sub.progress if sub is not None else (lambda status, reason: None)
-    report(100, "Trying")
-    referred_by = request.headers.get("referred-by") or str(NameAddr(request.from_.uri))
-    # Headers the referred INVITE is to carry (RFC 3515 §2.1, RFC 3261
-    # §19.1.5): Replaces (a handover), To (the moving member's identity).
-    carried = [(k, v) for k, v in target.headers if k.lower() in ("replaces", "to")]
-    replaces = next((v for k, v in carried if k.lower() == "replaces"), None)
-    to = next((v for k, v in carried if k.lower() == "to"), None)
-    target = target.replace(headers=[])
-    if method == "BYE":
-        focus.remove_legs(victims, report)
-    elif forward_to is not None:
-        target = target.replace(headers=carried)
-        focus.delegator.forward(conference, target, referred_by, *forward_to, report)
-    else:
-        focus.dial_out(conference, target, referred_by, report, replaces=replaces, to=to)
+        try:
+            target = _refer_to(request).uri
+        except ParseError as e:
+            txn.respond(respond(request, 400, e.reason, to_tag=to_tag))
+            return
+        if not target.is_sip:
+            txn.respond(respond(request, 403, "Only SIP URIs May Be Referred", to_tag=to_tag))
+            return
+        if forwarded is None and leg is None and self.config.refer_policy == MEMBERS and \
+                not room.is_member(request.from_):
+            txn.respond(respond(request, 403, "Only Members May Refer", to_tag=to_tag))
+            return
+        method = (target.params.get("method") or "INVITE").upper()
+        if method not in ("INVITE", "BYE"):
+            txn.respond(respond(request, 403, f"Cannot Refer {method}", to_tag=to_tag))
+            return
+        victims = room.legs_of(target) if method == "BYE" else None
+        if method == "BYE" and not victims:
+            txn.respond(respond(request, 404, "Not A Member", to_tag=to_tag))
+            return
+        forward_to = None
+        # A member moving between foci (Replaces: a focus leaving, a takeover
+        # spreading out) is no newcomer: it is taken within the overflow margin
+        # rather than lost, and spread again once a focus has room.
+        moving = forwarded is not None and any(k.lower() == "replaces"
+                                               for k, _ in target.headers)
+        if method == "INVITE" and self.node.is_full() and not (
+                moving and self.node.within_overflow()):
+            hops = forwarded[1] if forwarded else 0
+            if hops >= self.config.max_hops:
+                txn.respond(respond(request, 482, "Loop Detected: Too Many Forwarding Hops",
+                                    to_tag=to_tag))
+                return
+            if not room.room_elsewhere():
+                txn.respond(respond(request, 486, "Conference Focus Full", to_tag=to_tag))
+                return
+            forward_to = (forwarded[0] if forwarded else self.node.uri, hops + 1)
+
+        # RFC 4488: honour Refer-Sub: false.
+        no_sub = (request.headers.get("refer-sub") or "").strip().lower() == "false"
+        headers = []
+        sub = None
+        if no_sub:
+            headers.append(("Refer-Sub", "false"))
+        if leg is not None:
+            dialog = leg.dialog
+        else:
+            try:
+                dialog = Dialog.from_uas(request, local_tag=to_tag)
+            except DialogError as e:
+                txn.respond(respond(request, e.status, e.reason, to_tag=to_tag))
+                return
+            headers = uas_response_headers(request, dialog,
+                                           room.contact(source.transport)) + headers
+        if not no_sub:
+            # RFC 3515 §2.4.6: a second REFER in one dialog is told apart by id.
+            event = f"refer;id={request.cseq.seq}" if leg is not None else "refer"
+            sub = ReferSubscription(self.ua, self.policy, dialog, event,
+                                    owns_dialog=leg is None)
+            if leg is None:
+                self.ua.add_dialog(dialog, sub)
+        txn.respond(respond(request, 202, to_tag=dialog.local_tag, headers=headers))
+        report = sub.progress if sub is not None else (lambda status, reason: None)
+        report(100, "Trying")
+        referred_by = request.headers.get("referred-by") or str(NameAddr(request.from_.uri))
+        # Headers the referred INVITE is to carry (RFC 3515 §2.1, RFC 3261
+        # §19.1.5): Replaces (a handover), To (the moving member's identity).
+        carried = [(k, v) for k, v in target.headers if k.lower() in ("replaces", "to")]
+        replaces = next((v for k, v in carried if k.lower() == "replaces"), None)
+        to = next((v for k, v in carried if k.lower() == "to"), None)
+        target = target.replace(headers=[])
+        if method == "BYE":
+            room.remove_legs(victims, report)
+        elif forward_to is not None:
+            target = target.replace(headers=carried)
+            room.forward(target, referred_by, *forward_to, report)
+        else:
+            room.dial_out(target, referred_by, report, replaces=replaces, to=to)

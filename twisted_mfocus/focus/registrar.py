@@ -1,7 +1,7 @@
 """The conference URI survives its primary: a binding at a registrar.
 
-Mechanism (issue 5, documented in docs/architecture.md): the conference
-URI is ``sip:NAME@DOMAIN`` where DOMAIN (``[focus] domain``) is a standard
+Mechanism (docs/design.md, "Failover"): the conference URI is
+``sip:NAME@DOMAIN`` where DOMAIN (``[focus] domain``) is a standard
 registrar and proxy in front of the foci (Kamailio in the tests).  The
 primary registers each conference URI it creates as an address-of-record
 with its own Contact (RFC 3261 §10); requests to the conference URI reach
@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from ..sip.headers import Headers
 from ..sip.ids import new_call_id, new_tag
-from ..sip.message import Request
+from ..sip.message import MAX_FORWARDS, Request
 from ..sip.uri import URI
 from ..sip.values import NameAddr
 
@@ -42,12 +42,11 @@ class Binding:
 
     log = Logger()
 
-    def __init__(self, registrar, conference, remove=()):
+    def __init__(self, registrar, room, remove=()):
         self.registrar = registrar
-        self.conference = conference
-        self.aor = URI.parse(conference.uri)
-        self.contact = contact_of(registrar.focus.uri, conference.name)
-        self.remove = [contact_of(uri, conference.name) for uri in remove]
+        self.aor = room.uri
+        self.contact = contact_of(registrar.node.uri, room.name)
+        self.remove = [contact_of(uri, room.name) for uri in remove]
         self.call_id = new_call_id()
         self.tag = new_tag()
         self.cseq = 0
@@ -65,11 +64,16 @@ class Binding:
             self._cancel()
             self._register(0)
 
+    def abandon(self):
+        """Stop refreshing without touching the registrar: another focus
+        took the binding over (and removed our Contact)."""
+        self.active = False
+        self._cancel()
+
     def _register(self, expires):
-        focus = self.registrar.focus
         self.cseq += 1
         h = Headers()
-        h.add("Max-Forwards", "70")
+        h.add("Max-Forwards", MAX_FORWARDS)
         h.add("From", str(NameAddr(self.aor, params={"tag": self.tag})))
         h.add("To", str(NameAddr(self.aor)))
         h.add("Call-ID", self.call_id)
@@ -96,12 +100,12 @@ class Binding:
             self.log.info("{aor}: REGISTER failed: {why}", aor=str(self.aor), why=reason)
             if expires and self.active:
                 self._later(RETRY)
-        focus.ua.send_request(request, answered, failed).addErrback(
+        self.registrar.ua.send_request(request, answered, failed).addErrback(
             lambda f: failed(f.getErrorMessage()))
 
     def _later(self, delay):
         self._cancel()
-        self.timer = self.registrar.focus.clock.callLater(delay, self._refresh)
+        self.timer = self.registrar.ua.clock.callLater(delay, self._refresh)
 
     def _refresh(self):
         self.timer = None
@@ -115,37 +119,17 @@ class Binding:
 
 
 class Registrar:
-    """This focus's bindings, one per conference it is primary of."""
+    """Makes the bindings of the conference URIs this focus is primary of;
+    each room keeps its own (``Room.binding``)."""
 
-    def __init__(self, focus, uri):
-        self.focus = focus
+    def __init__(self, ua, node, uri):
+        self.ua = ua
+        self.node = node
         self.uri = URI.parse(uri) if isinstance(uri, str) else uri
-        self.bindings = {}
 
-    def register(self, conference, remove=()):
-        """Bind the conference URI to us, removing ``remove`` foci's Contacts."""
-        self.forget(conference)
-        binding = self.bindings[conference] = Binding(self, conference, remove)
-        binding.start()
-
-    def take_over(self, conference, predecessor):
-        """We succeed ``predecessor`` as primary: its binding becomes ours."""
-        self.register(conference, remove=(predecessor,))
-
-    def unregister(self, conference):
-        """Remove our Contact (the conference ended, or we leave)."""
-        binding = self.bindings.pop(conference, None)
-        if binding is not None:
-            binding.stop()
-
-    def forget(self, conference):
-        """Stop refreshing without touching the registrar: another focus
-        took the binding over (and removed our Contact)."""
-        binding = self.bindings.pop(conference, None)
-        if binding is not None:
-            binding.active = False
-            binding._cancel()
-
-    def stop(self):
-        for conference in list(self.bindings):
-            self.unregister(conference)
+    def register(self, room, remove=()):
+        """Bind ``room``'s URI to us, removing ``remove`` foci's Contacts."""
+        if room.binding is not None:    # a binding we had stops refreshing
+            room.binding.abandon()
+        room.binding = Binding(self, room, remove)
+        room.binding.start()

@@ -18,21 +18,33 @@ Rules of this module:
   reason after it began: a terminated NOTIFY, a failed refresh, ``close``.
 """
 
+import enum
+
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..sip.dialog import Dialog, DialogError
 from ..sip.headers import Headers
 from ..sip.ids import new_call_id, new_tag
-from ..sip.message import Request
+from ..sip.message import MAX_FORWARDS, Request
 from ..sip.values import NameAddr
+from ..tracing import TRACE
+from .interfaces import IDialogUsage
 
-__all__ = ["Subscriber", "out_of_dialog_request"]
+__all__ = ["Subscriber", "SubscriberState", "out_of_dialog_request"]
+
+
+class SubscriberState(enum.Enum):
+    NEW = "new"
+    PENDING = "pending"         # request sent, no dialog yet
+    ACTIVE = "active"
+    ENDED = "ended"
 
 
 def out_of_dialog_request(method, ruri, from_uri, to_uri, contact, headers=()):
     """A new dialog-creating request (§8.1.1) from ``from_uri`` (ours)."""
     h = Headers()
-    h.add("Max-Forwards", "70")
+    h.add("Max-Forwards", MAX_FORWARDS)
     h.add("From", str(NameAddr(from_uri, params={"tag": new_tag()})))
     h.add("To", str(NameAddr(to_uri)))
     h.add("Call-ID", new_call_id())
@@ -43,6 +55,7 @@ def out_of_dialog_request(method, ruri, from_uri, to_uri, contact, headers=()):
     return Request(method, ruri, h)
 
 
+@implementer(IDialogUsage)
 class Subscriber:
     """One subscription we hold (or the implicit one of a REFER we sent)."""
 
@@ -58,8 +71,14 @@ class Subscriber:
         self.on_end = on_end or (lambda reason: None)
         self.dest = dest
         self.dialog = None
-        self.state = "new"          # new -> pending -> active -> ended
+        self.state = SubscriberState.NEW
         self._result_sent = False
+
+    def _set_state(self, state):
+        if TRACE:
+            self.log.debug("{request} {uri}: {old} -> {new}", request=self.request.method,
+                           uri=self.request.uri, old=self.state.value, new=state.value)
+        self.state = state
 
     @property
     def event(self):
@@ -67,7 +86,7 @@ class Subscriber:
 
     def start(self):
         request = self.request
-        self.state = "pending"
+        self._set_state(SubscriberState.PENDING)
         self.ua.expect(request.call_id, request.from_.tag, self)
         self.ua.send_request(request, self._response, self._error, self.dest).addErrback(
             lambda f: self._error(f.getErrorMessage(), status=503))
@@ -104,8 +123,8 @@ class Subscriber:
         # Our own Record-Route entries are not hops toward the peer.
         dialog.route_set = [r for r in dialog.route_set if not self.ua.is_local(r.uri)]
         self.dialog = dialog
-        if self.state == "pending":
-            self.state = "active"
+        if self.state is SubscriberState.PENDING:
+            self._set_state(SubscriberState.ACTIVE)
         self.ua.add_dialog(dialog, self)
 
     # -- the dialog usage ----------------------------------------------------
@@ -114,7 +133,7 @@ class Subscriber:
         if request.method != "NOTIFY":
             txn.respond(self.policy.respond(request, 405, headers=[("Allow", "NOTIFY")]))
             return
-        if self.state == "ended":
+        if self.state is SubscriberState.ENDED:
             txn.respond(self.policy.respond(request, 481, "Subscription Ended"))
             return
         if self.dialog is None:     # the NOTIFY overtook our request's 2xx
@@ -139,7 +158,7 @@ class Subscriber:
     def refresh(self, expires, on_done=None):
         """Re-SUBSCRIBE in the dialog (RFC 6665 §4.1.2.2): the notifier
         answers with a NOTIFY of full state.  A failure ends us."""
-        if self.dialog is None or self.state != "active":
+        if self.dialog is None or self.state is not SubscriberState.ACTIVE:
             return
         headers = [("Event", self.event), ("Expires", str(expires)),
                    ("Contact", self.request.headers.get("contact"))]
@@ -168,7 +187,7 @@ class Subscriber:
         also proves the notifier still has the subscription (481 if not).
         ``on_answer(status)``: the final status, or None when no answer came
         (timeout, transport error).  False if there is no dialog to ping."""
-        if self.dialog is None or self.state != "active":
+        if self.dialog is None or self.state is not SubscriberState.ACTIVE:
             return False
         request = self.dialog.create_request("OPTIONS", [("Accept", "application/sdp")])
 
@@ -181,17 +200,17 @@ class Subscriber:
 
     def close(self):
         """Unsubscribe (Expires: 0) if active; ends us either way."""
-        if self.state == "active" and self.request.method == "SUBSCRIBE":
+        if self.state is SubscriberState.ACTIVE and self.request.method == "SUBSCRIBE":
             self.refresh(0)
         self._ended("closed")
 
     def _ended(self, reason):
-        if self.state == "ended":
+        if self.state is SubscriberState.ENDED:
             return
-        self.state = "ended"
+        self._set_state(SubscriberState.ENDED)
         if self.dialog is not None:
             self.ua.remove_dialog(self.dialog, self)
         self.on_end(reason)
 
     def __repr__(self):
-        return f"<Subscriber {self.event} {self.request.uri} {self.state}>"
+        return f"<Subscriber {self.event} {self.request.uri} {self.state.value}>"

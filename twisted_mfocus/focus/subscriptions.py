@@ -1,23 +1,10 @@
 """The notifier side of SIP events (RFC 6665 §4.2), for any event package.
 
 One ``Notifier`` serves every subscription of the focus: members'
-``Event: conference`` (RFC 4575) today, the foci's multifocus package
-later.  An *event package* object says what a resource's state is:
-
-    package.event            "conference"
-    package.content_type     "application/conference-info+xml"
-    package.resource(request, source)   the resource a SUBSCRIBE (from the
-                                ``Peer`` source) names, or None (404)
-    package.state(resource)     full state, rendered (``.with_version(v)``)
-    package.changes(resource)   partial state since the last call, or None
-
-and optionally, for packages whose subscribers get different content:
-
-    package.render_for(changes, subscription)  what one subscriber gets of
-                                the changes (None: nothing for it)
-    package.subscribed(subscription)          a new subscription was accepted
-
-``resource`` may raise ``Refused`` (e.g. 403 for an untrusted subscriber).
+``Event: conference`` (RFC 4575) and the foci's multifocus package.  An
+event package (``interfaces.IEventPackage``) says what a resource's state
+is, what changed, and what each subscriber gets of it; ``resource`` may
+raise ``Refused`` (e.g. 403 for an untrusted subscriber).
 
 ``contact(resource)`` gives the Contact the notifier puts in its messages.
 
@@ -36,9 +23,11 @@ Rules of this module:
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..sip.dialog import Dialog, DialogError, uas_response_headers
 from ..sip.ids import new_tag
+from .interfaces import IDialogUsage, IEventPackage
 
 __all__ = ["Notifier", "Subscription"]
 
@@ -59,6 +48,7 @@ class Refused(Exception):
                               to_tag=new_tag() if self.tagged else None)
 
 
+@implementer(IDialogUsage)
 class Subscription:
     """One subscription dialog: expiry, version, NOTIFY sending."""
 
@@ -169,7 +159,9 @@ class Notifier:
         self.on_unwatched = on_unwatched
         self.policy = policy
         self.contact = contact
-        self.packages = {p.event: p for p in packages}
+        self.packages = {}
+        for package in packages:
+            self.add_package(package)
         self.min_interval = min_interval
         self.default_expires = default_expires
         self.min_expires = min_expires
@@ -180,6 +172,8 @@ class Notifier:
         self.count = 0
 
     def add_package(self, package):
+        if not IEventPackage.providedBy(package):
+            raise TypeError(f"{package!r} does not provide IEventPackage")
         self.packages[package.event] = package
 
     @property
@@ -204,9 +198,7 @@ class Notifier:
         self._by_resource.setdefault((event, resource), set()).add(sub)
         self.count += 1
         sub.notify(package.state(resource))     # §4.2.1.2: NOTIFY at once
-        subscribed = getattr(package, "subscribed", None)
-        if subscribed is not None:
-            subscribed(sub)
+        package.subscribed(sub)
 
     def _admit(self, request, source):
         """What a new SUBSCRIBE asks for, checked in RFC 6665 §4.2.1.1 order;
@@ -267,9 +259,8 @@ class Notifier:
         rendered = package.changes(resource)
         if not rendered:
             return
-        render_for = getattr(package, "render_for", None)
         for sub in list(self._by_resource.get(key, ())):
-            doc = rendered if render_for is None else render_for(rendered, sub)
+            doc = package.render_for(rendered, sub)
             if doc is not None:
                 sub.notify(doc)
 

@@ -64,7 +64,8 @@ class UserAgent:
 
     def local_uri(self, user, transport="UDP", family=None):
         """A SIP URI of ours with ``user``, naming ``transport`` unless UDP
-        (design-notes: explicit transport so phones answer the right way)."""
+        (docs/design.md, "Interception": an explicit transport, so phones
+        answer the right way)."""
         host, port = self.local_hostport(transport, family)
         params = {} if transport == "UDP" else {"transport": transport.lower()}
         return URI("sip", user=user, host=host, port=port, params=params)
@@ -229,11 +230,10 @@ class Retransmitter:
         self.on_timeout()
 
     def stop(self):
-        for name in ("_retry", "_give_up"):
-            call = getattr(self, name)
+        for call in (self._retry, self._give_up):
             if call is not None and call.active():
                 call.cancel()
-            setattr(self, name, None)
+        self._retry = self._give_up = None
 
 
 

@@ -3,7 +3,7 @@
 Decoding is a 256-entry table (code → 16-bit linear), encoding a 65536-entry
 table indexed by the 16-bit sample reinterpreted as unsigned, so a whole
 mix is coded with one ``numpy.take`` per codec: no Python loop per sample
-(issue 6: one array operation per tick).  The tables are computed here,
+(one array operation per tick).  The tables are computed here,
 vectorised, from the segment rules of G.711 (μ-law: 14-bit magnitude,
 bias 33, 8 segments of 16 steps, bits inverted; A-law: 13-bit magnitude,
 segments 0 and 1 linear, even bits inverted with 0x55).  They agree with

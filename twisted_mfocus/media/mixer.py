@@ -1,4 +1,4 @@
-"""N-1 mixing of one conference at one focus, vectorised (issue 6).
+"""N-1 mixing of one conference at one focus, vectorised.
 
 Sans-IO: the caller puts each party's decoded frame for this tick in its
 row (``frame(key)[:] = samples``, or marks it silent) and calls ``mix()``
@@ -8,7 +8,7 @@ subtraction, one clip, one table lookup per codec, for all parties at
 once; Python only loops to hand the payloads out.
 
 Parties are *members* (phones this focus holds) and *peers* (the other foci
-of the conference, one cascade leg each: design-notes, "Media"):
+of the conference, one cascade leg each: docs/design.md, "Cascade"):
 
 - a member hears everyone but itself: all members' voices plus every
   peer's stream, minus its own voice;

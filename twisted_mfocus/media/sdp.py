@@ -47,12 +47,19 @@ _MEDIA_LETTERS = set("icbka")
 Origin = namedtuple("Origin", "username sess_id sess_version nettype addrtype address")
 
 
+BAD_REQUEST, NOT_ACCEPTABLE_HERE = 400, 488
+
+
 class SDPError(ValueError):
     """Why an SDP body is unusable; ``reason`` is short text for a log or a
-    Warning header, always starting with ``SDP:``."""
+    Warning header, always starting with ``SDP:``.  ``status`` is the
+    answer to the request that carried it: 400 for a body that does not
+    parse, 488 for a well-formed offer we cannot accept (RFC 3261 §21.4.26,
+    RFC 3264 §6)."""
 
-    def __init__(self, reason):
+    def __init__(self, reason, status=BAD_REQUEST):
         self.reason = reason if reason.startswith("SDP:") else f"SDP: {reason}"
+        self.status = status
         super().__init__(self.reason)
 
 
@@ -379,7 +386,7 @@ def answer(offer, local, rtp_port):
         # Rejected (RFC 3264 §6): port 0, and still at least one format.
         media.append(MediaDescription(m.media, 0, m.proto, m.formats[:1] or ["0"]))
     if negotiated is None:
-        raise SDPError("no acceptable audio codec")
+        raise SDPError("no acceptable audio codec", NOT_ACCEPTABLE_HERE)
     return local.stamp(local.session(media)), negotiated
 
 
@@ -430,4 +437,4 @@ def accept_answer(offer, answer):
             telephone_event=int(event) if event else None,
             remote=_remote(answer, theirs), direction=mine,
             on_hold=theirs.direction in ("sendonly", "inactive") or unspecified)
-    raise SDPError("the offer has no audio stream")
+    raise SDPError("the offer has no audio stream", NOT_ACCEPTABLE_HERE)

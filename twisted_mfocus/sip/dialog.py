@@ -8,20 +8,22 @@ Rules of this module:
 - The route set is fixed when the dialog is created (§12.2: Record-Route
   in a later request or response does not change it).  This is why a focus
   that takes over a member sends a *new* INVITE with its own Record-Route
-  (design-notes.md, "Handover uses a new dialog").
+  (docs/design.md, "Interception").
 - Requests built here carry no Via: the element that sends them adds its
   own (transaction layer / transport know the local address).
 - ``strict_route_fixup`` and ``pop_own_route`` are the receiving element's
   side of routing (§16.4), as pure functions over a request.
 """
 
+import enum
+
 from .errors import SIPError
 from .headers import Headers
 from .values import NameAddr
 from .ids import new_tag
-from .message import Request
+from .message import MAX_FORWARDS, Request
 
-__all__ = ["Dialog", "DialogError", "dialog_id_of", "uas_response_headers",
+__all__ = ["Dialog", "DialogError", "DialogState", "dialog_id_of", "uas_response_headers",
            "strict_route_fixup", "pop_own_route", "TARGET_REFRESH"]
 
 #: Methods whose 2xx (or request) refreshes the remote target (§12.2, RFC 3311).
@@ -57,12 +59,20 @@ def _remote_target(message):
     return contacts[0].uri
 
 
+class DialogState(enum.StrEnum):
+    """§12.1: a dialog is early (made by a provisional response) or
+    confirmed (by a 2xx)."""
+
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+
+
 class Dialog:
     """One dialog, seen from our side."""
 
     def __init__(self, call_id, local_tag, remote_tag, local_uri, remote_uri,
                  remote_target, route_set, local_seq, remote_seq, secure=False,
-                 state="confirmed", local_display=None):
+                 state=DialogState.CONFIRMED, local_display=None):
         self.call_id = call_id
         self.local_tag = local_tag
         self.remote_tag = remote_tag
@@ -96,10 +106,11 @@ class Dialog:
                    _untagged(request.from_), _untagged(request.to),
                    _remote_target(response), routes, request.cseq.seq, None,
                    secure=request.uri.scheme == "sips",
-                   state="early" if response.status < 200 else "confirmed")
+                   state=DialogState.EARLY if response.status < 200 else
+                   DialogState.CONFIRMED)
 
     @classmethod
-    def from_uas(cls, request, local_tag=None, state="confirmed"):
+    def from_uas(cls, request, local_tag=None, state=DialogState.CONFIRMED):
         """The dialog we create by answering ``request`` (§12.1.1).
 
         The route set is the request's Record-Route in order; the remote
@@ -112,7 +123,7 @@ class Dialog:
 
     def confirm(self, response=None):
         """early → confirmed on a 2xx; a 2xx also refreshes the target."""
-        self.state = "confirmed"
+        self.state = DialogState.CONFIRMED
         if response is not None and response.contacts:
             self.remote_target = _remote_target(response)
 
@@ -134,7 +145,7 @@ class Dialog:
         ruri, routes = self._request_target()
         for route in routes:
             h.add("Route", str(route))
-        h.add("Max-Forwards", "70")
+        h.add("Max-Forwards", MAX_FORWARDS)
         h.add("From", str(_tagged(self.local_uri, self.local_tag)))
         h.add("To", str(_tagged(self.remote_uri, self.remote_tag)))
         h.add("Call-ID", self.call_id)
@@ -182,7 +193,7 @@ class Dialog:
             self.remote_target = _remote_target(response)
 
     def __repr__(self):
-        return f"<Dialog {self.state} {self.id}>"
+        return f"<Dialog {self.state.value} {self.id}>"
 
 
 def uas_response_headers(request, dialog, contact):

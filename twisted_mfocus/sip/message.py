@@ -23,7 +23,11 @@ from .headers import Headers, SINGLE_HEADERS, canonical_name
 from .values import CSeq, NameAddr, Via
 from .uri import URI
 
+#: Max-Forwards of a request we originate (RFC 3261 §8.1.1.6).
+MAX_FORWARDS = "70"
+
 __all__ = [
+    "MAX_FORWARDS",
     "Limits", "Message", "Request", "Response", "parse_datagram",
     "StreamParser", "PING", "make_response", "REASONS",
 ]
