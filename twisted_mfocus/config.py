@@ -7,8 +7,9 @@ key.  ``Config`` is plain data: validation errors name the key at fault.
 
 import configparser
 import enum
+from typing import NamedTuple, Optional, Tuple
 
-__all__ = ["Config", "ConfigError", "DEFAULTS", "Role"]
+__all__ = ["Config", "ConfigError", "DEFAULTS", "Role", "RoomConfig"]
 
 DEFAULTS = """
 [focus]
@@ -18,9 +19,19 @@ listen = udp:127.0.0.1:5060 tcp:127.0.0.1:5060
 capacity = 200
 factory_user = conference
 max_conferences = 1000
+create_rooms = any
+pin_timeout = 20
 refer_policy = members
+refer_targets = domain
 http =
 log_format = text
+
+[auth]
+realm =
+users_file =
+
+[http]
+token_file =
 
 [multifocus]
 peers =
@@ -34,10 +45,12 @@ keepalive = 1.0
 keepalive_misses = 3
 leave_timeout = 10.0
 registrar =
+secret_file =
 
 [agent]
 users =
 when_hosting = redirect
+escalate = anyone
 redirect_expires = 60
 max_bindings = 4
 
@@ -76,6 +89,23 @@ class Role(enum.StrEnum):
 ROLES = tuple(Role)
 WHEN_HOSTING = ("redirect", "busy")
 REFER_POLICIES = ("members", "anyone")
+REFER_TARGETS = ("domain", "any")
+CREATE_ROOMS = ("any", "configured")
+ESCALATE = ("anyone", "authenticated", "nobody")
+SUBSCRIBERS = ("anyone", "members")
+ROOM_KEYS = ("pin", "max_members", "locked", "members", "subject", "subscribers")
+
+
+class RoomConfig(NamedTuple):
+    """A ``[room:NAME]`` section: the policy of one configured room."""
+
+    name: str
+    pin: Optional[str] = None           # digits a caller enters (then #)
+    max_members: Optional[int] = None
+    locked: bool = False                # admits nobody new
+    members: Tuple[str, ...] = ()       # user names; non-empty: authenticated users only
+    subject: Optional[str] = None
+    subscribers: str = "anyone"         # who may SUBSCRIBE to its conference state
 LOG_FORMATS = ("text", "json")
 
 
@@ -120,7 +150,14 @@ class Config:
         if not self.factory_user:
             raise ConfigError("focus.factory_user must not be empty")
         self.max_conferences = self._int("focus", "max_conferences")
+        self.create_rooms = self._choice("focus", "create_rooms", CREATE_ROOMS)
+        self.pin_timeout = self._float("focus", "pin_timeout")
         self.refer_policy = self._choice("focus", "refer_policy", REFER_POLICIES)
+        self.refer_targets = self._choice("focus", "refer_targets", REFER_TARGETS)
+        self.auth_realm = self._get("auth", "realm") or None
+        self.auth_users_file = self._get("auth", "users_file") or None
+        self.http_token_file = self._get("http", "token_file") or None
+        self.rooms = self._rooms()
         self.http = self._get("focus", "http") or None
         self.log_format = self._choice("focus", "log_format", LOG_FORMATS)
         self.rtp_ports = self._range("media", "rtp_ports")
@@ -147,18 +184,53 @@ class Config:
         if len(registrar) > 1:
             raise ConfigError("multifocus.registrar takes one URI")
         self.registrar = registrar[0] if registrar else None
+        self.secret_file = self._get("multifocus", "secret_file") or None
         self.agent_users = self._get("agent", "users").split()
         if self.role is Role.AGENT and not self.agent_users:
             raise ConfigError("agent.users must name the users an agent serves")
         self.agent_when_hosting = self._choice("agent", "when_hosting", WHEN_HOSTING)
         self.agent_redirect_expires = self._int("agent", "redirect_expires")
         self.agent_max_bindings = self._int("agent", "max_bindings")
+        self.agent_escalate = self._choice("agent", "escalate", ESCALATE)
         self.t1 = self._float("sip", "t1")
         self.t2 = self._float("sip", "t2")
         self.t4 = self._float("sip", "t4")
         self.max_transactions = self._int("sip", "max_transactions")
         self.max_connections = self._int("sip", "max_connections")
         self.idle_timeout = self._float("sip", "idle_timeout")
+
+    def _rooms(self):
+        """The ``[room:NAME]`` sections, by name."""
+        rooms = {}
+        for section in self._parser.sections():
+            if not section.startswith("room:"):
+                continue
+            name = section[len("room:"):].strip()
+            if not name or any(c in name for c in "@:;?<> "):
+                raise ConfigError(f"[{section}]: not a room name")
+            unknown = set(self._parser[section]) - set(ROOM_KEYS)
+            if unknown:
+                raise ConfigError(f"{section}.{sorted(unknown)[0]}: unknown key "
+                                  f"(rooms take {', '.join(ROOM_KEYS)})")
+            get = self._parser[section].get
+            pin = (get("pin") or "").strip() or None
+            if pin is not None and not (pin.isdigit() and pin.isascii() and len(pin) <= 16):
+                raise ConfigError(f"{section}.pin must be 1 to 16 digits")
+            max_members = None
+            if (get("max_members") or "").strip():
+                max_members = self._positive(section, "max_members", int, "a whole number")
+            try:
+                locked = self._parser.getboolean(section, "locked", fallback=False)
+            except ValueError:
+                raise ConfigError(f"{section}.locked must be yes or no")
+            members = tuple(m for m in (get("members") or "").replace(",", " ").split())
+            subscribers = (get("subscribers") or "anyone").strip()
+            if subscribers not in SUBSCRIBERS:
+                raise ConfigError(f"{section}.subscribers must be one of "
+                                  f"{', '.join(SUBSCRIBERS)}, not {subscribers!r}")
+            rooms[name] = RoomConfig(name, pin, max_members, locked, members,
+                                     (get("subject") or "").strip() or None, subscribers)
+        return rooms
 
     def _choice(self, section, key, choices):
         value = self._get(section, key)

@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..conference.model import Conference
-from ..config import Role
+from ..config import Role, RoomConfig
 from ..media.rtp import PortsExhausted
 from ..sip.ids import new_tag
 from ..sip.uri import URI
@@ -74,6 +74,8 @@ class Room:
         self._uri = None
         self.conference = Conference(name, uri,
                                      max_users=s.node.config.max_conference_members)
+        #: the room's policy: its [room:NAME] section, or an open room's
+        self.policy = s.node.config.rooms.get(name) or RoomConfig(name)
         self.media_address = s.rtp_pool.interface
         self.legs = []              # the members' calls (not the cascade legs)
         self.binding = None         # registrar.Binding of our URI, if we hold it
