@@ -11,6 +11,9 @@ figure counts only when SIPp reports 0 failed calls; the rate is SIPp's
 * kamailio: Kamailio as a record-routing stateful proxy (t_relay, one
   worker) in front of the same SIPp UAS;
 * mfocus: ``twistd -n mfocus`` itself, SIPp dialing the room "bench";
+* mfocus-digest: the same, the room "bench" open to its configured member
+  only, so every INVITE is challenged (401) and sent again with digest
+  credentials (MD5, RFC 3261 §22; bench/sipp/join_leave_auth_uac.xml);
 * ceiling: the SIPp UAC straight to the SIPp UAS, both on core 0: what the
   load generator itself sustains (a server figure near it is SIPp-bound).
 
@@ -21,7 +24,7 @@ reports the failures.  Every process is bounded by a timeout and stopped by
 its PID.
 
     python bench/join_bench.py [--calls 5000] [--rounds 3] [--limit 50]
-                               [--only mfocus|sippy|kamailio|ceiling]
+                               [--only mfocus|mfocus-digest|sippy|kamailio|ceiling]
 """
 
 import argparse
@@ -43,10 +46,20 @@ from tests.peers import Kamailio  # noqa: E402
 
 UAC = os.path.join(HERE, "sipp", "join_leave_uac.xml")
 UAS = os.path.join(HERE, "sipp", "join_leave_uas.xml")
+AUTH_UAC = os.path.join(HERE, "sipp", "join_leave_auth_uac.xml")
+BENCH_USER, BENCH_PASSWORD, BENCH_REALM = "bench", "bench-password-1", "bench"
 CACHE = os.environ.get("MFOCUS_BENCH_CACHE",
                        os.path.join(os.path.expanduser("~"), ".cache", "mfocus-bench"))
 WARMUP = 10
-TARGETS = ("ceiling", "sippy", "kamailio", "mfocus")
+TARGETS = ("ceiling", "sippy", "kamailio", "mfocus", "mfocus-digest")
+MFOCUS_DIGEST_CFG = """\
+[auth]
+realm = {realm}
+users_file = {users}
+algorithms = MD5
+[room:bench]
+members = {user}
+"""
 
 KAMAILIO_PROXY_CFG = """\
 #!KAMAILIO
@@ -160,18 +173,22 @@ def read_stats(path):
     return stats
 
 
-def sipp_load(port, calls, limit, work, tag):
+def sipp_load(port, calls, limit, work, tag, digest=False):
     """Run the UAC load against 127.0.0.1:``port``; return (rate, ok, failed, rc)."""
     stat = os.path.join(work, f"{tag}-stat.csv")
     if os.path.exists(stat):
         os.remove(stat)
     budget = max(60, calls // 20)        # anything slower than 20 calls/s is a failure anyway
-    cmd = pin(0) + ["sipp", f"127.0.0.1:{port}", "-sf", UAC, "-s", "bench",
+    cmd = pin(0) + ["sipp", f"127.0.0.1:{port}", "-sf", AUTH_UAC if digest else UAC,
+                    "-s", "bench",
                     "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(free_port()),
                     "-m", str(calls), "-l", str(limit), "-r", "100000",
                     "-recv_timeout", "5000", "-nostdin",
                     "-trace_stat", "-stf", stat, "-fd", "1",
                     "-timeout", f"{budget}s", "-timeout_error"]
+    if digest:                           # SIPp's digest uri drops the user unless told
+        cmd += ["-au", BENCH_USER, "-ap", BENCH_PASSWORD,
+                "-auth_uri", f"bench@127.0.0.1:{port}"]
     if calls <= WARMUP:
         cmd += ["-trace_err", "-error_file", os.path.join(work, f"{tag}-errors.log")]
     try:
@@ -237,11 +254,14 @@ class Server:
 
     def start(self):
         w = self.work
-        if self.name == "mfocus":
+        if self.name.startswith("mfocus"):
             log = open(os.path.join(w, "mfocus.log"), "wb")
             env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            proc = subprocess.Popen(pin(1) + TWISTD + ["--nodaemon", "--pidfile=", "mfocus",
-                                                       "--listen", f"udp:127.0.0.1:{self.port}"],
+            args = ["--listen", f"udp:127.0.0.1:{self.port}"]
+            if self.name == "mfocus-digest":
+                args += ["--config", digest_config(w)]
+            proc = subprocess.Popen(pin(1) + TWISTD + ["--nodaemon", "--pidfile=", "mfocus"]
+                                    + args,
                                     cwd=w, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT)
             log.close()
@@ -279,8 +299,21 @@ class Server:
             stop(proc)
 
 
+def digest_config(work):
+    """A config whose room "bench" admits only BENCH_USER, by digest."""
+    from twisted_mfocus.sip.auth import ha1
+    users = os.path.join(work, "users")
+    with open(users, "w") as f:
+        f.write(f"{BENCH_USER}:{BENCH_REALM}:"
+                f"{ha1(BENCH_USER, BENCH_REALM, BENCH_PASSWORD, 'MD5')}\n")
+    path = os.path.join(work, "mfocus.conf")
+    with open(path, "w") as f:
+        f.write(MFOCUS_DIGEST_CFG.format(realm=BENCH_REALM, users=users, user=BENCH_USER))
+    return path
+
+
 LABEL = {"ceiling": "sipp->sipp", "sippy": "sippy b2bua", "kamailio": "kamailio proxy",
-         "mfocus": "mfocus"}
+         "mfocus": "mfocus", "mfocus-digest": "mfocus digest"}
 
 
 def one_round(name, calls, limit, work):
@@ -289,12 +322,13 @@ def one_round(name, calls, limit, work):
     try:
         if not server.start():
             return None, 0, "did not start (no answer to OPTIONS)"
+        digest = name == "mfocus-digest"
         _, ok, failed, rc = sipp_load(server.port, WARMUP, min(limit, WARMUP), work,
-                                      f"{name}-warmup")
+                                      f"{name}-warmup", digest)
         if failed:
             return None, failed, (f"failed {failed} of {WARMUP} warm-up calls (SIPp rc {rc}; "
                                   f"see {work}/{name}-warmup-errors.log)")
-        rate, ok, failed, rc = sipp_load(server.port, calls, limit, work, name)
+        rate, ok, failed, rc = sipp_load(server.port, calls, limit, work, name, digest)
         if failed:
             return None, failed, f"failed {failed} of {calls} calls (SIPp rc {rc})"
         return rate, 0, f"{ok} calls"
@@ -346,6 +380,9 @@ def main():
             median[name] = statistics.median(rates[name])
             print(f"{LABEL[name]:15s}: {median[name]:8.0f} join+leave calls/s (median of "
                   f"{args.rounds}; rounds {', '.join(f'{x:.0f}' for x in rates[name])}), 0 failed")
+    if "mfocus" in median and "mfocus-digest" in median:
+        print(f"digest cost: mfocus/mfocus-digest {median['mfocus'] / median['mfocus-digest']:.2f}x"
+              " (each digest cycle is two INVITE transactions: the challenge and the call)")
     for ref in ("sippy", "kamailio"):
         if "mfocus" in targets and ref in targets:
             if "mfocus" in median and ref in median:

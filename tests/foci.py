@@ -76,6 +76,19 @@ def stop_all(nodes, *others):
         node.stop()
 
 
+def proof_config(cwd, proof):
+    """Config text for how foci prove themselves: "address" (no secret: foci
+    on loopback are trusted by address) or "secret" (a shared secret file,
+    every request between foci carries its proof)."""
+    if proof == "address":
+        return ""
+    from twisted_mfocus.sip.proof import new_secret
+    path = os.path.join(str(cwd), "foci-secret")
+    with open(path, "w") as f:
+        f.write(new_secret() + "\n")
+    return f"[multifocus]\nsecret_file = {path}\n"
+
+
 def start_foci(cwd, specs, config_text="", start=True):
     """Foci from ``specs`` [(name, role, capacity)], each naming every other
     as ``--peer`` in spec order; started unless ``start`` is False (to

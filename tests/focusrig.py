@@ -6,7 +6,10 @@ re-parses every message, so what is asserted is what would go out) and
 RTP ports by a counter.  Time moves only when the caller says so.
 """
 
+import collections
 import itertools
+import os
+import tempfile
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -57,6 +60,20 @@ def _is(message, what):
     return isinstance(message, Request) and message.method == what
 
 
+class RTP:
+    """A rig's RTP pair: keeps the last RTP packets sent (``sent``)."""
+
+    def __init__(self, port):
+        self.port, self.sink = port, None
+        self.sent = collections.deque(maxlen=2000)
+
+    def send_rtp(self, packet, dest):
+        self.sent.append((packet, dest))
+
+    def send_rtcp(self, packet, dest):
+        pass
+
+
 class Pool:
     interface = "127.0.0.1"
 
@@ -67,7 +84,7 @@ class Pool:
         from twisted_mfocus.media.rtp import PortsExhausted
         if not self.free:
             raise PortsExhausted()
-        return type("RTP", (), {"port": self.free.pop(0)})()
+        return RTP(self.free.pop(0))
 
     def release(self, endpoint):
         self.free.append(endpoint.port)
@@ -105,12 +122,22 @@ class Phone:
         return parse_datagram(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
 
 
-def make_rig(capacity=4, notify_interval=0.2):
+def make_rig(capacity=4, notify_interval=0.2, config_text=None):
+    """``config_text``: a config file's text (e.g. ``[room:NAME]`` sections)."""
     clock = Clock()
     wire = Wire()
-    config = Config(overrides={("focus", "capacity"): str(capacity),
-                               ("events", "notify_interval"): str(notify_interval),
-                               ("events", "min_expires"): "1"})
+    path = None
+    if config_text:
+        fd, path = tempfile.mkstemp(suffix=".conf")
+        with os.fdopen(fd, "w") as f:
+            f.write(config_text)
+    try:
+        config = Config(path, overrides={("focus", "capacity"): str(capacity),
+                                         ("events", "notify_interval"): str(notify_interval),
+                                         ("events", "min_expires"): "1"})
+    finally:
+        if path:
+            os.unlink(path)
     focus = ConferenceFocus(config, Pool(capacity), clock)
 
     def send(message, peer):

@@ -225,21 +225,24 @@ def sip_header(message, name):
     return None
 
 
-def api_get(port, path):
-    """(status, JSON) of ``GET http://127.0.0.1:port/path``."""
-    return _api(port, path)
+def api_get(port, path, token=None):
+    """(status, JSON) of ``GET http://127.0.0.1:port/path`` (with
+    ``Authorization: Bearer token`` when ``token`` is given)."""
+    return _api(port, path, token=token)
 
 
-def api_post(port, path):
+def api_post(port, path, token=None):
     """(status, JSON) of ``POST http://127.0.0.1:port/path`` with no body."""
-    return _api(port, path, b"")
+    return _api(port, path, b"", token)
 
 
-def _api(port, path, data=None):
+def _api(port, path, data=None, token=None):
     import json
     import urllib.error
     import urllib.request
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data)
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as r:
             return r.status, json.loads(r.read())

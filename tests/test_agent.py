@@ -11,19 +11,41 @@ from .peers import tone_phone
 from .peers.process import need
 from .test_audio import assert_each_hears_the_others, rtp_filter
 from twisted_mfocus.conference import info
+from twisted_mfocus.sip.auth import ha1
 
 TONES = {"alice": 440, "bob": 1000, "carol": 1500, "dave": 2000}
 
 
-def agent(tmp_path, extra=""):
-    node = Node("agent", "agent", 20, tmp_path, "[agent]\nusers = alice\n" + extra)
+REALM = "mfocus"
+PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-2"}
+
+
+def users_file(tmp_path, users=PASSWORDS):
+    """An htdigest users file (MD5 and SHA-256 HA1) for ``users``."""
+    path = tmp_path / "users"
+    path.write_text("".join(
+        f"{u}:{REALM}:{ha1(u, REALM, p, 'MD5')}:{ha1(u, REALM, p, 'SHA-256')}\n"
+        for u, p in users.items()))
+    return path
+
+
+def agent(tmp_path, extra="", algorithms="MD5"):
+    """An agent serving alice.  baresip 1.x gives up on a challenge list that
+    holds any algorithm but MD5 ("Function not implemented"), so its agent
+    offers MD5 alone."""
+    node = Node("agent", "agent", 20, tmp_path,
+                f"[auth]\nrealm = {REALM}\nusers_file = {users_file(tmp_path)}\n"
+                f"algorithms = {algorithms}\n"
+                "[agent]\nusers = alice\n" + extra)
     return node.start()
 
 
 def phone(tmp_path, name, register_at=None):
-    """A tone phone; registered at ``register_at`` (then also its outbound proxy)."""
+    """A tone phone; registered at ``register_at`` (then also its outbound
+    proxy) with its password."""
     return tone_phone(tmp_path, name, TONES[name], rtp_span=4, register_at=register_at,
-                      outbound=register_at and f"sip:{register_at}")
+                      outbound=register_at and f"sip:{register_at}",
+                      password=register_at and PASSWORDS.get(name))
 
 
 def conference_of(node, user):
@@ -207,7 +229,7 @@ def test_a_caller_that_cancels_stops_the_ringing_phone(tmp_path):
     need("baresip")
     node = agent(tmp_path)
     alice = tone_phone(tmp_path, "alice", register_at=f"127.0.0.1:{node.port}",
-                       answer="manual")
+                       answer="manual", password=PASSWORDS["alice"])
     bob = phone(tmp_path, "bob")
     try:
         for p in (alice, bob):

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from .foci import Node, start_all, start_foci, stop_all, wait_agreement
+from .foci import Node, proof_config, start_all, start_foci, stop_all, wait_agreement
 from .harness import Sipp, api_post, free_port
 from .peers import Kamailio
 from .peers.process import need
@@ -31,11 +31,12 @@ INVITE = re.compile(r"^invite (\S+) from .* contact (\S*)(?:;isfocus)? replaces 
 SPECS = [("primary", "primary", 2), ("s1", "secondary", 3), ("s2", "secondary", 3)]
 
 
-def spread(tmp_path, nodes=None, entry=None):
-    """Three foci (started here unless given) and N members dialling the
-    primary (or ``entry``, HOST:PORT), all connected; (nodes, uas, uac, view)."""
+def spread(tmp_path, nodes=None, entry=None, proof="address"):
+    """Three foci (started here unless given; ``proof``: foci_config) and N
+    members dialling the primary (or ``entry``, HOST:PORT), all connected;
+    (nodes, uas, uac, view)."""
     need("sipp")
-    nodes = nodes or start_foci(tmp_path, SPECS)
+    nodes = nodes or start_foci(tmp_path, SPECS, proof_config(tmp_path, proof))
     uas = Sipp("member_handover.xml", None, tmp_path, ["-set", "hold_ms", "150000"],
                timeout=200)
     uac = Sipp("member_dialin.xml", entry or f"127.0.0.1:{nodes[0].port}", tmp_path,
@@ -129,8 +130,9 @@ def test_a_leaving_secondary_hands_its_members_over(tmp_path, capsys, how):
         stop_all(nodes, uac, uas)
 
 
-def test_kill_9_secondary_orphans_are_taken_over_by_one_survivor(tmp_path, capsys):
-    nodes, uas, uac, view = spread(tmp_path)
+@pytest.mark.parametrize("proof", ["address", "secret"])
+def test_kill_9_secondary_orphans_are_taken_over_by_one_survivor(tmp_path, capsys, proof):
+    nodes, uas, uac, view = spread(tmp_path, proof=proof)
     primary, s1, s2 = nodes
     try:
         held = [m[0] for m in view[0] if m[2] == s1.uri]

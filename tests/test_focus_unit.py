@@ -104,17 +104,30 @@ def test_full_focus_answers_486(rig):
 
 
 def test_refer_policy(rig):
-    join(rig, Phone(5020))
+    """A REFER is authorised by the call it arrives in (or a digest), never
+    by its From; it may make us dial only addresses of our own domain."""
+    member = Phone(5020)
+    ok = join(rig, member)
     outsider = Phone(5021)
     rig.deliver(outsider.request("REFER", ROOM, headers=[
         ("Refer-To", "<sip:x@127.0.0.1:5999>")]), outsider.peer)
     assert rig.wire.take(403)[0].reason == "Only Members May Refer"
-    member = Phone(5020)
-    rig.deliver(member.request("REFER", ROOM, headers=[
-        ("Refer-To", "<mailto:x@example.com>")]), member.peer)
+    # A member's From, out of any call: no proof of anything.
+    forger = Phone(5022, user="phone5020")
+    rig.deliver(forger.request("REFER", ROOM, headers=[
+        ("Refer-To", "<sip:x@127.0.0.1:5999>")]), forger.peer)
+    assert rig.wire.take(403)[0].reason == "Only Members May Refer"
+    assert not rig.wire.take("INVITE")
+
+    def refer(target):
+        rig.deliver(member.request("REFER", ROOM, to_tag=ok.to.tag,
+                                   headers=[("Refer-To", target)]), member.peer)
+    refer("<mailto:x@example.com>")
     assert rig.wire.take(403)[0].reason == "Only SIP URIs May Be Referred"
-    rig.deliver(member.request("REFER", ROOM, headers=[
-        ("Refer-To", "<sip:x@127.0.0.1:5999>")]), member.peer)
+    refer("<sip:x@198.51.100.7:5060>")          # outside our domain: nothing dialled
+    assert rig.wire.take(403)[0].reason == "Refer Target Outside Our Domain"
+    assert not rig.wire.take("INVITE")
+    refer("<sip:x@127.0.0.1:5999>")
     assert rig.wire.take(202)
     invite = rig.wire.take("INVITE")[0]
     assert str(invite.uri) == "sip:x@127.0.0.1:5999"
@@ -215,3 +228,59 @@ def test_large_requests_go_over_tcp_unless_the_uri_names_a_transport():
         Peer("TCP", "127.0.0.1", 5070)
     assert _congestion_controlled(notify("sip:a@127.0.0.1:5070;transport=udp", 2000),
                                   udp) is udp
+
+
+def test_dialog_ids_only_to_members_and_replaces_only_by_the_party(rig):
+    """RFC 4575 <call-info> carries a member's dialog ids, enough for a
+    Replaces (RFC 3891): a stranger's subscription gets no dialog ids, and a
+    Replaces from anyone but the party of the call is refused (§6)."""
+    member = Phone(5040)
+    ok = join(rig, member)
+    stranger = Phone(5041, "stranger")
+    rig.deliver(stranger.request("SUBSCRIBE", ROOM, headers=[("Event", "conference")]),
+                stranger.peer)
+    assert rig.wire.take(200)
+    public = answer(rig, rig.wire.take("NOTIFY"), stranger.peer)[0].body
+    assert b"<endpoint entity=" in public and b"call-info" not in public
+    assert member.call_id.encode() not in public
+    # The member's own subscription, from the flow of its call, has them.
+    rig.deliver(member.request("SUBSCRIBE", ROOM, headers=[("Event", "conference")],
+                               call_id="sub5040"), member.peer)
+    assert rig.wire.take(200)
+    own = answer(rig, rig.wire.take("NOTIFY"), member.peer)[0].body
+    assert b"<call-info>" in own and member.call_id.encode() in own
+    # The stranger read the ids anyway (as a member could): its Replaces fails.
+    replaces = f"{member.call_id};to-tag={ok.to.tag};from-tag={member.tag}"
+    rig.deliver(stranger.request("INVITE", ROOM, body=SDP, call_id="take-over",
+                                 headers=[("Replaces", replaces)]), stranger.peer)
+    refusal = rig.wire.take(403)
+    assert refusal and refusal[0].reason == "Not Allowed To Replace That Call"
+    assert not rig.wire.take("BYE")                  # the member keeps its call
+    assert list(conference(rig).users) == ["sip:phone5040@127.0.0.1:5040"]
+
+
+def test_configured_rooms_locked_full_and_subscribers(tmp_path):
+    """[focus] create_rooms = configured: an unknown room is 404 and the
+    factory URI 403; a locked room admits nobody new (403); a room at its
+    max_members is 486; subscribers = members refuses a stranger (403)."""
+    rig = make_rig(config_text=(
+        "[focus]\ncreate_rooms = configured\n"
+        "[room:room]\nmax_members = 1\nsubscribers = members\n"
+        "[room:shut]\nlocked = yes\n"))
+
+    def invite(phone, uri):
+        rig.deliver(phone.request("INVITE", uri, body=SDP), phone.peer)
+        return rig.wire.take()
+    assert [m.status for m in invite(Phone(5050), "sip:nosuch@127.0.0.1:5060")] == [404]
+    factory = invite(Phone(5051), "sip:conference@127.0.0.1:5060")
+    assert [(m.status, m.reason) for m in factory] == [(403, "Conference Creation Not Allowed")]
+    shut = invite(Phone(5052), "sip:shut@127.0.0.1:5060")
+    assert [(m.status, m.reason) for m in shut] == [(403, "Conference Locked")]
+    join(rig, Phone(5053))
+    full = [m for m in invite(Phone(5054), ROOM) if m.status >= 200]
+    assert [(m.status, m.reason) for m in full] == [(486, "Conference Full")]
+    assert [room.name for room in rig.focus.rooms] == ["room"]
+    stranger = Phone(5055)
+    rig.deliver(stranger.request("SUBSCRIBE", ROOM, headers=[("Event", "conference")]),
+                stranger.peer)
+    assert [m.status for m in rig.wire.take()] == [403]

@@ -11,15 +11,20 @@ import collections
 import re
 import time
 
-from .foci import shared_view, start_all, start_foci, stop_all, wait_agreement
+import pytest
+
+from .foci import proof_config, shared_view, start_all, start_foci, stop_all, wait_agreement
 from .harness import Sipp, free_port, sip_header, wait_for
 
 CONF = "conf1"
 
 
-def test_seven_members_spread_over_three_foci(tmp_path, capsys):
+@pytest.mark.parametrize("proof", ["address", "secret"])
+def test_seven_members_spread_over_three_foci(tmp_path, capsys, proof):
+    """Discovery, delegation and interception; foci trusted by address on
+    loopback, or by the proof of a shared secret (trust.py)."""
     nodes = start_foci(tmp_path, [("primary", "primary", 2), ("s1", "secondary", 3),
-                                  ("s2", "secondary", 3)])
+                                  ("s2", "secondary", 3)], proof_config(tmp_path, proof))
     primary = nodes[0]
     by_uri = {node.uri: node for node in nodes}
     uas = Sipp("member_handover.xml", None, tmp_path, ["-set", "hold_ms", "8000"],

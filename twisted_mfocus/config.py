@@ -29,6 +29,8 @@ log_format = text
 [auth]
 realm =
 users_file =
+algorithms = SHA-256 MD5
+nonce_lifetime = 300
 
 [http]
 token_file =
@@ -155,7 +157,12 @@ class Config:
         self.refer_policy = self._choice("focus", "refer_policy", REFER_POLICIES)
         self.refer_targets = self._choice("focus", "refer_targets", REFER_TARGETS)
         self.auth_realm = self._get("auth", "realm") or None
-        self.auth_users_file = self._get("auth", "users_file") or None
+        self.auth_users_file = self._readable("auth", "users_file", _check_users)
+        self.auth_nonce_lifetime = self._float("auth", "nonce_lifetime")
+        self.auth_algorithms = tuple(self._get("auth", "algorithms").split())
+        if not self.auth_algorithms or not set(self.auth_algorithms) <= {"SHA-256", "MD5"}:
+            raise ConfigError("auth.algorithms must name SHA-256 and/or MD5, in the order "
+                              "they are offered")
         self.http_token_file = self._get("http", "token_file") or None
         self.rooms = self._rooms()
         self.http = self._get("focus", "http") or None
@@ -184,7 +191,7 @@ class Config:
         if len(registrar) > 1:
             raise ConfigError("multifocus.registrar takes one URI")
         self.registrar = registrar[0] if registrar else None
-        self.secret_file = self._get("multifocus", "secret_file") or None
+        self.secret_file = self._readable("multifocus", "secret_file", _check_secret)
         self.agent_users = self._get("agent", "users").split()
         if self.role is Role.AGENT and not self.agent_users:
             raise ConfigError("agent.users must name the users an agent serves")
@@ -192,12 +199,25 @@ class Config:
         self.agent_redirect_expires = self._int("agent", "redirect_expires")
         self.agent_max_bindings = self._int("agent", "max_bindings")
         self.agent_escalate = self._choice("agent", "escalate", ESCALATE)
+        if self.role is Role.AGENT and not self.auth_users_file:
+            raise ConfigError("an agent needs auth.users_file: a served user registers "
+                              "and calls with its password (htdigest format)")
         self.t1 = self._float("sip", "t1")
         self.t2 = self._float("sip", "t2")
         self.t4 = self._float("sip", "t4")
         self.max_transactions = self._int("sip", "max_transactions")
         self.max_connections = self._int("sip", "max_connections")
         self.idle_timeout = self._float("sip", "idle_timeout")
+
+    def _readable(self, section, key, check):
+        """A file named by ``section.key`` (None if empty), checked at start."""
+        path = self._get(section, key) or None
+        if path is not None:
+            try:
+                check(path)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"{section}.{key}: {e}")
+        return path
 
     def _rooms(self):
         """The ``[room:NAME]`` sections, by name."""
@@ -300,3 +320,13 @@ class Config:
         if value <= 0:
             raise ConfigError(f"{section}.{key} must be positive")
         return value
+
+
+def _check_secret(path):
+    from .sip.proof import load_secret
+    load_secret(path)
+
+
+def _check_users(path):
+    from .sip.auth import load_users
+    load_users(path, "")         # every line parses (realms are told apart later)

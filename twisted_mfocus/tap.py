@@ -2,10 +2,11 @@
 
 from twisted.application import service, strports
 from twisted.python import components, usage
-from twisted.web import server
 
 from .config import Config, ConfigError
 from .logs import install_observer
+from .web.api import read_token
+from .web.listen import api_endpoint
 
 __all__ = ["Options", "makeService"]
 
@@ -21,7 +22,8 @@ class Options(usage.Options):
         ["domain", None, None, "domain of the conference URIs"],
         ["capacity", None, None, "members this focus will hold (default 200)"],
         ["rtp-ports", None, None, "RTP port range LOW-HIGH (default 20000-29999)"],
-        ["http", None, None, "management API endpoint, e.g. tcp:8080:interface=127.0.0.1"],
+        ["http", None, None, ("management API endpoint, e.g. tcp:8080 (loopback only "
+                              "unless [http] token_file)")],
         ["log-format", None, None, "text or json (default text)"],
     ]
 
@@ -62,7 +64,10 @@ class Options(usage.Options):
             if self["users"]:       # --user adds to the file's users
                 listed = Config(self["config"]).agent_users if self["config"] else []
                 overrides[("agent", "users")] = " ".join(listed + self["users"])
-            self["effective"] = Config(self["config"], overrides)
+            cfg = self["effective"] = Config(self["config"], overrides)
+            # The API: its token, and where it may listen with or without one.
+            self["http_token"] = read_token(cfg.http_token_file) if cfg.http_token_file else None
+            self["http_endpoint"] = api_endpoint(cfg.http, self["http_token"]) if cfg.http else None
         except (ConfigError, OSError) as e:
             raise usage.UsageError(str(e))
 
@@ -86,7 +91,7 @@ def makeService(options):
     from .focus.focus import ConferenceFocus
     from .media.rtp import RTPPortPool
     from .stack import SIPService
-    from .web.api import api_root
+    from .web.api import api_site
 
     cfg = options["effective"]
     top = FocusService(cfg.log_format)
@@ -98,5 +103,6 @@ def makeService(options):
         # Leaving is stopping: stopService runs Focus.shutdown, which hands
         # the members over first (failover.py).
         leave = lambda: reactor.callLater(0, reactor.stop)  # noqa: E731
-        strports.service(cfg.http, server.Site(api_root(focus.views, leave))).setServiceParent(top)
+        site = api_site(focus.views, leave, token=options["http_token"])
+        strports.service(options["http_endpoint"], site).setServiceParent(top)
     return top

@@ -59,7 +59,7 @@ class Baresip(ChildProcess):
 
     def __init__(self, workdir, name, sip_port, rtp_low, ctrl_port, tone_wav=None,
                  register_at=None, rtp_span=2, record=False, start_timeout=5.0,
-                 outbound=None, answer="auto"):
+                 outbound=None, answer="auto", password=None, regint=60):
         self.dir = os.path.abspath(str(workdir))
         self.name, self.sip_port, self.ctrl_port = name, sip_port, ctrl_port
         self.rtp_low, self.rtp_high = rtp_low, rtp_low + rtp_span - 1
@@ -73,13 +73,15 @@ class Baresip(ChildProcess):
         self.tone_wav = os.path.abspath(str(tone_wav))
         if register_at:
             self.aor = f"sip:{name}@{register_at}"
-            params = ["regint=60"]
+            params = [f"regint={regint}"]
         else:
             self.aor = f"sip:{name}@{HOST}:{sip_port}"
             params = ["regint=0"]
         params = ["audio_codecs=PCMU"] + params + [f"answermode={answer}"]
         if outbound:                # every call goes through this proxy
             params.append(f'outbound="{outbound}"')
+        if password:                # digest credentials (RFC 3261 §22)
+            params.append(f"auth_pass={password}")
         with open(os.path.join(self.dir, "config"), "w") as f:
             f.write(_BARESIP_CONFIG.format(
                 host=HOST, sip_port=sip_port, ctrl_port=ctrl_port, rtp_low=self.rtp_low,
@@ -267,7 +269,7 @@ class Baresip(ChildProcess):
 
 
 def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds=90,
-               outbound=None, answer="auto"):
+               outbound=None, answer="auto", password=None, regint=60):
     """A baresip phone in ``tmp_path/name`` sending a ``freq`` Hz tone, with
     free SIP, control and RTP ports (``rtp_span`` RTP ports: a handover
     needs room for the second call)."""
@@ -280,7 +282,7 @@ def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds
                    tone_wav=write_tone_wav(os.path.join(work, "tone.wav"), freq=freq,
                                            seconds=seconds),
                    register_at=register_at, rtp_span=rtp_span, outbound=outbound,
-                   answer=answer)
+                   answer=answer, password=password, regint=regint)
 
 
 def dial_all(phones, uri, timeout=8):

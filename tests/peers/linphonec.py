@@ -70,7 +70,8 @@ class Linphonec(ChildProcess):
     """
 
     def __init__(self, workdir, name, sip_port, register_via=None, rtp_port=None,
-                 auto_answer=False, reg_expires=60, start_timeout=10.0):
+                 auto_answer=False, reg_expires=60, start_timeout=10.0, password=None,
+                 realm=None, algorithm=None):
         self.dir = os.path.abspath(str(workdir))
         self.name, self.sip_port, self.register_via = name, sip_port, register_via
         self.auto_answer = auto_answer
@@ -87,6 +88,10 @@ class Linphonec(ChildProcess):
             if register_via:
                 f.write(_LINPHONE_PROXY.format(host=HOST, name=name, via=register_via,
                                                expires=reg_expires))
+            if password:                # digest credentials (RFC 3261 §22)
+                f.write(f"\n[auth_info_0]\nusername={name}\npasswd={password}\n"
+                        f"realm={realm}\ndomain={HOST}\n"
+                        + (f"algorithm={algorithm}\n" if algorithm else ""))
         self.proc = None
         self._out = None
         self._reader = None

@@ -77,7 +77,7 @@ def _media(out, media):
     out.append("</media>")
 
 
-def _endpoint(out, ep):
+def _endpoint(out, ep, dialogs):
     out.append(f'<endpoint entity="{_attr(ep.entity)}" state="full">')
     _element(out, "display-text", ep.display_text)
     _element(out, "status", ep.status)
@@ -90,7 +90,7 @@ def _endpoint(out, ep):
         out.append("</joining-info>")
     for media in ep.media:
         _media(out, media)
-    if ep.call_id is not None:
+    if dialogs and ep.call_id is not None:
         # The schema requires all three; a tag not yet known (early dialog)
         # is sent empty rather than leaving the dialog out.
         out.append("<call-info><sip>")
@@ -101,16 +101,21 @@ def _endpoint(out, ep):
     out.append("</endpoint>")
 
 
-def user_fragment(user):
-    """The user's <user state="full"> element as UTF-8 bytes, cached on it."""
-    fragment = user.fragment
+def user_fragment(user, dialogs=True):
+    """The user's <user state="full"> element as UTF-8 bytes, cached on it;
+    ``dialogs``: with each endpoint's <call-info> (RFC 4575 §5.7.5: the
+    dialog ids, enough to build a Replaces; only members and foci get them)."""
+    cached = user.fragment
+    if cached is None:
+        cached = user.fragment = [None, None]
+    fragment = cached[dialogs]
     if fragment is None:
         out = [f'<user entity="{_attr(user.entity)}" state="full">']
         _element(out, "display-text", user.display_text)
         for ep in user.endpoints.values():
-            _endpoint(out, ep)
+            _endpoint(out, ep, dialogs)
         out.append("</user>")
-        fragment = user.fragment = "".join(out).encode("utf-8")
+        fragment = cached[dialogs] = "".join(out).encode("utf-8")
     return fragment
 
 
@@ -146,11 +151,12 @@ def _head(conference, state):
             ).encode("utf-8")
 
 
-def render_full(conference, extra=b""):
+def render_full(conference, extra=b"", dialogs=True):
     """The whole conference, state="full".
 
     ``extra``: already rendered elements in another namespace (the
     multifocus extension), placed last where the schema allows ##other.
+    ``dialogs``: with the endpoints' dialog ids (``user_fragment``).
     """
     out = ['">', "<conference-description>"]
     _element(out, "subject", conference.subject)
@@ -160,14 +166,14 @@ def render_full(conference, extra=b""):
     out.append(f"<conference-state><user-count>{conference.user_count}</user-count>"
                "<active>true</active></conference-state><users>")
     parts = ["".join(out).encode("utf-8")]
-    parts.extend(user_fragment(u) for u in conference.users.values())
+    parts.extend(user_fragment(u, dialogs) for u in conference.users.values())
     parts.append(b"</users>")
     parts.append(extra)
     parts.append(_END.encode("ascii"))
     return Rendered(_head(conference, "full"), b"".join(parts))
 
 
-def render_partial(conference, changes, extra=b""):
+def render_partial(conference, changes, extra=b"", dialogs=True):
     """The changes of one batch (``Conference.take_changes()``), state="partial".
 
     A user listed as changed but gone by now is sent as deleted.  With
@@ -182,7 +188,8 @@ def render_partial(conference, changes, extra=b""):
         parts.append(b'<users state="partial">')
         for entity in changes.changed:
             user = users.get(entity)
-            parts.append(_deleted_fragment(entity) if user is None else user_fragment(user))
+            parts.append(_deleted_fragment(entity) if user is None else
+                         user_fragment(user, dialogs))
         parts.extend(_deleted_fragment(entity) for entity in changes.deleted)
         parts.append(b"</users>")
     parts.append(extra)

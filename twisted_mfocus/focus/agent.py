@@ -3,15 +3,18 @@ a two-party call into a conference when a third party calls (docs/design.md,
 "Agent mode": 302 + isfocus).
 
 - **Registrar** (RFC 3261 §10.3), for the configured users only: REGISTER
-  for anyone else gets 403.  Bindings expire; at most ``max_bindings``
-  per user; ``Contact: *`` with ``Expires: 0`` removes them all.
+  for anyone else gets 403; for a served user it needs that user's digest
+  credentials (401, identity.py; §10.3 step 3), and only that user may
+  bind its address.  Bindings expire; at most ``max_bindings`` per user;
+  ``Contact: *`` with ``Expires: 0`` removes them all.
 - **B2BUA**: an INVITE for a served user rings the user's registered
   phone (the most recent binding): the caller hears 180 and gets 200 once
   the phone answers (or the phone's failure).  A served user's own calls
   (an INVITE from its registered phone for someone elsewhere: mfocus is
   its outbound proxy) go out the same way, as the user's address of
-  record; INVITEs from anyone else for addresses elsewhere get 403 (no
-  open relay).  Both calls end at mfocus
+  record, once its digest proves it (407, as a proxy would, §22.3): never
+  by From or by source address; INVITEs from anyone else for addresses
+  elsewhere get 403 (no open relay).  Both calls end at mfocus
   and are the two members of a *call*: a conference of two whose mixer
   relays their audio, with a plain Contact (no isfocus) in each.  When one
   side hangs up, the other gets BYE.  Unknown users: 404; a served user
@@ -24,6 +27,10 @@ a two-party call into a conference when a third party calls (docs/design.md,
   conference URI with ``isfocus`` (RFC 4579 §4), so the phones learn they
   are in a conference; nobody re-dials.  A user in a conference it hosts
   keeps being redirected there (or gets 486: ``when_hosting = busy``).
+  Who may come in that way is the user's policy (``[agent] escalate``):
+  ``anyone`` who has the URI while the redirect is fresh,
+  ``authenticated`` users (401 to others), or ``nobody`` (486, no
+  redirect: the call stays private).
 """
 
 import enum
@@ -36,12 +43,13 @@ from ..sip.errors import SIPError
 from ..sip.ids import new_tag
 from ..sip.values import NameAddr
 from .call import LegState, Refusal, admit_invite, answer_invite
+from .identity import PROXY_AUTH, UNAUTHORIZED
 
 __all__ = ["Agent", "Hosted", "Kind"]
 
-SIP_PORT = 5060
 MAX_EXPIRES = 3600          # seconds a binding may last at most
 BUSY = "busy"               # [agent] when_hosting: 486 once hosting a conference
+NOBODY, AUTHENTICATED = "nobody", "authenticated"   # [agent] escalate
 
 
 class Kind(enum.Enum):
@@ -66,11 +74,13 @@ class Agent:
 
     log = Logger()
 
-    def __init__(self, config, ua, policy, rooms, rtp_pool):
+    def __init__(self, config, ua, policy, rooms, rtp_pool, auth):
         self.ua = ua
         self.policy = policy
         self.rooms = rooms
         self.rtp_pool = rtp_pool
+        self.auth = auth
+        self.escalate = config.agent_escalate
         self.users = set(config.agent_users)
         self.when_hosting = config.agent_when_hosting
         self.redirect_expires = config.agent_redirect_expires
@@ -86,6 +96,12 @@ class Agent:
         user = request.to.uri.user
         if user not in self.users:
             txn.respond(respond(request, 403, "Not A User Served Here", to_tag=new_tag()))
+            return
+        who = self.auth.identify(txn, request, source, self.policy, UNAUTHORIZED)
+        if who is None:
+            return                              # challenged (or refused)
+        if who != user:
+            txn.respond(respond(request, 403, "Not Your Address", to_tag=new_tag()))
             return
         try:
             default = int(request.headers.get("expires") or MAX_EXPIRES)
@@ -142,8 +158,10 @@ class Agent:
         current = self.calls.get(user)
         if current is not None and current.legs:
             hosted = current.hosted
-            if hosted.kind is Kind.CONFERENCE and self.when_hosting == BUSY:
-                txn.respond(respond(request, 486, "Busy In A Conference", to_tag=new_tag()))
+            if hosted.kind is Kind.CONFERENCE and self.when_hosting == BUSY or \
+                    self.escalate == NOBODY:
+                reason = "Busy Here" if self.escalate == NOBODY else "Busy In A Conference"
+                txn.respond(respond(request, 486, reason, to_tag=new_tag()))
                 return
             hosted.open_until = time.time() + self.redirect_expires
             self.log.info("{user} is busy: redirecting to {uri}", user=user,
@@ -159,22 +177,22 @@ class Agent:
         to = str(NameAddr(request.uri.replace(params={}, headers=[])))
         self._bridge(txn, request, source, user, phone, request.from_, to)
 
-    def calls_out(self, request, source):
-        """The served user placing ``request`` from its registered phone,
-        or None (then it is no call of ours to carry)."""
-        user = request.from_.uri.user if request.from_.uri.is_sip else None
-        if user not in self.users:
-            return None
-        self._expire(user, time.time())
-        for addr, _ in self.bindings.get(user, {}).values():
-            uri = addr.uri
-            if uri.host == source.host and (uri.port or SIP_PORT) == source.port:
-                return user
-        return None
+    def places(self, request):
+        """Does ``request`` claim to be a served user's own call (From)?"""
+        from_uri = request.from_.uri
+        return from_uri.is_sip and from_uri.user in self.users
 
-    def call_out(self, txn, request, source, user):
-        """A served user's own call: to its target, as the user's AOR."""
+    def call_out(self, txn, request, source):
+        """A served user's own call: to its target, as the user's AOR, once
+        the user's digest proves it is the user (407)."""
         respond = self.policy.respond
+        user = request.from_.uri.user
+        who = self.auth.identify(txn, request, source, self.policy, PROXY_AUTH)
+        if who is None:
+            return                              # challenged (or refused)
+        if who != user:
+            txn.respond(respond(request, 403, "Not Your Address", to_tag=new_tag()))
+            return
         current = self.calls.get(user)
         if current is not None and current.legs:
             txn.respond(respond(request, 486, "Already In A Call", to_tag=new_tag()))
@@ -270,9 +288,16 @@ class Agent:
             if self.calls.get(hosted.host) is room:
                 del self.calls[hosted.host]
 
-    def admits(self, room):
+    def admits(self, txn, request, source, room):
         """May a new caller join ``room`` by its URI?  A call only while its
-        redirect is fresh."""
+        redirect is fresh, and by the user's policy (``escalate``); False
+        after answering the request (403, or a challenge)."""
         hosted = room.hosted
-        return hosted is None or hosted.kind is not Kind.CALL or \
-            hosted.open_until >= time.time()
+        if hosted is None or hosted.kind is not Kind.CALL:
+            return True
+        if hosted.open_until < time.time() or self.escalate == NOBODY:
+            txn.respond(self.policy.respond(request, 403, "Private Call", to_tag=new_tag()))
+            return False
+        if self.escalate == AUTHENTICATED:
+            return self.auth.identify(txn, request, source, self.policy) is not None
+        return True

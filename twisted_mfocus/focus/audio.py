@@ -8,9 +8,13 @@ self-mute code (the mixing itself is media/engine.py).
   room.
 - Mute (the API, or ``*6`` from the member, RFC 4733) keeps a voice out;
   ``Room.set_muted`` decides it, this module applies it.
+- A lobby call (asked for a PIN, pin.py) is in no mix: its stream of its
+  own is sent the prompts (media/prompts.py) and gives its digits to
+  ``Room.digit_received``.
 """
 
 from ..media.engine import MediaEngine
+from ..media.prompts import Player, duration
 
 __all__ = ["Audio", "STAR_WINDOW"]
 
@@ -23,28 +27,50 @@ class Audio:
     def __init__(self, clock):
         self.clock = clock
         self.engine = MediaEngine(clock, self._digit)
+        self._players = {}      # lobby leg -> prompts.Player
 
     def stop(self):
         self.engine.stop()
 
     def mix(self, leg):
-        """Put ``leg`` in its room's mix, as negotiated (or take it out)."""
+        """Put ``leg`` in its room's mix, as negotiated (or take it out); a
+        lobby leg gets its prompt stream instead."""
         engine = self.engine
         n = leg.negotiated
-        if not leg.is_ours or n is None or n.codec is None:
+        if not (leg.is_ours or leg.in_lobby) or n is None or n.codec is None:
             engine.remove(leg)
+            self._players.pop(leg, None)
+        elif leg.in_lobby:
+            player = self._players.get(leg)
+            if player is None:
+                player = self._players[leg] = Player(n.codec)
+            player.codec = n.codec
+            if leg in engine.lobby:
+                engine.update(leg, n)
+            else:
+                engine.add_lobby(leg, leg.rtp, n, player.next_payload)
         elif leg in engine.streams:
             engine.update(leg, n)
         else:
+            self._players.pop(leg, None)
             engine.add(leg.room, leg, leg.rtp, n, peer=leg.is_cascade)
             engine.mute(leg, leg.muted)
+
+    def play(self, leg, prompt):
+        """Play ``prompt`` to lobby leg ``leg``; the seconds it lasts."""
+        player = self._players.get(leg)
+        return player.play(prompt) if player is not None else duration(prompt)
 
     def mute(self, leg):
         """Apply ``leg.muted`` to the mix."""
         self.engine.mute(leg, leg.muted)
 
     def _digit(self, leg, digit):
-        """RFC 4733 digits from a member: ``*6`` toggles its mute."""
+        """An RFC 4733 §2 telephone-event: the room routes it (PIN or *6)."""
+        leg.room.digit_received(leg, digit)
+
+    def star_code(self, leg, digit):
+        """A member's digit: ``*6`` toggles its mute."""
         now = self.clock.seconds()
         if digit == "6" and leg.last_digit == "*" and now - leg.last_digit_at <= STAR_WINDOW:
             leg.room.set_muted(leg, not leg.muted)

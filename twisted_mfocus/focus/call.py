@@ -10,7 +10,8 @@ when it is gone (``leg_ended``).  Everything a member sends inside the call
 Rules of this module:
 
 - A leg counts as a member from the moment its dialog is confirmed (ACK
-  received, or ACK sent for a dial-out) until it ends; it ends exactly once
+  received, or ACK sent for a dial-out; in a room with a PIN, once it is
+  out of the lobby: ``in_lobby``) until it ends; it ends exactly once
   (``end``), releasing its RTP port and dialog whatever the reason.  Its
   state changes in ``_set_state`` only.
 - A dial-in INVITE is admitted in one way for members, cascades and an
@@ -37,6 +38,7 @@ from ..sip.message import MAX_FORWARDS, Request
 from ..sip.values import NameAddr
 from ..tracing import TRACE
 from .interfaces import IDialogUsage
+from .pin import DTMF_RELAY, dtmf_relay_digit
 from .ua import Retransmitter
 
 __all__ = ["CallLeg", "LegState", "Refusal", "admit_invite", "answer_invite", "aor",
@@ -119,6 +121,8 @@ class CallLeg:
         self.rtp = rtp
         self.transport = transport
         self.peer = peer            # the focus id of a cascade leg, else None
+        self.source = None          # where the member's requests in this call come from
+        self.identity = None        # the user its digest proved (identity.py), if asked
         self.sdp = LocalSession(room.media_address)
         self.dialog = None
         self.state = LegState.EARLY
@@ -139,6 +143,7 @@ class CallLeg:
         self.handed_off = False     # another focus holds the member now
         self.epoch = 0              # ownership epoch of the member (replica.py)
         self.muted = False          # its voice is kept out of the mix (API, *6)
+        self.in_lobby = False       # answered, asked for the PIN: not a member (pin.py)
         self.contact = None         # our Contact in this call (agent.py), else the focus's
         self.last_digit, self.last_digit_at = None, 0.0
         self.ended = defer.Deferred()
@@ -151,11 +156,18 @@ class CallLeg:
 
     @property
     def is_ours(self):
-        """A member this focus holds: confirmed, not handed to another focus."""
-        return self.state is LegState.CONFIRMED and not self.handed_off
+        """A member this focus holds: confirmed, past the lobby, not handed
+        to another focus."""
+        return self.state is LegState.CONFIRMED and not self.handed_off and not self.in_lobby
 
     @property
     def is_cascade(self):
+        return self.peer is not None
+
+    @property
+    def between_foci(self):
+        """A cascade leg's dialog is between foci: its requests carry our
+        proof, and must carry theirs (trust.py)."""
         return self.peer is not None
 
     # -- dial-in (UAS) -----------------------------------------------------
@@ -164,6 +176,7 @@ class CallLeg:
         """Answer a dial-in INVITE with 200 (§13.3.1.4); ``local_tag``: the
         To tag of the provisional responses already sent (agent.py)."""
         self.transport = source.transport
+        self.source = source
         self.dialog = Dialog.from_uas(request, local_tag=local_tag)
         self.user_entity = aor(request.from_.uri)
         body = self._answer_or_offer(offer_sdp)
@@ -306,7 +319,8 @@ class CallLeg:
         def not_sent(failure):
             self._failed(503, "Service Unavailable", progress)
 
-        self.ua.send_request(invite, on_response, on_error).addCallbacks(
+        self.ua.send_request(invite, on_response, on_error,
+                             to_focus=self.between_foci).addCallbacks(
             started, not_sent)
 
     def _answered(self, invite, response, progress):
@@ -389,17 +403,24 @@ class CallLeg:
         except DialogError as e:
             txn.respond(policy.respond(request, e.status, e.reason))
             return
+        self.source = source
         method = request.method
         if method == "BYE":
             txn.respond(policy.respond(request, 200))
             self.end("BYE from the member")
         elif method == "INVITE":
             self._reinvite(txn, request)
+        elif method == "REFER" and self.in_lobby:
+            txn.respond(policy.respond(request, 403, "Not A Member Yet"))
         elif method == "REFER":
             self.room.refer(txn, request, source, self)
         elif method in ("INFO", "OPTIONS"):
             headers = policy.capability_headers() if method == "OPTIONS" else []
             txn.respond(policy.respond(request, 200, headers=headers))
+            digit = dtmf_relay_digit(request.body) if method == "INFO" and \
+                request.content_type == DTMF_RELAY else None
+            if digit is not None:               # a key pressed (PIN, *6)
+                self.room.digit_received(self, digit)
         else:
             txn.respond(policy.respond(request, 481, "No Subscription In This Call"))
 
@@ -435,7 +456,8 @@ class CallLeg:
         def finished(*_):
             if not done.called:
                 done.callback(None)
-        self.ua.send_request(bye, finished, finished).addErrback(finished)
+        self.ua.send_request(bye, finished, finished,
+                             to_focus=self.between_foci).addErrback(finished)
         self.end("BYE from the focus")
         return done
 

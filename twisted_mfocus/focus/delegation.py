@@ -185,4 +185,5 @@ class Delegator:
         def on_end(reason):
             finish(408, f"Request Timeout ({reason})")
 
-        Subscriber(self.ua, self.policy, request, on_notify, on_result, on_end).start()
+        Subscriber(self.ua, self.policy, request, on_notify, on_result, on_end,
+                   between_foci=True).start()

@@ -28,11 +28,13 @@ from ..sip.dialog import pop_own_route, strict_route_fixup
 from ..sip.errors import SIPError
 from ..sip.ids import new_tag
 from ..sip.interfaces import ITransactionUser
+from ..sip.proof import Prover, load_secret
 from ..sip.uas import UASPolicy
 from ..sip.values import NameAddr
 from .agent import Agent
 from .audio import Audio
 from .call import CallLeg, LegState, Refusal, admit_invite, answer_invite
+from .identity import Authentication
 from .cascade import MARKER as CASCADE
 from .cascade import peer_of
 from .interfaces import IEventPackage
@@ -41,7 +43,7 @@ from .node import Node
 from .refer import Referrals
 from .registrar import Registrar
 from .room import Rooms, RoomServices
-from .subscriptions import Notifier
+from .subscriptions import Notifier, Refused
 from .trust import FocusTrust
 from .ua import UserAgent
 from .views import Views
@@ -52,36 +54,77 @@ __all__ = ["ConferenceFocus", "ConferencePackage"]
 ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "SUBSCRIBE", "NOTIFY",
          "REFER", "INFO")
 SUPPORTED = ("replaces", "norefersub")
-ACCEPT = ("application/sdp", "message/sipfrag", multifocus.CONTENT_TYPE)
+ACCEPT = ("application/sdp", "message/sipfrag", multifocus.CONTENT_TYPE,
+          "application/dtmf-relay")     # INFO digits (PIN entry, *6)
 SHUTDOWN_RETRY = 30         # Retry-After (s) while we stop
 FULL_RETRY = 60             # Retry-After (s) of a full focus
 
 
 @implementer(IEventPackage)
 class ConferencePackage:
-    """The RFC 4575 ``conference`` event package; its resources are rooms."""
+    """The RFC 4575 ``conference`` event package; its resources are rooms.
+
+    The dialog ids of the members (<call-info>, RFC 4575 §5.7.5) are enough
+    to forge a Replaces: only members (by the flow of their call, or their
+    digest) and proven foci see them; anyone else gets users and endpoints
+    without them, or, in a room with ``subscribers = members``, 403."""
 
     event = "conference"
     content_type = info.CONTENT_TYPE
+    between_foci = False        # its subscribers are members and watchers
 
-    def __init__(self, rooms):
+    def __init__(self, rooms, trust, auth):
         self.rooms = rooms
+        self.trust = trust
+        self.auth = auth
 
     def resource(self, request, source):
         return self.rooms.for_uri(request.uri)
 
-    def state(self, room):
-        return info.render_full(room.conference)
+    def audience(self, request, source, room):
+        if self.trust.proven(request, source) or any(
+                leg.source == source and leg.is_ours for leg in room.legs):
+            return MEMBERS
+        values = request.headers.get_all("authorization")
+        if values and self.auth.available:
+            verdict = self.auth.digest.check(request.method, values, request.uri_text)
+            if verdict.ok and room.is_member_user(verdict.username):
+                return MEMBERS
+        if room.policy.subscribers == MEMBERS:
+            raise Refused(403, "Members Only", tagged=True)
+        return PUBLIC
+
+    def state(self, room, subscription):
+        return info.render_full(room.conference, dialogs=subscription.audience is MEMBERS)
 
     def changes(self, room):
         changes = room.conference.take_changes()
-        return info.render_partial(room.conference, changes) if changes else None
+        return _Partial(room.conference, changes) if changes else None
 
-    def render_for(self, changes, subscription):
-        return changes              # every subscriber gets the same document
+    def render_for(self, partial, subscription):
+        return partial.render(subscription.audience is MEMBERS)
 
     def subscribed(self, subscription):
         pass
+
+
+MEMBERS, PUBLIC = "members", "public"     # a conference subscriber's audience
+
+
+class _Partial:
+    """One batch of changes, rendered once per audience that asks."""
+
+    __slots__ = ("conference", "changes", "_docs")
+
+    def __init__(self, conference, changes):
+        self.conference, self.changes, self._docs = conference, changes, {}
+
+    def render(self, dialogs):
+        doc = self._docs.get(dialogs)
+        if doc is None:
+            doc = self._docs[dialogs] = info.render_partial(self.conference, self.changes,
+                                                            dialogs=dialogs)
+        return doc
 
 
 @implementer(ITransactionUser)
@@ -104,10 +147,10 @@ class ConferenceFocus:
         self.node = Node(config)
         self.rooms = Rooms(self.node)
         self.trust = FocusTrust(self.node, self.rooms)
-        self.package = ConferencePackage(self.rooms)
+        self.package = None         # the conference package, once auth exists (attach)
         self.mf_package = MultifocusPackage(self.trust, self.rooms)
         self.views = Views(self.rooms)      # what the management API reads
-        self.ua = self.notifier = self.audio = self.referrals = self.agent = None
+        self.ua = self.notifier = self.audio = self.referrals = self.agent = self.auth = None
         self._by_method = {"INVITE": self._invite, "REGISTER": self._register,
                            "SUBSCRIBE": self._subscribe, "REFER": self._refer,
                            "OPTIONS": self._options}
@@ -116,17 +159,23 @@ class ConferenceFocus:
         """Called once the transports and transactions exist."""
         cfg = self.config
         self.clock = service.reactor
-        self.ua = ua = UserAgent(service.reactor, service.transport, service.transactions)
+        prover = Prover(load_secret(cfg.secret_file), self.clock) if cfg.secret_file else None
+        self.ua = ua = UserAgent(service.reactor, service.transport, service.transactions,
+                                 prover=prover)
+        self.trust.prover = prover
+        self.trust.warn_if_open()
         self.node.attach(ua)
         self.audio = Audio(self.clock)
+        self.auth = Authentication(cfg, self.node, self.clock)
+        self.package = ConferencePackage(self.rooms, self.trust, self.auth)
         self.notifier = Notifier(
             ua, self.policy, lambda room: room.contact(), [self.package, self.mf_package],
             min_interval=cfg.notify_interval, min_expires=cfg.min_expires,
             max_expires=cfg.max_expires, max_subscriptions=cfg.max_subscriptions,
             on_unwatched=self.rooms.retire_if_idle)
-        self.referrals = Referrals(self.node, ua, self.policy, self.trust)
+        self.referrals = Referrals(self.node, ua, self.policy, self.trust, self.auth)
         if self.node.role is Role.AGENT:
-            self.agent = Agent(cfg, ua, self.policy, self.rooms, self.rtp_pool)
+            self.agent = Agent(cfg, ua, self.policy, self.rooms, self.rtp_pool, self.auth)
         registrar = Registrar(ua, self.node, cfg.registrar) if cfg.registrar else None
         self.rooms.services = RoomServices(
             node=self.node, ua=ua, policy=self.policy, notifier=self.notifier,
@@ -142,12 +191,15 @@ class ConferenceFocus:
         if refusal is not None:
             txn.respond(refusal)
             return
+        self.trust.proven(request, source)     # checked as it came, before any fixup
         strict_route_fixup(request, self.ua.is_local)   # §16.4
         pop_own_route(request, self.ua.is_local)
         if request.to.tag:
             usage = self.ua.find_dialog(request)
             if usage is None:
                 txn.respond(policy.respond(request, 481))
+            elif usage.between_foci and not self.trust.trusts(request, source):
+                txn.respond(policy.respond(request, 403, "Not A Trusted Focus"))
             else:
                 usage.request_received(txn, request, source)
             return
@@ -175,33 +227,33 @@ class ConferenceFocus:
                 agent.invite(txn, request, source)
                 return
             if not self._ours(request.uri):                 # for someone elsewhere
-                user = agent.calls_out(request, source)
-                if user is None:
-                    self._refuse(txn, request, 403, "Not Relaying")
+                if agent.places(request):
+                    agent.call_out(txn, request, source)
                 else:
-                    agent.call_out(txn, request, source, user)
+                    self._refuse(txn, request, 403, "Not Relaying")
                 return
             if request.uri.user not in self.rooms:          # an agent makes no rooms
                 self._refuse(txn, request, 404, "No Such User")
                 return
-        replaced = None
+        replaced = identity = None
         if "replaces" in request.headers:
             replaced = self._replaced_leg(request)
             if replaced is None:
                 self._refuse(txn, request, 481, "No Call To Replace")
                 return
+            if not self._may_replace(replaced, request, source):
+                self._refuse(txn, request, 403, "Not Allowed To Replace That Call")
+                return
             room = replaced.room
         else:
             room = self.rooms.for_uri(request.uri)
-        if room is None:
-            if request.uri.user:
-                self._refuse(txn, request, 503, "Too Many Conferences")
-            else:
-                self._refuse(txn, request, 404, "No Such Conference")
-            return
-        if agent is not None and replaced is None and not agent.admits(room):
-            self._refuse(txn, request, 403, "Private Call")
-            return
+            if room is None:
+                self._refuse(txn, request, *self.rooms.refusal(request.uri))
+                return
+            admitted, identity = self._admits(txn, request, source, room)
+            if not admitted:
+                self.rooms.retire_if_idle(room)
+                return
         provisional = replaced is None and self.node.is_full()
         if provisional and not room.can_overflow():
             self._refuse(txn, request, 486, "Conference Focus Full",
@@ -215,6 +267,7 @@ class ConferenceFocus:
             self.rooms.retire_if_idle(room)
             return
         leg = room.new_leg(source.transport, rtp)
+        leg.identity = identity if replaced is None else replaced.identity
         leg.replaces = replaced
         leg.provisional = provisional
         if multifocus.EVENT in (request.headers.get("allow-events") or "") and \
@@ -224,7 +277,7 @@ class ConferenceFocus:
 
     def _cascade(self, txn, request, source):
         """A cascade INVITE from another focus (cascade.py)."""
-        if not self.trust.trusts(source):
+        if not self.trust.trusts(request, source):
             self._refuse(txn, request, 403, "Cascade From Untrusted Node")
             return
         room = self.rooms.get(request.uri.user or "")
@@ -242,6 +295,47 @@ class ConferenceFocus:
             refusal.respond(txn, request, self.policy)
             return
         room.answer_cascade(txn, request, source, peer, offer, rtp)
+
+    def _admits(self, txn, request, source, room):
+        """May this newcomer join ``room`` (its ``[room:NAME]`` policy, an
+        agent's call policy)?  (admitted, the authenticated user or None);
+        not admitted: the request was answered (403, 486, a challenge)."""
+        policy = room.policy
+        user = None
+        if policy.locked:
+            self._refuse(txn, request, 403, "Conference Locked")
+            return False, None
+        if policy.members:                      # authenticated members only
+            if not self.auth.available:
+                self._refuse(txn, request, 403, "Members Only")
+                return False, None
+            user = self.auth.identify(txn, request, source, self.policy)
+            if user is None:
+                return False, None
+            if user not in policy.members:
+                self._refuse(txn, request, 403, "Members Only")
+                return False, None
+        if policy.max_members is not None and \
+                room.conference.user_count >= policy.max_members:
+            self._refuse(txn, request, 486, "Conference Full",
+                         [("Retry-After", str(FULL_RETRY))])
+            return False, None
+        if self.agent is not None and not self.agent.admits(txn, request, source, room):
+            return False, None
+        return True, user
+
+    def _may_replace(self, leg, request, source):
+        """RFC 3891 §6: only the party of the replaced dialog may replace it:
+        its requests' flow (the source its dialog's requests come from) or,
+        where it authenticated, the same user; or a proven focus."""
+        if leg.source == source:
+            return True
+        if leg.identity is not None and self.auth.available:
+            verdict = self.auth.digest.check(
+                request.method, request.headers.get_all("authorization"), request.uri_text)
+            if verdict.ok and verdict.username == leg.identity:
+                return True
+        return self.trust.proven(request, source)
 
     def _replaced_leg(self, request):
         """The confirmed call a ``Replaces`` header names (RFC 3891 §3: its

@@ -18,6 +18,10 @@ class IDialogUsage(Interface):
     """What owns a dialog in ``UserAgent.dialogs`` (RFC 5057 calls it a
     *dialog usage*): every request inside the dialog is handed to it."""
 
+    between_foci = Attribute(
+        "True when the other end is a focus: every request in the dialog must "
+        "prove it comes from one (trust.py), and ours carry our proof")
+
     def request_received(txn, request, source):
         """A request of this dialog arrived in server transaction ``txn``
         from the ``Peer`` ``source``; answer it through ``txn``."""
@@ -29,14 +33,20 @@ class IEventPackage(Interface):
     names and what it is told)."""
 
     event = Attribute("the Event header's package name, lower case")
+    between_foci = Attribute("True when the subscribers are foci")
     content_type = Attribute("the MIME type of the NOTIFY bodies")
 
     def resource(request, source):
         """The resource a new SUBSCRIBE names, or None (404); may raise
         ``subscriptions.Refused`` to answer it otherwise (e.g. 403)."""
 
-    def state(resource):
-        """The full state of ``resource``, rendered (``.with_version(v)``)."""
+    def audience(request, source, resource):
+        """What the subscriber of this SUBSCRIBE may see of ``resource`` (kept
+        as ``subscription.audience``); may raise ``Refused``."""
+
+    def state(resource, subscription):
+        """The full state of ``resource`` for ``subscription``, rendered
+        (``.with_version(v)``)."""
 
     def changes(resource):
         """What changed since the last call, or None when nothing did."""
@@ -113,6 +123,9 @@ class IRoom(Interface):
 
     def set_muted(leg, muted):
         """Keep ``leg``'s voice out of the mix, or put it back."""
+
+    def digit_received(leg, digit):
+        """A digit from ``leg`` (RFC 4733 or SIP INFO): its PIN, or ``*6``."""
 
     def is_member(name_addr):
         """Is ``name_addr``'s user a member of the conference?"""

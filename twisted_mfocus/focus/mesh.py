@@ -58,6 +58,7 @@ class MultifocusPackage:
 
     event = multifocus.EVENT
     content_type = multifocus.CONTENT_TYPE
+    between_foci = True         # its subscribers are foci (trust.py)
 
     def __init__(self, trust, rooms):
         self.trust = trust
@@ -65,11 +66,14 @@ class MultifocusPackage:
 
     def resource(self, request, source):
         """Only a trusted focus may subscribe (docs/design.md, "Trust")."""
-        if not self.trust.trusts(source):
+        if not self.trust.trusts(request, source):
             raise Refused(403, "Not A Trusted Focus", tagged=True)
         return self.rooms.for_focus(request)
 
-    def state(self, room):
+    def audience(self, request, source, room):
+        return None                 # a proven focus sees everything
+
+    def state(self, room, subscription):
         return info.render_full(room.conference, extra=multifocus.render_snapshot(
             room.mesh.replica.snapshot()))
 
@@ -144,7 +148,7 @@ class FocusLink:
         request = out_of_dialog_request("SUBSCRIBE", self.target, me, mesh.room.uri,
                                         NameAddr(me), headers)
         self._sub = Subscriber(mesh.ua, mesh.policy, request, self._notified,
-                               self._result, self._ended)
+                               self._result, self._ended, between_foci=True)
         self._sub.start()
 
     def _result(self, status):

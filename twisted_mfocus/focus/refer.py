@@ -15,7 +15,11 @@ Rules of this module:
 - They are sent one at a time, each after the previous one is answered,
   so the referrer sees 100, 180, 200 in that order even over UDP.
 - Who may REFER is policy (``refer_policy``): ``members`` (default) or
-  ``anyone``.  Only SIP URIs may be referred (403 otherwise).
+  ``anyone``.  A member is known by the call the REFER arrives in, or,
+  outside any call, by its digest (401, identity.py): never by From.
+  Whom a REFER may make us dial is ``refer_targets``: ``domain`` (default:
+  SIP URIs of our own domain) or ``any``.  Only SIP URIs may be referred
+  (403 otherwise).
 - A full focus forwards an invitation to a focus with room
   (delegation.py, case 2).  A forwarded REFER (marker header) is taken
   only from a trusted focus (403 otherwise), skips the member policy (the
@@ -39,6 +43,7 @@ __all__ = ["ReferSubscription", "Referrals"]
 
 #: Who may REFER outside a call (``[focus] refer_policy``)
 MEMBERS, ANYONE = "members", "anyone"
+DOMAIN = "domain"       # [focus] refer_targets: only addresses of our domain
 
 SIPFRAG = "message/sipfrag;version=2.0"
 
@@ -49,9 +54,12 @@ class ReferSubscription:
 
     log = Logger()
 
-    def __init__(self, ua, policy, dialog, event, owns_dialog):
+    def __init__(self, ua, policy, dialog, event, owns_dialog, between_foci=False):
         self.ua = ua
         self.policy = policy
+        #: the REFER came from a focus (forwarded, a handover): our NOTIFYs
+        #: carry our proof, and its requests in the dialog must carry its own
+        self.between_foci = between_foci
         self.dialog = dialog
         self.event = event
         self.owns_dialog = owns_dialog
@@ -89,7 +97,8 @@ class ReferSubscription:
             self._queue.clear()
             self._sent()
 
-        self.ua.send_request(notify, answered, failed).addErrback(
+        self.ua.send_request(notify, answered, failed,
+                             to_focus=self.between_foci).addErrback(
             lambda f: failed(f.getErrorMessage()))
 
     def _sent(self):
@@ -125,12 +134,35 @@ def _refer_to(request):
 class Referrals:
     """Accepts or refuses REFERs and acts on them, for every room."""
 
-    def __init__(self, node, ua, policy, trust):
+    def __init__(self, node, ua, policy, trust, auth):
         self.node = node
         self.config = node.config
         self.ua = ua
         self.policy = policy
         self.trust = trust
+        self.auth = auth
+
+    def _in_our_domain(self, uri):
+        """Is ``uri`` an address of our own domain (``refer_targets``)?"""
+        host = uri.host.strip("[]")
+        ours = self.node.domain.rsplit(":", 1)[0].strip("[]") \
+            if not self.node.domain.endswith("]") else self.node.domain.strip("[]")
+        return host == ours or self.ua.is_local_host(host)
+
+    def _member_refers(self, txn, request, source, room, to_tag):
+        """Is the sender of this out-of-dialog REFER a member, by its digest?
+        False after answering (a challenge, or 403)."""
+        respond = self.policy.respond
+        if not self.auth.available:
+            txn.respond(respond(request, 403, "Only Members May Refer", to_tag=to_tag))
+            return False
+        user = self.auth.identify(txn, request, source, self.policy)
+        if user is None:
+            return False
+        if not room.is_member_user(user):
+            txn.respond(respond(request, 403, "Only Members May Refer", to_tag=to_tag))
+            return False
+        return True
 
     def handle(self, txn, request, source, room, leg=None):
         """A REFER for ``room`` (None: the Request-URI names none we know),
@@ -140,7 +172,7 @@ class Referrals:
         forwarded = None
         marker = request.headers.get(MARKER)
         if marker is not None:      # untrusted nodes learn nothing, not even 404
-            if not self.trust.trusts(source):
+            if not self.trust.trusts(request, source):
                 txn.respond(respond(request, 403, "Forwarded REFER From Untrusted Node",
                                     to_tag=to_tag))
                 return
@@ -161,12 +193,15 @@ class Referrals:
             txn.respond(respond(request, 403, "Only SIP URIs May Be Referred", to_tag=to_tag))
             return
         if forwarded is None and leg is None and self.config.refer_policy == MEMBERS and \
-                not room.is_member(request.from_):
-            txn.respond(respond(request, 403, "Only Members May Refer", to_tag=to_tag))
+                not self._member_refers(txn, request, source, room, to_tag):
             return
         method = (target.params.get("method") or "INVITE").upper()
         if method not in ("INVITE", "BYE"):
             txn.respond(respond(request, 403, f"Cannot Refer {method}", to_tag=to_tag))
+            return
+        if method == "INVITE" and forwarded is None and self.config.refer_targets == DOMAIN \
+                and not self._in_our_domain(target):
+            txn.respond(respond(request, 403, "Refer Target Outside Our Domain", to_tag=to_tag))
             return
         victims = room.legs_of(target) if method == "BYE" else None
         if method == "BYE" and not victims:
@@ -210,7 +245,8 @@ class Referrals:
             # RFC 3515 §2.4.6: a second REFER in one dialog is told apart by id.
             event = f"refer;id={request.cseq.seq}" if leg is not None else "refer"
             sub = ReferSubscription(self.ua, self.policy, dialog, event,
-                                    owns_dialog=leg is None)
+                                    owns_dialog=leg is None,
+                                    between_foci=forwarded is not None)
             if leg is None:
                 self.ua.add_dialog(dialog, sub)
         txn.respond(respond(request, 202, to_tag=dialog.local_tag, headers=headers))

@@ -18,6 +18,9 @@ Rules of this module:
   call, no member anywhere, no subscriber, no link to another focus, and
   the focus is not stopping.  Retiring removes its registrar binding.
 - The rooms a focus holds are bounded (``[focus] max_conferences``).
+- A caller of a room with a PIN waits in the lobby (``lobby``, pin.py):
+  answered, but no member (not mixed, not in the mesh, the model or the
+  API) until it enters the PIN; one that fails leaves no trace.
 """
 
 import time
@@ -27,7 +30,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..conference.model import Conference
+from ..conference.model import Conference, JoiningMethod
 from ..config import Role, RoomConfig
 from ..media.rtp import PortsExhausted
 from ..sip.ids import new_tag
@@ -38,9 +41,11 @@ from .cascade import Cascades
 from .delegation import Delegator, HandOver
 from .interfaces import IRoom
 from .mesh import Mesh
+from .pin import PinGate
 
 __all__ = ["Room", "Rooms", "RoomServices"]
 
+CONFIGURED = "configured"       # [focus] create_rooms: only the [room:NAME] rooms
 #: Statuses after which a handover INVITE is not tried again without Replaces
 FINAL_REFUSALS = (486, 600, 603)
 
@@ -78,6 +83,7 @@ class Room:
         self.policy = s.node.config.rooms.get(name) or RoomConfig(name)
         self.media_address = s.rtp_pool.interface
         self.legs = []              # the members' calls (not the cascade legs)
+        self.lobby = {}             # leg -> PinGate: answered, PIN not yet entered
         self.binding = None         # registrar.Binding of our URI, if we hold it
         self.hosted = None          # agent.Hosted, in agent mode
         self.cascades = Cascades(self, s.node, s.ua, s.policy, s.rtp_pool)
@@ -127,13 +133,20 @@ class Room:
     def is_member(self, name_addr):
         return aor(name_addr.uri) in self.conference.users
 
+    def is_member_user(self, user):
+        """Is ``user`` (an authenticated user name) a member: one the room's
+        policy names, or the user part of a member's address here?"""
+        if user in self.policy.members:
+            return True
+        return any(URI.parse(entity).user == user for entity in self.conference.users)
+
     def legs_of(self, uri):
         """The live legs of member ``uri`` (its user or endpoint URI)."""
         bare = uri.replace(params={k: v for k, v in uri.params.items() if k != "method"},
                            headers=[])
         text, user = str(bare), aor(bare)
         return [leg for leg in self.legs if leg.state is not LegState.ENDED and
-                (leg.user_entity == user or leg.endpoint_entity == text)]
+                not leg.in_lobby and (leg.user_entity == user or leg.endpoint_entity == text)]
 
     def legs_of_device(self, leg):
         """Our other calls held here with ``leg``'s member at the same Contact."""
@@ -178,6 +191,15 @@ class Room:
                           event="cascade")
             s.audio.mix(leg)
             return
+        if self.policy.pin and leg.joining_method == JoiningMethod.DIALED_IN and \
+                not leg.replacing_call_id and leg.replaces is None:
+            self._enter_lobby(leg)              # moving members are never asked again
+            return
+        self._admit(leg)
+
+    def _admit(self, leg):
+        """``leg``'s caller is a member now: mixed, in the mesh and the model."""
+        s = self.services
         leg.joined_at = time.time()
         replica = self.mesh.replica
         if leg.replacing_call_id:               # a handover: the same member
@@ -220,11 +242,16 @@ class Room:
         self.log.info("{conf}: {member} {event} {status}", event="media", conf=self.name,
                       member=leg.user_entity, status=leg.media_status, call=leg.call_id)
         self.services.audio.mix(leg)
-        if not leg.is_cascade:
+        if not (leg.is_cascade or leg.in_lobby):
             self.mesh.member_changed(leg)
 
     def leg_ended(self, leg, why, was_member):
         s = self.services
+        if leg.in_lobby:                        # never a member: no trace
+            was_member = False
+            if leg in self.lobby:
+                self._lobby_log(leg, f"failed: {why}")
+            self._leave_lobby(leg)
         s.audio.mix(leg)                        # out of the mix (it ended)
         s.rtp_pool.release(leg.rtp)
         if leg.is_cascade:
@@ -240,6 +267,49 @@ class Room:
         if s.agent is not None:
             s.agent.ended(self, leg)
         s.rooms.retire_if_idle(self)
+
+    # -- the lobby of a room with a PIN (pin.py) ------------------------------
+
+    def _enter_lobby(self, leg):
+        s = self.services
+        leg.in_lobby = True
+        self.lobby[leg] = gate = PinGate(
+            self.policy.pin, s.ua.clock, s.node.config.pin_timeout,
+            lambda prompt: s.audio.play(leg, prompt),
+            lambda ok, why: self._lobby_done(leg, ok, why),
+            on_wrong=lambda n: self._lobby_log(leg, f"wrong PIN {n}"))
+        s.audio.mix(leg)                        # a stream of its own: prompts, digits
+        gate.start()
+
+    def _lobby_done(self, leg, ok, why):
+        if self.lobby.pop(leg, None) is None or leg.state is not LegState.CONFIRMED:
+            return
+        self._lobby_log(leg, "admitted" if ok else f"failed: {why}")
+        if ok:
+            leg.in_lobby = False
+            self._admit(leg)
+        else:
+            leg.hangup()                        # still in_lobby: leg_ended leaves no trace
+
+    def _leave_lobby(self, leg):
+        gate = self.lobby.pop(leg, None)
+        if gate is not None:
+            gate.cancel()
+        leg.in_lobby = False
+
+    def _lobby_log(self, leg, outcome):
+        self.log.info("{conf}: lobby: {caller} {outcome} (call {call})", conf=self.name,
+                      caller=leg.user_entity, outcome=outcome, call=leg.call_id,
+                      event="lobby")
+
+    def digit_received(self, leg, digit):
+        """A key ``leg`` pressed (RFC 4733 §2 event, or INFO dtmf-relay): its
+        PIN in the lobby, else the ``*6`` code."""
+        gate = self.lobby.get(leg)
+        if gate is not None:
+            gate.press(digit)
+        elif not leg.in_lobby:
+            self.services.audio.star_code(leg, digit)
 
     # -- what the mesh and failover ask of the room ------------------------------
 
@@ -412,21 +482,36 @@ class Rooms:
         return len(self._rooms) >= self.config.max_conferences
 
     def for_uri(self, uri, create=True):
-        """The room a Request-URI names, created on first use; the factory
-        URI makes a new one (RFC 4579 §5.1); None if it names none."""
+        """The room a Request-URI names, created on first use (only the
+        configured rooms with ``[focus] create_rooms = configured``); the
+        factory URI makes a new one (RFC 4579 §5.1); None if it names none
+        (``refusal`` says how to answer)."""
         name = uri.user if uri.is_sip else None
         if not name:
             return None
         if self.node.role is Role.SECONDARY:    # holds no conference URI of its own
             return self._rooms.get(name)
+        configured_only = self.config.create_rooms == CONFIGURED
         if name == self.config.factory_user:
-            if not create:
+            if not create or configured_only:
                 return None
             name = "conf-" + new_tag()
         room = self._rooms.get(name)
-        if room is None and create:
+        if room is None and create and (name in self.config.rooms or not configured_only):
             room = self.create(name)
         return room
+
+    def refusal(self, uri):
+        """(status, reason) for a Request-URI ``for_uri`` found no room for."""
+        name = uri.user if uri.is_sip else None
+        if not name or self.node.role is Role.SECONDARY:
+            return 404, "No Such Conference"
+        if self.config.create_rooms == CONFIGURED:
+            if name == self.config.factory_user:
+                return 403, "Conference Creation Not Allowed"
+            if name not in self.config.rooms:
+                return 404, "No Such Conference"
+        return 503, "Too Many Conferences"
 
     def for_focus(self, request):
         """The room a focus's multifocus SUBSCRIBE names (its To is the

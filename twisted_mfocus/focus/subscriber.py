@@ -62,7 +62,7 @@ class Subscriber:
     log = Logger()
 
     def __init__(self, ua, policy, request, on_notify, on_result=None, on_end=None,
-                 dest=None):
+                 dest=None, between_foci=False):
         self.ua = ua
         self.policy = policy
         self.request = request
@@ -70,6 +70,9 @@ class Subscriber:
         self.on_result = on_result or (lambda status: None)
         self.on_end = on_end or (lambda reason: None)
         self.dest = dest
+        #: subscribed to another focus: our requests carry our proof, and its
+        #: NOTIFYs must carry its own (trust.py)
+        self.between_foci = between_foci
         self.dialog = None
         self.state = SubscriberState.NEW
         self._result_sent = False
@@ -88,7 +91,8 @@ class Subscriber:
         request = self.request
         self._set_state(SubscriberState.PENDING)
         self.ua.expect(request.call_id, request.from_.tag, self)
-        self.ua.send_request(request, self._response, self._error, self.dest).addErrback(
+        self.ua.send_request(request, self._response, self._error, self.dest,
+                             to_focus=self.between_foci).addErrback(
             lambda f: self._error(f.getErrorMessage(), status=503))
 
     def _response(self, response):
@@ -179,7 +183,8 @@ class Subscriber:
             self._ended(f"refresh failed: {reason}")
             if on_done is not None:
                 on_done(408)
-        self.ua.send_request(request, answered, failed).addErrback(
+        self.ua.send_request(request, answered, failed,
+                             to_focus=self.between_foci).addErrback(
             lambda f: failed(f.getErrorMessage()))
 
     def ping(self, on_answer):
@@ -194,7 +199,8 @@ class Subscriber:
         def answered(response):
             if response.status >= 200:
                 on_answer(response.status)
-        self.ua.send_request(request, answered, lambda reason: on_answer(None)).addErrback(
+        self.ua.send_request(request, answered, lambda reason: on_answer(None),
+                             to_focus=self.between_foci).addErrback(
             lambda f: on_answer(None))
         return True
 

@@ -59,11 +59,17 @@ class Subscription:
         self.resource = resource
         self.event_header = event_header
         self.version = 0
+        self.audience = None            # what the package lets this subscriber see
         self.active = expires > 0      # Expires: 0 is a fetch (§4.4.3): one NOTIFY
         self._expiry = None
         self.expires_at = notifier.ua.clock.seconds()
         if self.active:
             self._set_expiry(expires)
+
+    @property
+    def between_foci(self):
+        """Our subscriber is a focus (the multifocus package)."""
+        return self.package.between_foci
 
     def _set_expiry(self, seconds):
         clock = self.notifier.ua.clock
@@ -115,7 +121,7 @@ class Subscription:
             self.terminate(None)
         else:                                   # refresh (§4.2.1.2): NOTIFY at once
             self._set_expiry(expires)
-            self.notify(self.package.state(self.resource))
+            self.notify(self.package.state(self.resource, self))
 
     # -- NOTIFY ------------------------------------------------------------
 
@@ -138,7 +144,7 @@ class Subscription:
         """End this subscription with a final NOTIFY carrying full state."""
         if not self.deactivate():
             return defer.succeed(None)
-        d = self.notify(self.package.state(self.resource), final_reason=reason)
+        d = self.notify(self.package.state(self.resource, self), final_reason=reason)
         self.notifier._forget(self)
         return d
 
@@ -184,20 +190,21 @@ class Notifier:
 
     def subscribe(self, txn, request, source):
         try:
-            event, package, resource, expires, dialog = self._admit(request, source)
+            event, package, resource, audience, expires, dialog = self._admit(request, source)
         except Refused as e:
             txn.respond(e.response(self.policy, request))
             return
         event_header = request.headers.get("event").strip()
         sub = Subscription(self, dialog, package, resource, expires, event_header)
+        sub.audience = audience
         txn.respond(self.ok(request, dialog, expires, resource))
         if not sub.active:                      # a fetch (§4.4.3)
-            sub.notify(package.state(resource), final_reason="timeout")
+            sub.notify(package.state(resource, sub), final_reason="timeout")
             return
         self.ua.add_dialog(dialog, sub)
         self._by_resource.setdefault((event, resource), set()).add(sub)
         self.count += 1
-        sub.notify(package.state(resource))     # §4.2.1.2: NOTIFY at once
+        sub.notify(package.state(resource, sub))    # §4.2.1.2: NOTIFY at once
         package.subscribed(sub)
 
     def _admit(self, request, source):
@@ -214,6 +221,7 @@ class Notifier:
         resource = package.resource(request, source)
         if resource is None:
             raise Refused(404, "No Such Conference", tagged=True)
+        audience = package.audience(request, source, resource)
         expires = self.expires_of(request)
         if self.count >= self.max_subscriptions:
             raise Refused(503, "Too Many Subscriptions", headers=[("Retry-After", "60")])
@@ -221,7 +229,7 @@ class Notifier:
             dialog = Dialog.from_uas(request)
         except DialogError as e:
             raise Refused(e.status, e.reason) from e
-        return event, package, resource, expires, dialog
+        return event, package, resource, audience, expires, dialog
 
     def expires_of(self, request):
         """The granted duration; ``Refused`` if it cannot be granted."""
@@ -308,7 +316,7 @@ class Notifier:
             if not done.called:
                 done.callback(None)
 
-        d = self.ua.send_request(request, on_response, on_error)
+        d = self.ua.send_request(request, on_response, on_error, to_focus=sub.between_foci)
         d.addErrback(lambda f: on_error(f.getErrorMessage()))
         return done
 

@@ -38,10 +38,11 @@ class UserAgent:
 
     log = Logger()
 
-    def __init__(self, clock, transport, transactions, max_dialogs=100_000):
+    def __init__(self, clock, transport, transactions, max_dialogs=100_000, prover=None):
         self.clock = clock
         self.transport = transport
         self.transactions = transactions
+        self.prover = prover        # sip/proof.py: signs what we send to foci
         self.max_dialogs = max_dialogs
         self.dialogs = {}           # (call_id, local_tag, remote_tag) -> usage
         self.expected = {}          # (call_id, local_tag) -> usage awaiting its dialog
@@ -80,6 +81,11 @@ class UserAgent:
             if peer.host == host and peer.port == port:
                 return True
         return False
+
+    def is_local_host(self, host):
+        """Is ``host`` the address of one of our listeners (any port)?"""
+        host = host.strip("[]")
+        return any(peer.host == host for peer in self.transport.listening())
 
     # -- dialogs -------------------------------------------------------------
 
@@ -132,12 +138,15 @@ class UserAgent:
             return peers[0]
         return d.addCallback(first)
 
-    def send_request(self, request, on_response, on_error=None, dest=None):
-        """Send ``request`` in a new client transaction.
+    def send_request(self, request, on_response, on_error=None, dest=None, to_focus=False):
+        """Send ``request`` in a new client transaction; ``to_focus``: it
+        goes to another focus, so it carries our proof (trust.py).
 
         Returns a Deferred firing with the ``ClientTransaction`` once it is
         started, or failing with ``SendError`` (nothing was sent; neither
         callback will be called)."""
+        if to_focus and self.prover is not None:
+            self.prover.sign(request)
         d = defer.succeed(dest) if dest is not None else self.locate(request)
 
         def start(peer):

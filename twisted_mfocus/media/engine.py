@@ -16,6 +16,10 @@ rate; how late each tick ran is kept for the benchmark.
   source, or the RTP port + 1).
 - A malformed datagram is counted and dropped (logged once per stream).
 - RFC 4733 digits go to ``on_digit(key, digit)``.
+- A lobby stream (a caller asked for a PIN, focus/pin.py) is in no mixer:
+  each tick it is sent what its source gives (prompts, silence) and its
+  receiver is drained, so its digits keep coming; ``add`` moves it into a
+  mixer, the same Stream (SSRC, sequence, latching kept).
 """
 
 import os
@@ -64,6 +68,7 @@ class Stream:
     def update(self, negotiated):
         self.payload_type = negotiated.payload_type
         self.remote = negotiated.remote
+        self.sends = negotiated.direction in ("sendrecv", "sendonly")   # lobby only
 
     # -- in ------------------------------------------------------------------
 
@@ -138,6 +143,7 @@ class MediaEngine:
         self.on_digit = on_digit
         self.mixers = {}                # conference -> Mixer
         self.streams = {}               # key -> (conference, Stream)
+        self.lobby = {}                 # key -> (Stream, source): in no mixer
         self.lateness = []              # seconds each tick ran late
         self._loop = None
         self._next = None
@@ -147,19 +153,34 @@ class MediaEngine:
 
     def add(self, conference, key, endpoint, negotiated, peer=False):
         """Mix ``key`` (a call with a negotiated G.711 codec) into ``conference``."""
+        waiting = self.lobby.pop(key, None)
         self.remove(key)
         mixer = self.mixers.get(conference)
         if mixer is None:
             mixer = self.mixers[conference] = Mixer()
         mixer.add(key, negotiated.codec, peer=peer)
-        self.streams[key] = (conference, Stream(self, key, endpoint, negotiated))
+        if waiting is not None:                 # out of the lobby: the same stream
+            stream = waiting[0]
+            stream.update(negotiated)
+        else:
+            stream = Stream(self, key, endpoint, negotiated)
+        self.streams[key] = (conference, stream)
         self._apply(key, negotiated)
+        self._start()
+
+    def add_lobby(self, key, endpoint, negotiated, source):
+        """Keep ``key`` out of every mix; each tick it is sent ``source()``
+        (a payload, or None: nothing)."""
+        self.remove(key)
+        self.lobby[key] = (Stream(self, key, endpoint, negotiated), source)
         self._start()
 
     def update(self, key, negotiated):
         """A re-INVITE changed the media (hold, codec, address)."""
         entry = self.streams.get(key)
         if entry is None:
+            if key in self.lobby:
+                self.lobby[key][0].update(negotiated)
             return
         entry[1].update(negotiated)
         self._apply(key, negotiated)
@@ -182,16 +203,20 @@ class MediaEngine:
         return entry is not None and self.mixers[entry[0]].parties[key].muted
 
     def remove(self, key):
+        waiting = self.lobby.pop(key, None)
+        if waiting is not None:
+            waiting[0].close()
         entry = self.streams.pop(key, None)
-        if entry is None:
+        if entry is not None:
+            conference, stream = entry
+            stream.close()
+            mixer = self.mixers[conference]
+            mixer.remove(key)
+            if not mixer.parties:
+                del self.mixers[conference]
+        elif waiting is None:
             return
-        conference, stream = entry
-        stream.close()
-        mixer = self.mixers[conference]
-        mixer.remove(key)
-        if not mixer.parties:
-            del self.mixers[conference]
-        if not self.streams:
+        if not self.streams and not self.lobby:
             self._stop()
 
     # -- the tick --------------------------------------------------------------
@@ -214,6 +239,8 @@ class MediaEngine:
 
     def _report(self):
         for _, stream in list(self.streams.values()):
+            stream.report()
+        for stream, _ in list(self.lobby.values()):
             stream.report()
 
     def _tick(self):
@@ -239,8 +266,18 @@ class MediaEngine:
                 mixer.put(key, streams[key][1].receiver.pull())
             for key, payload in mixer.mix().items():
                 streams[key][1].send(payload)
+        if self.lobby:
+            self._tick_lobby()
+
+    def _tick_lobby(self):
+        """The lobby streams' frame: drained, and sent their source's payload."""
+        for stream, source in list(self.lobby.values()):
+            stream.receiver.pull()
+            payload = source()
+            if payload is not None and stream.sends:
+                stream.send(payload)
 
     def stop(self):
-        for key in list(self.streams):
+        for key in list(self.streams) + list(self.lobby):
             self.remove(key)
         self._stop()

@@ -221,6 +221,24 @@ def load_users(path_or_lines, realm):
     return users
 
 
+def _same_uri(digest_uri, request_uri):
+    """Does the digest's ``uri`` name the Request-URI?  The same text, or
+    the same SIP URI by RFC 3261 §19.1.4 but for parameter spelling (phones
+    write the Request-URI they meant, not always byte for byte)."""
+    if digest_uri == request_uri:
+        return True
+    from .errors import SIPError
+    from .uri import URI
+    try:
+        a, b = URI.parse(digest_uri), URI.parse(request_uri)
+    except SIPError:
+        return False
+    if not (a.is_sip and b.is_sip):
+        return False
+    return (a.scheme, a.user, a.host.lower(), a.port) == (b.scheme, b.user, b.host.lower(),
+                                                          b.port)
+
+
 class DigestAuthenticator:
     """Challenges and verifies digest credentials for one realm."""
 
@@ -314,7 +332,7 @@ class DigestAuthenticator:
             return _refused("qop required")   # RFC 8760 §2: qop now required
         if qop not in (None, "auth"):
             return _refused("qop")            # auth-int not offered
-        if request_uri_text is not None and p["uri"] != request_uri_text:
+        if request_uri_text is not None and not _same_uri(p["uri"], request_uri_text):
             return _refused("uri")            # RFC 7616 §3.4.6
         if p.get("opaque") != self.opaque:
             return _refused("opaque")         # RFC 7616 §3.3: returned unchanged

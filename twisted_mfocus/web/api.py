@@ -15,14 +15,31 @@ by another focus: 409 naming that focus): ``{"uri", "muted"}``.
 are handed to other foci, then the process exits): 202.
 Other tools depend on these field names: add fields, never rename them.
 404 for anything unknown, 405 for methods other than GET (POST for leave).
+
+With ``[http] token_file`` every request, whatever its method and path,
+must carry ``Authorization: Bearer TOKEN`` (RFC 6750 §2.1); any other is
+answered 401 with ``WWW-Authenticate: Bearer realm="mfocus"`` (§3) before
+its path is even looked at, and logged (one line per client address per
+10 s, instead of the access log's line per request).  Without a token
+file the API listens on loopback only (listen.py).  Every response says
+``X-Content-Type-Options: nosniff``.
 """
 
+import hmac
 import json
+import time
 from urllib.parse import unquote
 
-from twisted.web import resource
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.logger import Logger
+from twisted.web import resource, server
 
-__all__ = ["api_root"]
+from ..config import ConfigError
+
+__all__ = ["api_root", "api_site", "read_token"]
+
+#: The shortest token accepted (``openssl rand -hex 32`` makes 64 characters).
+MIN_TOKEN_LENGTH = 16
 
 
 class _JSON(resource.Resource):
@@ -125,11 +142,128 @@ class _Node(resource.Resource):
         return _NotFound().render(request)
 
 
-def api_root(views, leave=None):
+def read_token(path):
+    """The API token in the file ``path`` (``[http] token_file``), stripped
+    of surrounding whitespace; ConfigError, naming the key, for a file that
+    cannot be read or a token that is empty, holds whitespace or other than
+    visible ASCII, or is shorter than MIN_TOKEN_LENGTH."""
+    key = "http.token_file"
+    try:
+        with open(path, "rb") as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot read {path}: {e.strerror or e}")
+    if not token:
+        raise ConfigError(f"{key}: {path} holds no token")
+    if any(c in b" \t\r\n\v\f" for c in token):
+        raise ConfigError(f"{key}: the token in {path} contains whitespace (one token, one line)")
+    if not all(0x21 <= c <= 0x7e for c in token):
+        raise ConfigError(f"{key}: the token in {path} must be visible ASCII "
+                          "(e.g. made by openssl rand -hex 32)")
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"{key}: the token in {path} is shorter than "
+                          f"{MIN_TOKEN_LENGTH} characters")
+    return token.decode("ascii")
+
+
+class _RefusalLog:
+    """One log line per client address per ``interval`` seconds, for at most
+    ``size`` addresses at a time; beyond them one line for all the others."""
+
+    OTHERS = "other addresses"
+    log = Logger()
+
+    def __init__(self, now, interval=10.0, size=256):
+        self.now, self.interval, self.size = now, interval, size
+        self.last = {}              # address -> when it was last logged, oldest first
+
+    def refused(self, address, method, why):
+        """Log a refused request unless ``address`` was logged lately;
+        True if logged."""
+        t, last = self.now(), self.last
+        while last:                 # forget the addresses logged long enough ago
+            oldest = next(iter(last))
+            if t - last[oldest] < self.interval:
+                break
+            del last[oldest]
+        if address not in last and len(last) >= self.size:
+            address = self.OTHERS
+        if address in last:
+            return False
+        last[address] = t
+        self.log.info("API: refused {method} from {client}: {why} (401; more from it "
+                      "within {interval:g} s are not logged)", method=method,
+                      client=address, why=why, interval=self.interval)
+        return True
+
+
+class _Guard(resource.Resource):
+    """The site root: sets the headers of every response and, with a
+    token, refuses every request without it before finding its resource."""
+
+    isLeaf = True                   # finds the resource itself, once allowed
+
+    def __init__(self, api, token=None, now=time.monotonic):
+        super().__init__()
+        self.api = api
+        self.token = token.encode("ascii") if token else None
+        self.refusals = _RefusalLog(now)
+
+    def render(self, request):
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        if self.token is not None:
+            why = self._unauthorized(request)
+            if why:
+                return self._refuse(request, why)
+        return resource.getChildForRequest(self.api, request).render(request)
+
+    def _unauthorized(self, request):
+        """Why ``request`` may not use the API, or None if it may."""
+        values = request.requestHeaders.getRawHeaders(b"authorization") or []
+        if not values:
+            return "no Authorization header"
+        if len(values) > 1:
+            return "more than one Authorization header"
+        scheme, _, credentials = values[0].strip().partition(b" ")
+        if scheme.lower() != b"bearer":
+            return "not a Bearer token"
+        if not hmac.compare_digest(credentials.strip(), self.token):
+            return "wrong token"
+        return None
+
+    def _refuse(self, request, why):
+        challenge = b'Bearer realm="mfocus"'
+        if why == "wrong token":        # RFC 6750 §3.1: a token was sent, and is not valid
+            challenge += b', error="invalid_token"'
+        request.setResponseCode(401)
+        request.setHeader(b"www-authenticate", challenge)
+        address = request.getClientAddress()
+        client = address.host if isinstance(address, (IPv4Address, IPv6Address)) else str(address)
+        self.refusals.refused(client, request.method.decode("latin-1")[:16], why)
+        return _JSON._json(request, {"error": "unauthorized"})
+
+
+def api_root(views, leave=None, token=None, now=time.monotonic):
     """The site root over ``views`` (focus/views.py):
     ``/api/v1/conferences[/NAME]``, and ``/api/v1/leave`` when ``leave`` (a
-    callable that makes the process leave) is given."""
+    callable that makes the process leave) is given; with ``token`` (see
+    read_token) only for requests that carry it.  ``now``: the clock of the
+    refusal log's bound."""
     v1 = {b"conferences": _Conferences(views)}
     if leave is not None:
         v1[b"leave"] = _Leave(leave)
-    return _Node({b"api": _Node({b"v1": _Node(v1)})})
+    return _Guard(_Node({b"api": _Node({b"v1": _Node(v1)})}), token, now)
+
+
+class _Site(server.Site):
+    """twisted.web's site, whose access log leaves out the refused requests
+    (401): the guard logs those, bounded."""
+
+    def log(self, request):
+        if request.code != 401:
+            super().log(request)
+
+
+def api_site(views, leave=None, token=None):
+    """The ``server.Site`` of the API (see api_root)."""
+    return _Site(api_root(views, leave, token))

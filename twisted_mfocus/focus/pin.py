@@ -1,0 +1,109 @@
+"""PIN entry (``[room:NAME] pin``), sans-IO: the gate a caller passes in
+the lobby before it is a member.
+
+Digits come as RFC 4733 §2 telephone-events or as SIP INFO with
+``application/dtmf-relay`` (the de-facto body ``Signal=5``, parsed by
+``dtmf_relay_digit``) and end with ``#``.  The right PIN: ``on_result(True,
+why)`` once the welcome prompt has played; ``max_tries`` wrong entries, or
+no right one within ``timeout`` s: ``on_result(False, why)``.  Time comes
+from the injected clock (``IReactorTime``); the PIN is compared in
+constant time, and the digits kept are bounded.
+"""
+
+import hmac
+
+from ..media.prompts import ENTER, WELCOME, WRONG
+
+__all__ = ["DTMF_RELAY", "PinGate", "dtmf_relay_digit"]
+
+DTMF_RELAY = "application/dtmf-relay"
+MAX_DIGITS = 32             # digits kept per entry (more: the entry is wrong)
+REPEAT = 3.0                # s between "enter PIN" prompts until a digit comes
+GAP = 0.3                   # s of silence between "wrong PIN" and "enter PIN"
+_SIGNALS = {"10": "*", "11": "#"}   # some phones send events by number
+
+
+def dtmf_relay_digit(body):
+    """The digit of an ``application/dtmf-relay`` INFO body, or None."""
+    text = bytes(body[:256]).decode("ascii", "replace")
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() == "signal":
+            value = _SIGNALS.get(value.strip(), value.strip()).upper()
+            return value if len(value) == 1 and value in "0123456789*#ABCD" else None
+    return None
+
+
+class PinGate:
+    """One caller's PIN entry.  ``play(prompt)`` starts a prompt and returns
+    the seconds it lasts; ``on_wrong(n)`` hears each wrong entry."""
+
+    def __init__(self, pin, clock, timeout, play, on_result, max_tries=3, on_wrong=None,
+                 repeat=REPEAT):
+        self.pin = pin.encode()
+        self.clock, self.timeout, self.repeat = clock, timeout, repeat
+        self.play, self.on_result, self.on_wrong = play, on_result, on_wrong
+        self.max_tries = max_tries
+        self.tries = 0
+        self.done = False
+        self._digits, self._too_long = [], False
+        self._deadline = self._prompt_call = self._finish = None
+
+    def start(self):
+        self._deadline = self.clock.callLater(self.timeout, self._expired)
+        self._prompt()
+
+    def press(self, digit):
+        """One digit (``0-9*#A-D``); ``#`` ends an entry."""
+        if self.done:
+            return
+        self._cancel("_prompt_call")            # digits came: no more prompting
+        if digit != "#":
+            if len(self._digits) < MAX_DIGITS:
+                self._digits.append(digit)
+            else:
+                self._too_long = True
+            return
+        entered, too_long = "".join(self._digits).encode(), self._too_long
+        self._digits, self._too_long = [], False
+        if not entered:                         # a lone '#': ask again, no try spent
+            self._prompt()
+            return
+        if hmac.compare_digest(entered, self.pin) and not too_long:
+            self._end(True, "admitted", WELCOME)
+            return
+        self.tries += 1
+        if self.on_wrong is not None:
+            self.on_wrong(self.tries)
+        if self.tries >= self.max_tries:
+            self._end(False, f"wrong PIN {self.tries} times", WRONG)
+            return
+        self._prompt_call = self.clock.callLater(self.play(WRONG) + GAP, self._prompt)
+
+    def cancel(self):
+        """The call ended: nothing more happens."""
+        self.done = True
+        for name in ("_deadline", "_prompt_call", "_finish"):
+            self._cancel(name)
+
+    def _prompt(self):
+        self._prompt_call = None
+        if not self.done:
+            self.play(ENTER)
+            self._prompt_call = self.clock.callLater(self.repeat, self._prompt)
+
+    def _end(self, ok, why, prompt):
+        """Play the last prompt, then tell the result."""
+        self.cancel()
+        self._finish = self.clock.callLater(self.play(prompt), self.on_result, ok, why)
+
+    def _expired(self):
+        self._deadline = None
+        self.cancel()
+        self.on_result(False, f"no PIN within {self.timeout:g} s")
+
+    def _cancel(self, name):
+        call = getattr(self, name)
+        setattr(self, name, None)
+        if call is not None and call.active():
+            call.cancel()

@@ -1,0 +1,102 @@
+"""The lobby's prompts: generated tones a caller asked for a PIN hears.
+
+Sans-IO (numpy, no files, no reactor).  Three prompts, told apart by ear
+and by FFT, all outside the bands members' tones use in the tests (440,
+1000 and 1500 Hz, ±60), so a prompt is never taken for a member:
+
+- ``ENTER`` ("enter PIN"): two short 660 Hz beeps;
+- ``WRONG`` ("wrong PIN"): one long low 330 Hz tone;
+- ``WELCOME``: a rising pair, 780 Hz then 1180 Hz (two steps, not a
+  sweep: a sweep would cross 1000 Hz).
+
+Each is 8 kHz 16-bit PCM in 20 ms frames (160 samples) with 10 ms
+raised-cosine edges (an abrupt edge splashes energy over every band),
+encoded with g711.py once per codec and cached.  A ``Player`` gives one
+caller a payload per tick: the prompt playing, else silence.
+"""
+
+import functools
+
+import numpy as np
+
+from .g711 import SILENCE, encode
+from .receiver import FRAME
+
+__all__ = ["ENTER", "PROMPTS", "WELCOME", "WRONG", "Player", "duration", "frames", "samples"]
+
+RATE = 8000
+LEVEL = 0.25 * 32767            # -12 dBFS
+EDGE = 0.010                    # seconds of fade in and out
+
+ENTER, WRONG, WELCOME = "enter", "wrong", "welcome"
+
+#: prompt -> its notes, (Hz or 0 for a pause, seconds)
+PROMPTS = {
+    ENTER: ((660, 0.16), (0, 0.12), (660, 0.16), (0, 0.08)),
+    WRONG: ((330, 0.80), (0, 0.08)),
+    WELCOME: ((780, 0.24), (1180, 0.36), (0, 0.08)),
+}
+
+
+def _note(freq, seconds):
+    n = round(seconds * RATE)
+    if not freq:
+        return np.zeros(n)
+    wave = np.sin(2 * np.pi * freq * np.arange(n) / RATE)
+    edge = min(int(EDGE * RATE), n // 2)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(edge) / edge)
+    wave[:edge] *= ramp
+    wave[n - edge:] *= ramp[::-1]
+    return wave
+
+
+@functools.cache
+def samples(name):
+    """Prompt ``name`` as int16 samples, padded to whole frames."""
+    wave = np.concatenate([_note(f, s) for f, s in PROMPTS[name]])
+    wave = np.concatenate([wave, np.zeros(-len(wave) % FRAME)])
+    out = np.round(wave * LEVEL).astype(np.int16)
+    out.setflags(write=False)
+    return out
+
+
+@functools.cache
+def frames(name, codec):
+    """Prompt ``name`` as G.711 payloads, one per 20 ms frame."""
+    coded = encode(codec, samples(name).reshape(-1, FRAME))
+    return tuple(row.tobytes() for row in coded)
+
+
+@functools.cache
+def _silence(codec):
+    return bytes([SILENCE[codec]]) * FRAME
+
+
+def duration(name):
+    """Seconds prompt ``name`` lasts."""
+    return len(samples(name)) / RATE
+
+
+class Player:
+    """One lobby caller's audio: ``play`` a prompt (it replaces the one
+    playing), ``next_payload`` once per tick."""
+
+    def __init__(self, codec):
+        self.codec = codec
+        self.playing = None
+        self._next = 0
+
+    def play(self, name):
+        """Start prompt ``name``; the seconds it lasts."""
+        self.playing, self._next = name, 0
+        return duration(name)
+
+    def next_payload(self):
+        """This tick's payload: the prompt's next frame, else silence."""
+        if self.playing is not None:
+            coded = frames(self.playing, self.codec)
+            if self._next < len(coded):
+                self._next += 1
+                return coded[self._next - 1]
+            self.playing = None
+        return _silence(self.codec)
