@@ -43,10 +43,10 @@ class UDP:
     """A UDP socket on ``port`` (0: any) that sends to a focus and collects
     everything that arrives."""
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, host=HOST):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((HOST, port))
+        self.sock.bind((host, port))
         self.port = self.sock.getsockname()[1]
 
     def send(self, data, port):

@@ -4,39 +4,23 @@ conference when a third party calls (302 + isfocus), with real phones."""
 import re
 import time
 
+from twisted_mfocus.conference import info
+
+from .credentials import PASSWORDS, auth_config
 from .foci import Node, stop_all
 from .harness import Sipp, notify_documents, wait_for
 from .pcap import Capture, sip_messages
 from .peers import tone_phone
 from .peers.process import need
 from .test_audio import assert_each_hears_the_others, rtp_filter
-from twisted_mfocus.conference import info
-from twisted_mfocus.sip.auth import ha1
 
 TONES = {"alice": 440, "bob": 1000, "carol": 1500, "dave": 2000}
 
 
-REALM = "mfocus"
-PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-2"}
-
-
-def users_file(tmp_path, users=PASSWORDS):
-    """An htdigest users file (MD5 and SHA-256 HA1) for ``users``."""
-    path = tmp_path / "users"
-    path.write_text("".join(
-        f"{u}:{REALM}:{ha1(u, REALM, p, 'MD5')}:{ha1(u, REALM, p, 'SHA-256')}\n"
-        for u, p in users.items()))
-    return path
-
-
-def agent(tmp_path, extra="", algorithms="MD5"):
-    """An agent serving alice.  baresip 1.x gives up on a challenge list that
-    holds any algorithm but MD5 ("Function not implemented"), so its agent
-    offers MD5 alone."""
+def agent(tmp_path, extra=""):
+    """An agent serving alice (credentials.py: MD5, for baresip 1.x)."""
     node = Node("agent", "agent", 20, tmp_path,
-                f"[auth]\nrealm = {REALM}\nusers_file = {users_file(tmp_path)}\n"
-                f"algorithms = {algorithms}\n"
-                "[agent]\nusers = alice\n" + extra)
+                auth_config(tmp_path, extra="[agent]\nusers = alice\n" + extra))
     return node.start()
 
 

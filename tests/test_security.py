@@ -9,31 +9,13 @@ import time
 
 import pytest
 
-from twisted_mfocus.sip.auth import ha1
-
 from . import sipclient
+from .credentials import PASSWORDS, REALM, auth_config
 from .foci import Node, proof_config, start_foci, stop_all
 from .harness import Sipp, free_port, wait_for
 from .pcap import Capture, sip_messages
 from .peers import Linphonec, tone_phone
 from .peers.process import need
-
-REALM = "mfocus"
-PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-2", "carol": "carol-secret-3"}
-
-
-def users_file(tmp_path, users=PASSWORDS):
-    """An htdigest users file (MD5 and SHA-256 HA1) for ``users``."""
-    path = tmp_path / "users"
-    path.write_text("".join(
-        f"{u}:{REALM}:{ha1(u, REALM, p, 'MD5')}:{ha1(u, REALM, p, 'SHA-256')}\n"
-        for u, p in users.items()))
-    return path
-
-
-def auth_config(tmp_path, algorithms="MD5", extra=""):
-    return (f"[auth]\nrealm = {REALM}\nusers_file = {users_file(tmp_path)}\n"
-            f"algorithms = {algorithms}\n" + extra)
 
 
 def register(client, node, user, authorization=None, cseq=1, call_id=None):
@@ -187,7 +169,30 @@ def test_replaces_refer_and_dialog_ids_need_the_party(tmp_path):
             headers=[("Refer-To", f"<sip:victim@127.0.0.1:{target.port}>")]), node.port)
         assert status == 403
         assert target.receive(1.0) == []                # nothing was dialled
-        members = node.conference("room")["members"]
+        # A member's own REFER, in its call, to an address outside our
+        # domain (refer_targets = domain): refused, nothing dialled.
+        phone, outside = sipclient.UDP(), sipclient.UDP(host="127.0.0.2")
+        try:
+            call, tag = "phone-call", "phonetag"
+            status, ok = phone.ask(sipclient.request(
+                "INVITE", f"sip:room@127.0.0.1:{node.port}", phone.port, body=sipclient.SDP,
+                call_id=call, from_tag=tag), node.port)
+            assert status == 200
+            focus_tag = sipclient.header(ok, "To").split("tag=")[1].split(";")[0]
+            phone.send(sipclient.request("ACK", f"sip:room@127.0.0.1:{node.port}", phone.port,
+                                         call_id=call, from_tag=tag, to_tag=focus_tag), node.port)
+            assert wait_for(lambda: len(node.conference("room")["members"]) == 2, timeout=5)
+            status, refusal = phone.ask(sipclient.request(
+                "REFER", f"sip:room@127.0.0.1:{node.port}", phone.port, call_id=call,
+                from_tag=tag, to_tag=focus_tag, cseq=2,
+                headers=[("Refer-To", f"<sip:far@127.0.0.2:{outside.port}>")]), node.port)
+            assert status == 403 and "Outside Our Domain" in refusal.split("\r\n", 1)[0]
+            assert outside.receive(1.0) == []           # nothing was dialled
+        finally:
+            phone.close()
+            outside.close()
+        members = [m for m in node.conference("room")["members"]
+                   if m["uri"].startswith("sip:member")]
         assert len(members) == 1 and members[0]["status"] == "connected"
         assert member.wait() == 0, member.errors()      # its call ran to its end
         assert not any(m.startswith("BYE ") for m in member.messages(received=True))
@@ -237,6 +242,16 @@ def test_a_fake_focus_gets_403_and_no_state(tmp_path, transport):
             status, answer = ask(data)
             assert status == 403, (what, answer)
             assert "conference-info" not in answer
+        # A multifocus NOTIFY claiming a ghost member and the primary down,
+        # outside any subscription (the fake has none): 481, nothing changes.
+        ghost = (b'<?xml version="1.0"?><conference-info xmlns="urn:ietf:params:xml:ns:'
+                 b'conference-info" entity="sip:room@127.0.0.1" state="full" version="1"/>')
+        notify = sipclient.request(
+            "NOTIFY", ruri, local, transport, from_uri=f"sip:127.0.0.1:{s1.port}",
+            to_tag="guessed", body=ghost,
+            headers=[("Event", "inet-ci-multifocus-ext"), ("Subscription-State", "active")])
+        status, _ = ask(notify)
+        assert status in (403, 481)
         if transport == "UDP":
             assert not [m for m in fake.receive(1.0) if m.startswith("NOTIFY ")]
         assert target.receive(1.0) == []              # nobody was dialled
