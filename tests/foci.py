@@ -31,6 +31,7 @@ class Node:
         with open(self.config, "w") as f:
             f.write("[events]\nnotify_interval = 0.05\n" + config_text)
         self.peers = list(peers)
+        self.extra_listen = []          # more listeners, e.g. tls:127.0.0.1:PORT
         self.process = None
 
     def start(self, log_format="text"):
@@ -43,6 +44,8 @@ class Node:
                 "--rtp-ports", f"{low}-{high}", "--log-format", log_format]
         for peer in self.peers:
             args += ["--peer", peer]
+        for spec in self.extra_listen:
+            args += ["--listen", spec]
         self.process = Focus(args, self.cwd)
         self.process.wait_ready(self.port)
         return self

@@ -38,6 +38,9 @@ class Wire:
     def local_address(self, transport, family=None):
         return (FOCUS.host, FOCUS.port) if transport == "UDP" else None
 
+    def certificate_names(self, peer):
+        return frozenset()              # no TLS on this wire
+
     def locate(self, request):
         uri = next_hop(request)
         return defer.succeed([Peer("UDP", uri.host, uri.port or 5060)])

@@ -83,10 +83,13 @@ class UDP:
 
 
 class TCP:
-    """One TCP connection to a focus."""
+    """One TCP connection to a focus; with ``tls`` (an ``ssl.SSLContext``),
+    a TLS one."""
 
-    def __init__(self, port):
+    def __init__(self, port, tls=None):
         self.sock = socket.create_connection((HOST, port), timeout=2)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=HOST)
         self.port = self.sock.getsockname()[1]
         self.buffer = b""
 

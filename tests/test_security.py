@@ -5,11 +5,13 @@ foci proven by a shared secret.  Every refusal is checked from the wire
 from the API."""
 
 import re
+import ssl
 import time
 
 import pytest
 
 from . import sipclient
+from .certs import make_ca_and_leaf
 from .credentials import PASSWORDS, REALM, auth_config
 from .foci import Node, proof_config, start_foci, stop_all
 from .harness import Sipp, free_port, wait_for
@@ -286,3 +288,39 @@ def test_linphonec_registers_with_digest(tmp_path, algorithms, expect):
     signed = [sipclient.header(m, "Authorization") for m in registers
               if sipclient.header(m, "Authorization")]
     assert signed and all(f"algorithm={expect}" in a.replace('"', "") for a in signed), signed
+
+
+def test_a_peer_certificate_proves_a_focus_over_tls(tmp_path):
+    """With a secret, address counts for nothing; over TLS a client
+    certificate, verified against [tls] ca, that names a configured peer's
+    host proves that peer: its multifocus SUBSCRIBE is taken (200); one
+    without a certificate, or with one naming another host, gets 403."""
+    paths = make_ca_and_leaf(tmp_path, leaves=[("peer", "peer.example", "127.0.0.1"),
+                                              ("stranger", "stranger.example", None)])
+    peer_port = free_port()
+    node = Node("focus", "primary", 5, tmp_path, proof_config(tmp_path, "secret") + (
+        f"[tls]\ncertificate = {paths['cert']}\nkey = {paths['key']}\nca = {paths['ca']}\n"),
+        peers=[f"sip:127.0.0.1:{peer_port}"])
+    tls_port = free_port()
+    node.extra_listen = [f"tls:127.0.0.1:{tls_port}"]
+    node.start()
+
+    def subscribe(cert):
+        context = ssl.create_default_context(cafile=paths["ca"])
+        if cert:
+            context.load_cert_chain(paths[f"{cert}-cert"], paths[f"{cert}-key"])
+        client = sipclient.TCP(tls_port, tls=context)
+        try:
+            return client.ask(sipclient.request(
+                "SUBSCRIBE", f"sip:room@127.0.0.1:{tls_port}", client.port, "TLS",
+                from_uri=f"sip:127.0.0.1:{peer_port}",
+                headers=[("Event", "inet-ci-multifocus-ext"), ("Expires", "600"),
+                         ("Accept", "application/inet-ci-multifocus-ext+xml")]))[0]
+        finally:
+            client.close()
+    try:
+        assert subscribe(None) == 403
+        assert subscribe("stranger") == 403
+        assert subscribe("peer") == 200
+    finally:
+        stop_all([node])

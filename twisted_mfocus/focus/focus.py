@@ -163,6 +163,7 @@ class ConferenceFocus:
         self.ua = ua = UserAgent(service.reactor, service.transport, service.transactions,
                                  prover=prover)
         self.trust.prover = prover
+        self.trust.certificate_names = service.transport.certificate_names
         self.trust.warn_if_open()
         self.node.attach(ua)
         self.audio = Audio(self.clock)

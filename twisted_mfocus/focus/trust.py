@@ -9,6 +9,9 @@ foci.  Trust is by proof, never by a header:
   core); a request without a valid one is no focus's, whatever its
   address, and what was written into the replicated state counts for
   nothing here.
+- Over TLS, a client certificate (verified against ``[tls] ca``) that
+  names the host of a configured peer proves that peer (RFC 5922 §7.1:
+  subjectAltName DNS or IP).
 - Without a secret (a single machine), a source on a loopback address that
   is a configured peer or a focus of a conference we share is trusted by
   its address, with a warning at start; nothing else is.  Datagrams come
@@ -19,6 +22,8 @@ foci.  Trust is by proof, never by a header:
 import ipaddress
 
 from twisted.logger import Logger
+
+from ..sip.uri import URI
 
 __all__ = ["FocusTrust"]
 
@@ -35,10 +40,12 @@ class FocusTrust:
 
     log = Logger()
 
-    def __init__(self, node, rooms, prover=None):
+    def __init__(self, node, rooms, prover=None, certificate_names=None):
         self.node = node
         self.rooms = rooms
         self.prover = prover
+        #: certificate_names(peer): a TLS connection's verified client names
+        self.certificate_names = certificate_names or (lambda peer: frozenset())
         self._checked = (None, False)   # (the request last checked, its verdict)
 
     def warn_if_open(self):
@@ -47,8 +54,14 @@ class FocusTrust:
                           "trusted by address, foci anywhere else not at all")
 
     def proven(self, request, source):
-        """Does ``request`` carry a valid proof?  Checked once per request
-        (a proof is accepted once: a second check would call it replayed)."""
+        """Does ``request`` carry a valid proof, or come over TLS from a
+        configured peer's certificate?  Checked once per request (a proof is
+        accepted once: a second check would call it replayed)."""
+        if source.transport == "TLS":
+            names = self.certificate_names(source)
+            if names and any(URI.parse(uri).host.strip("[]") in names
+                             for uri, _ in self.node.peers):
+                return True
         if self.prover is None:
             return False
         last, verdict = self._checked
@@ -59,8 +72,10 @@ class FocusTrust:
 
     def trusts(self, request, source):
         """Is ``request`` from ``source`` a trusted focus's?"""
+        if self.proven(request, source):
+            return True
         if self.prover is not None:
-            return self.proven(request, source)
+            return False
         if not _loopback(source.host):
             return False
 

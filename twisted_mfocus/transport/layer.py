@@ -261,6 +261,12 @@ class TransportLayer:
         except Exception:
             self.log.failure("on_transport_error failed for {peer}", peer=str(dest))
 
+    def certificate_names(self, peer):
+        """The names of the verified TLS client certificate of the
+        connection ``peer`` came on (empty when none was presented)."""
+        conn = self._connections.get(peer)
+        return conn.peer_names if conn is not None and not conn.closed else frozenset()
+
     def connection(self, peer):
         """The open (or opening) connection to ``peer``, or None."""
         conn = self._connections.get(peer)

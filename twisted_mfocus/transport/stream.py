@@ -25,6 +25,7 @@ from ..sip.address import Peer
 from ..sip.errors import FramingError, SIPError
 from ..sip.message import PING, StreamParser
 from .errors import TransportError
+from .tls import peer_names
 
 __all__ = ["StreamConnection", "ServerFactory", "ClientFactory"]
 
@@ -39,6 +40,7 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         self.peer = peer                  # known in advance when outbound
         self.outbound = outbound
         self.server_name = server_name    # what the TLS certificate must name
+        self.peer_names = frozenset()     # a verified client certificate's names (tls.py)
         self.parser = StreamParser(layer.limits)
         self.connector = None
         self.ready = False
@@ -70,6 +72,10 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
             self._ready()
 
     def handshakeCompleted(self):
+        if self.kind == "TLS" and not self.outbound:
+            cert = self.transport.getPeerCertificate()
+            if cert is not None:          # verified, or the handshake had failed
+                self.peer_names = peer_names(cert)
         if not self.ready:
             self._ready()
 

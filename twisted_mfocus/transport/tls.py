@@ -3,8 +3,11 @@
 Rules of this module:
 
 - The server side presents the configured certificate (with any chain
-  certificates that follow it in the same file) and does not ask clients
-  for one.
+  certificates that follow it in the same file).  With a CA file it also
+  asks clients for theirs, optionally (phones have none), and a presented
+  one must verify against that CA or the handshake fails; the names of a
+  verified client certificate (``peer_names``) can prove a focus
+  (focus/trust.py).
 - The client side always verifies the server with ``service_identity``
   (``optionsForClientTLS``): against the given CA file when configured,
   else the platform's trust store.  The name checked is the host of the
@@ -18,7 +21,21 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import crypto
 from twisted.internet import ssl
 
-__all__ = ["TLSSettings"]
+__all__ = ["TLSSettings", "peer_names"]
+
+
+def peer_names(certificate):
+    """The names a verified peer certificate (pyOpenSSL X509) gives: its
+    subjectAltName DNS names and IP addresses (RFC 5922 §7.1: the
+    identities of a SIP certificate), or its CN when it has none."""
+    cert = certificate.to_cryptography()
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset(a.value for a in cert.subject.get_attributes_for_oid(
+            x509.NameOID.COMMON_NAME))
+    return frozenset(sans.get_values_for_type(x509.DNSName)) | frozenset(
+        str(ip) for ip in sans.get_values_for_type(x509.IPAddress))
 
 
 def _load_chain(path):
@@ -51,13 +68,16 @@ class TLSSettings:
             # pyOpenSSL takes ``cryptography`` objects (its own are deprecated).
             self._own = {"privateKey": pkey, "certificate": chain[0],
                          "extraCertChain": chain[1:]}
-            self._server = ssl.CertificateOptions(**self._own)
+        client_certs = {}
         if ca:
-            roots = [ssl.Certificate(crypto.X509.from_cryptography(c))
-                     for c in _load_chain(ca)]
-            if not roots:
+            cas = [crypto.X509.from_cryptography(c) for c in _load_chain(ca)]
+            if not cas:
                 raise ValueError(f"no certificate in {ca}")
-            self._trust = ssl.trustRootFromCertificates(roots)
+            self._trust = ssl.trustRootFromCertificates([ssl.Certificate(c) for c in cas])
+            # Ask, not require (a trustRoot would require): phones have none.
+            client_certs = {"verify": True, "caCerts": cas, "requireCertificate": False}
+        if certificate:
+            self._server = ssl.CertificateOptions(**self._own, **client_certs)
 
     @classmethod
     def coerce(cls, value):
