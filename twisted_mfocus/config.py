@@ -78,6 +78,7 @@ t4 = 5.0
 max_transactions = 250000
 max_connections = 1024
 idle_timeout = 300
+message_timeout = 5
 """
 
 class Role(enum.StrEnum):
@@ -208,6 +209,7 @@ class Config:
         self.max_transactions = self._int("sip", "max_transactions")
         self.max_connections = self._int("sip", "max_connections")
         self.idle_timeout = self._float("sip", "idle_timeout")
+        self.message_timeout = self._float("sip", "message_timeout")
 
     def _readable(self, section, key, check):
         """A file named by ``section.key`` (None if empty), checked at start."""

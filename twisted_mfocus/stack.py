@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from .focus.probe import ProbeUAS
+from .logbudget import LogBudget
 from .sip.address import Peer
 from .sip.errors import ParseError
 from .sip.headers import split_list
@@ -42,6 +43,7 @@ class SIPService(service.Service):
         self.transport = None
         self.transactions = None
         self.listening = []
+        self.bad_log = LogBudget(reactor)     # bad input: a line per source per minute
         # A leaving focus first hands its members over (leave_timeout).
         self.shutdown_grace = config.leave_timeout + 5.0
 
@@ -52,7 +54,8 @@ class SIPService(service.Service):
         self.transport = TransportLayer(
             self.reactor, self._message_received, self._bad_message,
             tls=_tls_settings(cfg), max_connections=cfg.max_connections,
-            idle_timeout=cfg.idle_timeout, on_transport_error=self._transport_error)
+            idle_timeout=cfg.idle_timeout, message_timeout=cfg.message_timeout,
+            on_transport_error=self._transport_error)
         self.transactions = TransactionLayer(
             self.reactor, self._send, self.tu,
             timers=Timers(T1=cfg.t1, T2=cfg.t2, T4=cfg.t4),
@@ -111,10 +114,15 @@ class SIPService(service.Service):
         self.transactions.receive(message, source)
 
     def _bad_message(self, error, source):
-        """Answer what can be answered (RFC 4475 §3.1.2); drop the rest."""
+        """Answer what can be answered (RFC 4475 §3.1.2); drop the rest.
+        Logged once per source per minute (logbudget.py), with a count."""
         msg = error.message
-        self.log.info("bad message from {peer}: {status} {reason}",
-                      peer=str(source), status=error.status, reason=error.reason)
+        suppressed = self.bad_log.admit(source.host)
+        if suppressed is not None:
+            self.log.info("bad message from {peer}: {status} {reason}{more}",
+                          peer=str(source), status=error.status, reason=error.reason,
+                          more=f" ({suppressed} more from {source.host} not logged)"
+                          if suppressed else "")
         if not isinstance(msg, Request) or msg.method == "ACK":
             return   # a response or an ACK is never answered (§17.1.1.3)
         if not msg.headers.lines("via"):

@@ -21,6 +21,7 @@ MAX_DIGITS = 32             # digits kept per entry (more: the entry is wrong)
 REPEAT = 3.0                # s between "enter PIN" prompts until a digit comes
 GAP = 0.3                   # s of silence between "wrong PIN" and "enter PIN"
 _SIGNALS = {"10": "*", "11": "#"}   # some phones send events by number
+DEADLINE, PROMPT, FINISH = "deadline", "prompt", "finish"   # the gate's timers
 
 
 def dtmf_relay_digit(body):
@@ -47,17 +48,26 @@ class PinGate:
         self.tries = 0
         self.done = False
         self._digits, self._too_long = [], False
-        self._deadline = self._prompt_call = self._finish = None
+        self._timers = {}                       # DEADLINE/PROMPT/FINISH -> DelayedCall
+
+    def _later(self, which, delay, call, *args):
+        self._cancel(which)
+        self._timers[which] = self.clock.callLater(delay, call, *args)
+
+    def _cancel(self, which):
+        call = self._timers.pop(which, None)
+        if call is not None and call.active():
+            call.cancel()
 
     def start(self):
-        self._deadline = self.clock.callLater(self.timeout, self._expired)
+        self._later(DEADLINE, self.timeout, self._expired)
         self._prompt()
 
     def press(self, digit):
         """One digit (``0-9*#A-D``); ``#`` ends an entry."""
         if self.done:
             return
-        self._cancel("_prompt_call")            # digits came: no more prompting
+        self._cancel(PROMPT)                    # digits came: no more prompting
         if digit != "#":
             if len(self._digits) < MAX_DIGITS:
                 self._digits.append(digit)
@@ -78,32 +88,26 @@ class PinGate:
         if self.tries >= self.max_tries:
             self._end(False, f"wrong PIN {self.tries} times", WRONG)
             return
-        self._prompt_call = self.clock.callLater(self.play(WRONG) + GAP, self._prompt)
+        self._later(PROMPT, self.play(WRONG) + GAP, self._prompt)
 
     def cancel(self):
         """The call ended: nothing more happens."""
         self.done = True
-        for name in ("_deadline", "_prompt_call", "_finish"):
-            self._cancel(name)
+        for which in list(self._timers):
+            self._cancel(which)
 
     def _prompt(self):
-        self._prompt_call = None
+        self._timers.pop(PROMPT, None)
         if not self.done:
             self.play(ENTER)
-            self._prompt_call = self.clock.callLater(self.repeat, self._prompt)
+            self._later(PROMPT, self.repeat, self._prompt)
 
     def _end(self, ok, why, prompt):
         """Play the last prompt, then tell the result."""
         self.cancel()
-        self._finish = self.clock.callLater(self.play(prompt), self.on_result, ok, why)
+        self._later(FINISH, self.play(prompt), self.on_result, ok, why)
 
     def _expired(self):
-        self._deadline = None
+        self._timers.pop(DEADLINE, None)
         self.cancel()
         self.on_result(False, f"no PIN within {self.timeout:g} s")
-
-    def _cancel(self, name):
-        call = getattr(self, name)
-        setattr(self, name, None)
-        if call is not None and call.active():
-            call.cancel()

@@ -443,6 +443,11 @@ class StreamParser:
         self._buf = bytearray()
         self._dead = False
 
+    @property
+    def pending(self):
+        """Bytes of a message not yet complete (a deadline runs on them)."""
+        return len(self._buf)
+
     def feed(self, data):
         if self._dead:
             return []

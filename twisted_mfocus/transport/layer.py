@@ -93,7 +93,7 @@ class TransportLayer:
                  tls=None, resolver=None, idle_timeout=300.0, max_connections=1024,
                  on_transport_error=None, connect_timeout=10.0,
                  max_queue=4 * 1024 * 1024, max_write_buffer=4 * 1024 * 1024,
-                 close_grace=2.0, max_udp_peers=4096):
+                 close_grace=2.0, max_udp_peers=4096, message_timeout=5.0):
         self.reactor = reactor
         self.on_message = on_message
         self.on_bad_message = on_bad_message
@@ -102,6 +102,7 @@ class TransportLayer:
         self.tls = TLSSettings.coerce(tls)
         self._resolver = resolver
         self.idle_timeout = idle_timeout
+        self.message_timeout = message_timeout    # a begun message, complete by then
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self.max_queue = max_queue

@@ -51,6 +51,7 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         self._paused = False
         self._unread = 0                  # bytes written while the peer is slow
         self._abort_call = None
+        self._deadline = None             # a started message must be complete by then
 
     def __repr__(self):
         way = "to" if self.outbound else "from"
@@ -91,6 +92,7 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
 
     def connectionLost(self, reason=protocol.connectionDone):
         self.setTimeout(None)
+        self._stop_deadline()
         self._gone(reason)
 
     def _gone(self, reason):
@@ -124,6 +126,18 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         self._abort_call = None
         if not self.lost.called:
             self.transport.abortConnection()
+
+    def _too_slow(self):
+        self._deadline = None
+        self.layer.log.info("closing {kind} connection with {peer}: no complete message "
+                            "within {timeout} s", kind=self.kind, peer=str(self.peer),
+                            timeout=self.layer.message_timeout)
+        self.close()
+
+    def _stop_deadline(self):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
 
     def timeoutConnection(self):
         self.layer.log.info("closing idle {kind} connection with {peer}",
@@ -170,9 +184,11 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
     # -- receiving ---------------------------------------------------------
 
     def dataReceived(self, data):
+        """Bytes in.  Only a complete message (or a keep-alive) restarts the
+        idle timer, and a message once begun must be complete within
+        ``message_timeout`` (slow-loris: one byte at a time keeps nothing)."""
         if self.closed:
             return
-        self.resetTimeout()
         try:
             items = self.parser.feed(data)
         except Exception:
@@ -181,6 +197,11 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
             self.close()
             return
         layer = self.layer
+        if items:
+            self.resetTimeout()
+            self._stop_deadline()
+        if self.parser.pending and self._deadline is None and not self.closed:
+            self._deadline = layer.reactor.callLater(layer.message_timeout, self._too_slow)
         for item in items:
             if item is PING:
                 # RFC 5626 §4.4.1: a CRLFCRLF ping is answered by a CRLF pong.
