@@ -232,7 +232,8 @@ def api_get(port, path, token=None):
 
 
 def api_post(port, path, token=None):
-    """(status, JSON) of ``POST http://127.0.0.1:port/path`` with no body."""
+    """(status, JSON) of ``POST http://127.0.0.1:port/path`` with no body
+    (``Content-Type: application/json``, as the API asks of every POST)."""
     return _api(port, path, b"", token)
 
 
@@ -241,6 +242,8 @@ def _api(port, path, data=None, token=None):
     import urllib.error
     import urllib.request
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    if data is not None:                # a POST: JSON, or the API refuses it (415)
+        headers["Content-Type"] = "application/json"
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
                                      headers=headers)
     try:

@@ -86,8 +86,9 @@ class TCP:
     """One TCP connection to a focus; with ``tls`` (an ``ssl.SSLContext``),
     a TLS one."""
 
-    def __init__(self, port, tls=None):
-        self.sock = socket.create_connection((HOST, port), timeout=2)
+    def __init__(self, port, tls=None, source=None):
+        self.sock = socket.create_connection((HOST, port), timeout=2,
+                                             source_address=(source, 0) if source else None)
         if tls is not None:
             self.sock = tls.wrap_socket(self.sock, server_hostname=HOST)
         self.port = self.sock.getsockname()[1]

@@ -73,3 +73,53 @@ def test_a_flood_of_bad_datagrams_writes_few_log_lines(tmp_path, capsys):
         assert 0 < lines < 100
     finally:
         stop_all([node])
+
+
+def test_no_server_header_unless_configured(tmp_path):
+    """A scanner learns nothing of what answers: no Server header by
+    default; [sip] server names one."""
+    plain = Node("plain", "primary", 5, tmp_path).start()
+    named = Node("named", "primary", 5, tmp_path, "[sip]\nserver = example-focus\n").start()
+    client = sipclient.UDP()
+    try:
+        for node, expect in ((plain, None), (named, "example-focus")):
+            status, answer = client.ask(sipclient.request(
+                "OPTIONS", f"sip:room@127.0.0.1:{node.port}", client.port), node.port)
+            assert status == 200 and sipclient.header(answer, "Server") == expect, answer
+    finally:
+        client.close()
+        stop_all([plain, named])
+
+
+def test_one_source_cannot_take_every_connection(tmp_path):
+    """[sip] connections_per_source = 5: the sixth and later streams from
+    one host are refused at once, while another host (127.0.0.2) still
+    connects and is answered, and UDP and the API go on."""
+    node = Node("focus", "primary", 5, tmp_path, "[sip]\nconnections_per_source = 5\n").start()
+    held = []
+    try:
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", node.port), timeout=2)
+            held.append(s)
+        time.sleep(0.5)
+
+        def open_(s):
+            s.settimeout(0.05)
+            try:
+                return s.recv(1) != b""
+            except socket.timeout:
+                return True                      # nothing to read: still open
+            except OSError:
+                return False
+        assert sum(open_(s) for s in held) == 5
+        other = sipclient.TCP(node.port, source="127.0.0.2")
+        status, _ = other.ask(sipclient.request("OPTIONS", f"sip:127.0.0.1:{node.port}",
+                                                other.port, "TCP"))
+        other.close()
+        assert status == 200
+        assert udp_options(node.port) == 200
+        assert node.api("/api/v1/conferences") == []
+    finally:
+        for s in held:
+            s.close()
+        stop_all([node])

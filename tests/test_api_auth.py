@@ -19,6 +19,7 @@ from twisted_mfocus.tap import Options
 from twisted_mfocus.web.api import api_root, read_token
 from twisted_mfocus.web.listen import api_endpoint, parse_description
 
+from .apiviews import Views
 from .harness import Focus, api_get, api_post, free_port, udp_options, wait_for
 
 TOKEN = "0123456789abcdef-test-token"
@@ -134,25 +135,6 @@ def test_a_missing_or_unreadable_token_file_is_refused_at_start(tmp_path):
 
 
 # -- the guard, on twisted.web's DummyRequest -------------------------------
-
-class Views:
-    """focus/views.py's interface, recording what the API asked."""
-
-    def __init__(self):
-        self.calls = []
-
-    def summaries(self):
-        self.calls.append("summaries")
-        return []
-
-    def conference(self, name):
-        self.calls.append(("conference", name))
-        return {"name": name} if name == "room" else None
-
-    def set_muted(self, name, member, muted):
-        self.calls.append(("set_muted", name, member, muted))
-        return 200, {"uri": member, "muted": muted}
-
 
 class Clock:
     def __init__(self):

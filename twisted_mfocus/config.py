@@ -34,6 +34,7 @@ nonce_lifetime = 300
 
 [http]
 token_file =
+names =
 
 [multifocus]
 peers =
@@ -77,8 +78,10 @@ t2 = 4.0
 t4 = 5.0
 max_transactions = 250000
 max_connections = 1024
+connections_per_source = 64
 idle_timeout = 300
 message_timeout = 5
+server =
 """
 
 class Role(enum.StrEnum):
@@ -165,6 +168,7 @@ class Config:
             raise ConfigError("auth.algorithms must name SHA-256 and/or MD5, in the order "
                               "they are offered")
         self.http_token_file = self._get("http", "token_file") or None
+        self.http_names = tuple(self._get("http", "names").split())
         self.rooms = self._rooms()
         self.http = self._get("focus", "http") or None
         self.log_format = self._choice("focus", "log_format", LOG_FORMATS)
@@ -208,8 +212,10 @@ class Config:
         self.t4 = self._float("sip", "t4")
         self.max_transactions = self._int("sip", "max_transactions")
         self.max_connections = self._int("sip", "max_connections")
+        self.connections_per_source = self._int("sip", "connections_per_source")
         self.idle_timeout = self._float("sip", "idle_timeout")
         self.message_timeout = self._float("sip", "message_timeout")
+        self.server_header = self._get("sip", "server") or None
 
     def _readable(self, section, key, check):
         """A file named by ``section.key`` (None if empty), checked at start."""

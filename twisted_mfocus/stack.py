@@ -9,6 +9,7 @@ formed (RFC 3261 §8.2.6, RFC 4475), and logged once.
 
 import gc
 import os
+import resource
 
 from twisted.application import service
 from twisted.internet import defer
@@ -25,6 +26,9 @@ from .sip.transaction import TransactionLayer, Timers
 from .transport import TransportLayer
 
 __all__ = ["SIPService", "ListenError"]
+
+FD_RESERVE = 64         # descriptors kept for listeners, the API, logs, DNS
+MIN_CONNECTIONS = 16
 
 
 class ListenError(Exception):
@@ -53,7 +57,8 @@ class SIPService(service.Service):
         cfg = self.config
         self.transport = TransportLayer(
             self.reactor, self._message_received, self._bad_message,
-            tls=_tls_settings(cfg), max_connections=cfg.max_connections,
+            tls=_tls_settings(cfg), max_connections=self._connection_ceiling(),
+            max_per_source=cfg.connections_per_source,
             idle_timeout=cfg.idle_timeout, message_timeout=cfg.message_timeout,
             on_transport_error=self._transport_error)
         self.transactions = TransactionLayer(
@@ -65,6 +70,29 @@ class SIPService(service.Service):
             [self._listen(spec) for spec in cfg.listen], consumeErrors=True)
         self.ready.addCallback(self._listening)
         self.ready.addErrback(self._listen_failed)
+
+    def _connection_ceiling(self):
+        """``max_connections``, kept below the file descriptors this process
+        may open (RLIMIT_NOFILE, its soft limit raised to the hard one):
+        each call holds an RTP and an RTCP socket, and a reserve stays for
+        the listeners, the API and the logs, so UDP, RTP and the API go on
+        when TCP is full."""
+        cfg = self.config
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                soft = hard
+            except (ValueError, OSError):
+                pass
+        calls = cfg.capacity + cfg.overflow
+        reserve = FD_RESERVE + 2 * calls
+        ceiling = max(MIN_CONNECTIONS, min(cfg.max_connections, soft - reserve))
+        if ceiling < cfg.max_connections:
+            self.log.warn("at most {n} TCP/TLS connections (file descriptors: {fds}; "
+                          "{calls} calls need two each): raise LimitNOFILE for more",
+                          n=ceiling, fds=soft, calls=calls)
+        return ceiling
 
     def _listen(self, spec):
         def name_it(failure):

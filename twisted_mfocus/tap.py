@@ -103,6 +103,6 @@ def makeService(options):
         # Leaving is stopping: stopService runs Focus.shutdown, which hands
         # the members over first (failover.py).
         leave = lambda: reactor.callLater(0, reactor.stop)  # noqa: E731
-        site = api_site(focus.views, leave, token=options["http_token"])
+        site = api_site(focus.views, leave, token=options["http_token"], names=cfg.http_names)
         strports.service(options["http_endpoint"], site).setServiceParent(top)
     return top

@@ -294,7 +294,7 @@ class CallLeg:
             h.add("Require", "replaces")
         if referred_by:
             h.add("Referred-By", referred_by)
-        for name, value in list(extra_headers) + list(self.policy.extra_headers):
+        for name, value in list(extra_headers) + list(self.policy.request_headers):
             h.add(name, value)
         h.add("Content-Type", SDP)
         invite = Request("INVITE", target.replace(params={
@@ -450,7 +450,7 @@ class CallLeg:
         if self._retransmitter is not None:
             self._retransmitter.stop()
             self._retransmitter = None
-        bye = self.dialog.create_request("BYE", list(self.policy.extra_headers))
+        bye = self.dialog.create_request("BYE", list(self.policy.request_headers))
         done = defer.Deferred()
 
         def finished(*_):

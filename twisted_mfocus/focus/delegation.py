@@ -158,7 +158,7 @@ class Delegator:
         headers = [("Refer-To", str(NameAddr(refer_to))),
                    ("Referred-By", str(referred_by)),
                    (MARKER, f"<{origin}>;hops={hops}")]
-        headers += list(self.policy.extra_headers)
+        headers += list(self.policy.request_headers)
         request = out_of_dialog_request("REFER", target, me, self.room.uri,
                                         NameAddr(me), headers)
         finished = []

@@ -138,12 +138,15 @@ class ConferenceFocus:
         self.rtp_pool = rtp_pool
         self.clock = clock
         allow = ALLOW + (("REGISTER",) if config.role == Role.AGENT else ())
+        standing = [("Allow", ", ".join(allow)),
+                    ("Allow-Events", f"conference, refer, {multifocus.EVENT}"),
+                    ("Supported", ", ".join(SUPPORTED))]
+        # [sip] server: empty by default, so a scanner learns nothing of us.
+        product = [config.server_header] if config.server_header else []
         self.policy = UASPolicy(
             allow=allow, supported=SUPPORTED, accept=ACCEPT,
-            extra_headers=[("Allow", ", ".join(allow)),
-                           ("Allow-Events", f"conference, refer, {multifocus.EVENT}"),
-                           ("Supported", ", ".join(SUPPORTED)),
-                           ("Server", "mfocus")])
+            extra_headers=standing + [("Server", p) for p in product],
+            request_headers=standing + [("User-Agent", p) for p in product])
         self.node = Node(config)
         self.rooms = Rooms(self.node)
         self.trust = FocusTrust(self.node, self.rooms)

@@ -144,7 +144,7 @@ class FocusLink:
         me = URI.parse(mesh.node.uri)
         headers = [("Event", multifocus.EVENT), ("Accept", multifocus.CONTENT_TYPE),
                    ("Expires", str(mesh.config.link_expires))]
-        headers += list(mesh.policy.extra_headers)
+        headers += list(mesh.policy.request_headers)
         request = out_of_dialog_request("SUBSCRIBE", self.target, me, mesh.room.uri,
                                         NameAddr(me), headers)
         self._sub = Subscriber(mesh.ua, mesh.policy, request, self._notified,

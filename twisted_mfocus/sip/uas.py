@@ -18,13 +18,16 @@ class UASPolicy:
     """What a UAS supports, and the §8.2 checks against it."""
 
     def __init__(self, allow, supported=(), accept=("application/sdp",),
-                 schemes=("sip", "sips"), extra_headers=()):
+                 schemes=("sip", "sips"), extra_headers=(), request_headers=None):
         self.allow = tuple(allow)
         self.supported = tuple(supported)
         self.accept = tuple(accept)
         self.schemes = frozenset(schemes)
         #: Headers put on every response (e.g. Allow-Events, Server).
-        self.extra_headers = tuple(extra_headers)
+        self.extra_headers = tuple(extra_headers)       # on every response
+        #: on the requests we originate (User-Agent there, not Server: §20.35, §20.41)
+        self.request_headers = tuple(extra_headers if request_headers is None
+                                     else request_headers)
 
     def capability_headers(self):
         """Allow, Accept and Supported, as an OPTIONS 200 carries (§11.2)."""

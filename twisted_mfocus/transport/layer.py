@@ -25,12 +25,13 @@ Rules of this module:
 """
 
 import socket
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPv6Address
 from twisted.logger import Logger
 
+from ..logbudget import LogBudget
 from ..sip.address import Peer
 from ..sip.errors import SIPError
 from ..sip.message import DEFAULT_LIMITS, Request, parse_datagram
@@ -93,7 +94,8 @@ class TransportLayer:
                  tls=None, resolver=None, idle_timeout=300.0, max_connections=1024,
                  on_transport_error=None, connect_timeout=10.0,
                  max_queue=4 * 1024 * 1024, max_write_buffer=4 * 1024 * 1024,
-                 close_grace=2.0, max_udp_peers=4096, message_timeout=5.0):
+                 close_grace=2.0, max_udp_peers=4096, message_timeout=5.0,
+                 max_per_source=64):
         self.reactor = reactor
         self.on_message = on_message
         self.on_bad_message = on_bad_message
@@ -104,6 +106,9 @@ class TransportLayer:
         self.idle_timeout = idle_timeout
         self.message_timeout = message_timeout    # a begun message, complete by then
         self.max_connections = max_connections
+        self.max_per_source = max_per_source      # inbound streams one host may hold
+        self._inbound = Counter()                 # host -> inbound streams open
+        self._refusals = LogBudget(reactor)
         self.connect_timeout = connect_timeout
         self.max_queue = max_queue
         self.max_write_buffer = max_write_buffer
@@ -243,8 +248,29 @@ class TransportLayer:
     def _connection_made(self, conn):
         self._connections[conn.peer] = conn
 
+    def admit_inbound(self, kind, host):
+        """May ``host`` open one more stream?  Within ``max_connections`` in
+        all and ``max_per_source`` for it (one source cannot lock the others
+        out); a refusal is logged once per host per minute."""
+        total, own = self.connection_count, self._inbound[host]
+        if total < self.max_connections and own < self.max_per_source:
+            self._inbound[host] += 1
+            return True
+        suppressed = self._refusals.admit(host)
+        if suppressed is not None:
+            self.log.info("refusing {kind} connections from {host}: it holds {own}, "
+                          "{total} open in all{more}", kind=kind, host=host, own=own,
+                          total=total, more=f" ({suppressed} refused unlogged)"
+                          if suppressed else "")
+        return False
+
     def _connection_lost(self, conn, reason, unsent):
         self._streams.discard(conn)
+        if conn.inbound_host is not None:
+            self._inbound[conn.inbound_host] -= 1
+            if self._inbound[conn.inbound_host] <= 0:
+                del self._inbound[conn.inbound_host]
+            conn.inbound_host = None
         if self._connections.get(conn.peer) is conn:
             del self._connections[conn.peer]
         if unsent:

@@ -41,6 +41,7 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         self.outbound = outbound
         self.server_name = server_name    # what the TLS certificate must name
         self.peer_names = frozenset()     # a verified client certificate's names (tls.py)
+        self.inbound_host = None          # who connected to us (its budget), if inbound
         self.parser = StreamParser(layer.limits)
         self.connector = None
         self.ready = False
@@ -230,12 +231,10 @@ class ServerFactory(protocol.ServerFactory):
 
     def buildProtocol(self, addr):
         layer = self.layer
-        if layer.connection_count >= layer.max_connections:
-            layer.log.info("refusing {kind} connection from {host}:{port}: "
-                           "{n} connections open", kind=self.kind,
-                           host=addr.host, port=addr.port, n=layer.connection_count)
-            return None
+        if not layer.admit_inbound(self.kind, addr.host):
+            return None                     # Twisted closes the socket at once
         conn = StreamConnection(layer, self.kind)
+        conn.inbound_host = addr.host
         layer._streams.add(conn)
         return conn
 

@@ -21,20 +21,21 @@ must carry ``Authorization: Bearer TOKEN`` (RFC 6750 §2.1); any other is
 answered 401 with ``WWW-Authenticate: Bearer realm="mfocus"`` (§3) before
 its path is even looked at, and logged (one line per client address per
 10 s, instead of the access log's line per request).  Without a token
-file the API listens on loopback only (listen.py).  Every response says
-``X-Content-Type-Options: nosniff``.
+file the API listens on loopback only (listen.py).  Against browsers
+(guard.py, which orders every check): a ``Host`` that is not the API's
+address is 421 (DNS rebinding), an ``Origin`` not its own 403, and a POST
+not ``Content-Type: application/json`` 415; all before the path.  Every
+response says ``X-Content-Type-Options: nosniff`` and
+``Cache-Control: no-store``.
 """
 
-import hmac
-import json
 import time
 from urllib.parse import unquote
 
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.logger import Logger
 from twisted.web import resource, server
 
 from ..config import ConfigError
+from .guard import REFUSED, Guard, json_body
 
 __all__ = ["api_root", "api_site", "read_token"]
 
@@ -52,11 +53,7 @@ class _JSON(resource.Resource):
             return self._json(request, {"error": "method not allowed"})
         return super().render(request)
 
-    @staticmethod
-    def _json(request, value):
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return json.dumps(value, indent=1).encode() + b"\n"
+    _json = staticmethod(json_body)
 
     def _not_found(self, request, what):
         request.setResponseCode(404)
@@ -166,104 +163,32 @@ def read_token(path):
     return token.decode("ascii")
 
 
-class _RefusalLog:
-    """One log line per client address per ``interval`` seconds, for at most
-    ``size`` addresses at a time; beyond them one line for all the others."""
-
-    OTHERS = "other addresses"
-    log = Logger()
-
-    def __init__(self, now, interval=10.0, size=256):
-        self.now, self.interval, self.size = now, interval, size
-        self.last = {}              # address -> when it was last logged, oldest first
-
-    def refused(self, address, method, why):
-        """Log a refused request unless ``address`` was logged lately;
-        True if logged."""
-        t, last = self.now(), self.last
-        while last:                 # forget the addresses logged long enough ago
-            oldest = next(iter(last))
-            if t - last[oldest] < self.interval:
-                break
-            del last[oldest]
-        if address not in last and len(last) >= self.size:
-            address = self.OTHERS
-        if address in last:
-            return False
-        last[address] = t
-        self.log.info("API: refused {method} from {client}: {why} (401; more from it "
-                      "within {interval:g} s are not logged)", method=method,
-                      client=address, why=why, interval=self.interval)
-        return True
-
-
-class _Guard(resource.Resource):
-    """The site root: sets the headers of every response and, with a
-    token, refuses every request without it before finding its resource."""
-
-    isLeaf = True                   # finds the resource itself, once allowed
-
-    def __init__(self, api, token=None, now=time.monotonic):
-        super().__init__()
-        self.api = api
-        self.token = token.encode("ascii") if token else None
-        self.refusals = _RefusalLog(now)
-
-    def render(self, request):
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        if self.token is not None:
-            why = self._unauthorized(request)
-            if why:
-                return self._refuse(request, why)
-        return resource.getChildForRequest(self.api, request).render(request)
-
-    def _unauthorized(self, request):
-        """Why ``request`` may not use the API, or None if it may."""
-        values = request.requestHeaders.getRawHeaders(b"authorization") or []
-        if not values:
-            return "no Authorization header"
-        if len(values) > 1:
-            return "more than one Authorization header"
-        scheme, _, credentials = values[0].strip().partition(b" ")
-        if scheme.lower() != b"bearer":
-            return "not a Bearer token"
-        if not hmac.compare_digest(credentials.strip(), self.token):
-            return "wrong token"
-        return None
-
-    def _refuse(self, request, why):
-        challenge = b'Bearer realm="mfocus"'
-        if why == "wrong token":        # RFC 6750 §3.1: a token was sent, and is not valid
-            challenge += b', error="invalid_token"'
-        request.setResponseCode(401)
-        request.setHeader(b"www-authenticate", challenge)
-        address = request.getClientAddress()
-        client = address.host if isinstance(address, (IPv4Address, IPv6Address)) else str(address)
-        self.refusals.refused(client, request.method.decode("latin-1")[:16], why)
-        return _JSON._json(request, {"error": "unauthorized"})
-
-
-def api_root(views, leave=None, token=None, now=time.monotonic):
+def api_root(views, leave=None, token=None, now=time.monotonic, names=None):
     """The site root over ``views`` (focus/views.py):
     ``/api/v1/conferences[/NAME]``, and ``/api/v1/leave`` when ``leave`` (a
     callable that makes the process leave) is given; with ``token`` (see
     read_token) only for requests that carry it.  ``now``: the clock of the
-    refusal log's bound."""
+    refusal log's bound.  ``names``: the Host names answered besides the
+    listener's address; None (only for unit tests of the token) checks
+    neither Host, Origin nor Content-Type (guard.py)."""
     v1 = {b"conferences": _Conferences(views)}
     if leave is not None:
         v1[b"leave"] = _Leave(leave)
-    return _Guard(_Node({b"api": _Node({b"v1": _Node(v1)})}), token, now)
+    return Guard(_Node({b"api": _Node({b"v1": _Node(v1)})}), token, now, names)
 
 
 class _Site(server.Site):
     """twisted.web's site, whose access log leaves out the refused requests
-    (401): the guard logs those, bounded."""
+    (guard.REFUSED: 400, 401, 403, 415, 421): the guard logs those, bounded."""
 
     def log(self, request):
-        if request.code != 401:
+        if request.code not in REFUSED:
             super().log(request)
 
 
-def api_site(views, leave=None, token=None):
-    """The ``server.Site`` of the API (see api_root)."""
-    return _Site(api_root(views, leave, token))
+def api_site(views, leave=None, token=None, names=()):
+    """The ``server.Site`` of the API (see api_root), every check on:
+    ``names`` are the extra Host names it answers to (e.g. the DNS name
+    of a host whose API is reached with the token), besides the address a
+    connection comes in on and, on loopback, ``localhost``."""
+    return _Site(api_root(views, leave, token, names=tuple(names or ())))
