@@ -112,6 +112,10 @@ def test_refer_policy(rig):
     rig.deliver(outsider.request("REFER", ROOM, headers=[
         ("Refer-To", "<sip:x@127.0.0.1:5999>")]), outsider.peer)
     assert rig.wire.take(403)[0].reason == "Only Members May Refer"
+    # The same answer for a room that does not exist: no oracle.
+    rig.deliver(outsider.request("REFER", "sip:nosuch@127.0.0.1:5060", headers=[
+        ("Refer-To", "<sip:x@127.0.0.1:5999>")]), outsider.peer)
+    assert rig.wire.take(403)[0].reason == "Only Members May Refer"
     # A member's From, out of any call: no proof of anything.
     forger = Phone(5022, user="phone5020")
     rig.deliver(forger.request("REFER", ROOM, headers=[

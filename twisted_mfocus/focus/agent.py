@@ -2,10 +2,10 @@
 a two-party call into a conference when a third party calls (docs/design.md,
 "Agent mode": 302 + isfocus).
 
-- **Registrar** (RFC 3261 §10.3), for the configured users only: REGISTER
-  for anyone else gets 403; for a served user it needs that user's digest
-  credentials (401, identity.py; §10.3 step 3), and only that user may
-  bind its address.  Bindings expire; at most ``max_bindings`` per user;
+- **Registrar** (RFC 3261 §10.3), for the configured users only: every
+  REGISTER is challenged (401, identity.py; §10.3 step 3), whoever it
+  names, so a stranger learns nothing of who is served; then only a served
+  user may bind, and only its own address (403 otherwise).  Bindings expire; at most ``max_bindings`` per user;
   ``Contact: *`` with ``Expires: 0`` removes them all.
 - **B2BUA**: an INVITE for a served user rings the user's registered
   phone (the most recent binding): the caller hears 180 and gets 200 once
@@ -92,15 +92,15 @@ class Agent:
     # -- registrar ---------------------------------------------------------------
 
     def register(self, txn, request, source):
+        """A REGISTER: challenged whoever it names, so a stranger cannot tell
+        served users from others (as Asterisk's ``alwaysauthreject``); then
+        only a served user, for its own address."""
         respond = self.policy.respond
         user = request.to.uri.user
-        if user not in self.users:
-            txn.respond(respond(request, 403, "Not A User Served Here", to_tag=new_tag()))
-            return
         who = self.auth.identify(txn, request, source, self.policy, UNAUTHORIZED)
         if who is None:
             return                              # challenged (or refused)
-        if who != user:
+        if user not in self.users or who != user:
             txn.respond(respond(request, 403, "Not Your Address", to_tag=new_tag()))
             return
         try:

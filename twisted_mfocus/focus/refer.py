@@ -150,8 +150,10 @@ class Referrals:
         return host == ours or self.ua.is_local_host(host)
 
     def _member_refers(self, txn, request, source, room, to_tag):
-        """Is the sender of this out-of-dialog REFER a member, by its digest?
-        False after answering (a challenge, or 403)."""
+        """Is the sender of this out-of-dialog REFER a member of ``room`` (None:
+        no such room), by its digest?  False after answering (a challenge, or
+        403), the same whether or not the room exists: a stranger learns
+        nothing of which rooms there are."""
         respond = self.policy.respond
         if not self.auth.available:
             txn.respond(respond(request, 403, "Only Members May Refer", to_tag=to_tag))
@@ -159,7 +161,7 @@ class Referrals:
         user = self.auth.identify(txn, request, source, self.policy)
         if user is None:
             return False
-        if not room.is_member_user(user):
+        if room is None or not room.is_member_user(user):
             txn.respond(respond(request, 403, "Only Members May Refer", to_tag=to_tag))
             return False
         return True
@@ -181,6 +183,9 @@ class Referrals:
             except (ValueError, ParseError) as e:
                 txn.respond(respond(request, 400, f"Bad {MARKER}: {e}", to_tag=to_tag))
                 return
+        if forwarded is None and leg is None and self.config.refer_policy == MEMBERS and \
+                not self._member_refers(txn, request, source, room, to_tag):
+            return
         if room is None:
             txn.respond(respond(request, 404, "No Such Conference", to_tag=to_tag))
             return
@@ -191,9 +196,6 @@ class Referrals:
             return
         if not target.is_sip:
             txn.respond(respond(request, 403, "Only SIP URIs May Be Referred", to_tag=to_tag))
-            return
-        if forwarded is None and leg is None and self.config.refer_policy == MEMBERS and \
-                not self._member_refers(txn, request, source, room, to_tag):
             return
         method = (target.params.get("method") or "INVITE").upper()
         if method not in ("INVITE", "BYE"):
