@@ -47,7 +47,7 @@ class SIPService(service.Service):
         self.transport = None
         self.transactions = None
         self.listening = []
-        self.bad_log = LogBudget(reactor)     # bad input: a line per source per minute
+        self.bad_log = LogBudget(reactor.seconds)   # bad input: a line per source per minute
         # A leaving focus first hands its members over (leave_timeout).
         self.shutdown_grace = config.leave_timeout + 5.0
 
@@ -145,12 +145,13 @@ class SIPService(service.Service):
         """Answer what can be answered (RFC 4475 §3.1.2); drop the rest.
         Logged once per source per minute (logbudget.py), with a count."""
         msg = error.message
-        suppressed = self.bad_log.admit(source.host)
-        if suppressed is not None:
+        admitted = self.bad_log.admit(source.host)
+        if admitted is not None:
+            who, suppressed = admitted
             self.log.info("bad message from {peer}: {status} {reason}{more}",
-                          peer=str(source), status=error.status, reason=error.reason,
-                          more=f" ({suppressed} more from {source.host} not logged)"
-                          if suppressed else "")
+                          peer=str(source) if who == source.host else who,
+                          status=error.status, reason=error.reason,
+                          more=f" ({suppressed} more not logged)" if suppressed else "")
         if not isinstance(msg, Request) or msg.method == "ACK":
             return   # a response or an ACK is never answered (§17.1.1.3)
         if not msg.headers.lines("via"):

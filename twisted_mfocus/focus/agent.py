@@ -41,8 +41,9 @@ from twisted.logger import Logger
 from ..media.rtp import PortsExhausted
 from ..sip.errors import SIPError
 from ..sip.ids import new_tag
+from ..sip.uas import Refused
 from ..sip.values import NameAddr
-from .call import LegState, Refusal, admit_invite, answer_invite
+from .call import LegState, admit_invite, answer_invite
 from .identity import PROXY_AUTH, UNAUTHORIZED
 
 __all__ = ["Agent", "Hosted", "Kind"]
@@ -97,11 +98,7 @@ class Agent:
         only a served user, for its own address."""
         respond = self.policy.respond
         user = request.to.uri.user
-        who = self.auth.identify(txn, request, source, self.policy, UNAUTHORIZED)
-        if who is None:
-            return                              # challenged (or refused)
-        if user not in self.users or who != user:
-            txn.respond(respond(request, 403, "Not Your Address", to_tag=new_tag()))
+        if not self._proves(txn, request, source, user, UNAUTHORIZED):
             return
         try:
             default = int(request.headers.get("expires") or MAX_EXPIRES)
@@ -132,6 +129,18 @@ class Agent:
         headers = [("Contact", f"{addr};expires={int(until - now)}")
                    for addr, until in bound.values()]
         txn.respond(respond(request, 200, to_tag=new_tag(), headers=headers))
+
+    def _proves(self, txn, request, source, user, status):
+        """Does ``request`` carry served ``user``'s own digest?  False after
+        answering it (a challenge with ``status``, or 403)."""
+        who = self.auth.identify(txn, request, source, status)
+        if who is None:
+            return False                        # challenged (or refused)
+        if user not in self.users or who != user:
+            txn.respond(self.policy.respond(request, 403, "Not Your Address",
+                                            to_tag=new_tag()))
+            return False
+        return True
 
     def _expire(self, user, now):
         bound = self.bindings.get(user, {})
@@ -187,11 +196,7 @@ class Agent:
         the user's digest proves it is the user (407)."""
         respond = self.policy.respond
         user = request.from_.uri.user
-        who = self.auth.identify(txn, request, source, self.policy, PROXY_AUTH)
-        if who is None:
-            return                              # challenged (or refused)
-        if who != user:
-            txn.respond(respond(request, 403, "Not Your Address", to_tag=new_tag()))
+        if not self._proves(txn, request, source, user, PROXY_AUTH):
             return
         current = self.calls.get(user)
         if current is not None and current.legs:
@@ -207,8 +212,8 @@ class Agent:
         respond = self.policy.respond
         try:
             offer, rtp = admit_invite(request, self.rtp_pool)
-        except Refusal as refusal:
-            refusal.respond(txn, request, self.policy)
+        except Refused as refusal:
+            txn.respond(refusal.response(self.policy, request))
             return
         room = self.rooms.create("conf-" + new_tag())
         if room is None:
@@ -299,5 +304,5 @@ class Agent:
             txn.respond(self.policy.respond(request, 403, "Private Call", to_tag=new_tag()))
             return False
         if self.escalate == AUTHENTICATED:
-            return self.auth.identify(txn, request, source, self.policy) is not None
+            return self.auth.identify(txn, request, source) is not None
         return True

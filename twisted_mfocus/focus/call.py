@@ -29,19 +29,27 @@ from zope.interface import implementer
 
 from ..conference.model import JoiningMethod
 from ..media.rtp import PortsExhausted
-from ..media.sdp import LocalSession, SDPError, SessionDescription, accept_answer, answer, offer
+from ..media.sdp import (
+    LocalSession,
+    SDPError,
+    SessionDescription,
+    accept_answer,
+    answer,
+    offer,
+)
 from ..sip.dialog import Dialog, DialogError, uas_response_headers
 from ..sip.errors import SIPError
 from ..sip.headers import Headers
 from ..sip.ids import new_call_id, new_tag
 from ..sip.message import MAX_FORWARDS, Request
+from ..sip.uas import Refused
 from ..sip.values import NameAddr
 from ..tracing import TRACE
 from .interfaces import IDialogUsage
 from .pin import DTMF_RELAY, dtmf_relay_digit
 from .ua import Retransmitter
 
-__all__ = ["CallLeg", "LegState", "Refusal", "admit_invite", "answer_invite", "aor",
+__all__ = ["CallLeg", "LegState", "admit_invite", "answer_invite", "aor",
            "parse_offer"]
 
 SDP = "application/sdp"
@@ -54,18 +62,6 @@ class LegState(enum.Enum):
     ENDED = "ended"
 
 
-class Refusal(Exception):
-    """A dial-in INVITE answered ``status`` (with ``headers``)."""
-
-    def __init__(self, status, reason, headers=()):
-        super().__init__(status, reason)
-        self.status, self.reason, self.headers = status, reason, list(headers)
-
-    def respond(self, txn, request, policy):
-        txn.respond(policy.respond(request, self.status, self.reason, to_tag=new_tag(),
-                                   headers=self.headers))
-
-
 def parse_offer(request):
     """The SDP offer in ``request``, None without a body; SDPError if bad."""
     if not request.body:
@@ -76,17 +72,17 @@ def parse_offer(request):
 
 
 def admit_invite(request, rtp_pool):
-    """(offer, RTP endpoint) for a dial-in INVITE, or ``Refusal``: 400 for an
+    """(offer, RTP endpoint) for a dial-in INVITE, or ``Refused``: 400 for an
     offer that does not parse, 503 with Retry-After when no port is free."""
     try:
         offer_sdp = parse_offer(request)
     except SDPError as e:
-        raise Refusal(e.status, e.reason) from e
+        raise Refused(e.status, e.reason, tagged=True) from e
     try:
         rtp = rtp_pool.allocate()
     except PortsExhausted as e:
-        raise Refusal(503, "Out Of Media Ports",
-                      [("Retry-After", str(OUT_OF_PORTS_RETRY))]) from e
+        raise Refused(503, "Out Of Media Ports", [("Retry-After", str(OUT_OF_PORTS_RETRY))],
+                      tagged=True) from e
     return offer_sdp, rtp
 
 

@@ -29,21 +29,21 @@ from ..sip.errors import SIPError
 from ..sip.ids import new_tag
 from ..sip.interfaces import ITransactionUser
 from ..sip.proof import Prover, load_secret
-from ..sip.uas import UASPolicy
+from ..sip.uas import Refused, UASPolicy
 from ..sip.values import NameAddr
 from .agent import Agent
 from .audio import Audio
-from .call import CallLeg, LegState, Refusal, admit_invite, answer_invite
-from .identity import Authentication
+from .call import CallLeg, LegState, admit_invite, answer_invite
 from .cascade import MARKER as CASCADE
 from .cascade import peer_of
+from .identity import Authentication
 from .interfaces import IEventPackage
 from .mesh import MultifocusPackage
 from .node import Node
 from .refer import Referrals
 from .registrar import Registrar
 from .room import Rooms, RoomServices
-from .subscriptions import Notifier, Refused
+from .subscriptions import Notifier
 from .trust import FocusTrust
 from .ua import UserAgent
 from .views import Views
@@ -85,11 +85,9 @@ class ConferencePackage:
         if self.trust.proven(request, source) or any(
                 leg.source == source and leg.is_ours for leg in room.legs):
             return MEMBERS
-        values = request.headers.get_all("authorization")
-        if values and self.auth.available:
-            verdict = self.auth.digest.check(request.method, values, request.uri_text)
-            if verdict.ok and room.is_member_user(verdict.username):
-                return MEMBERS
+        user = self.auth.identity_of(request)
+        if user is not None and room.is_member_user(user):
+            return MEMBERS
         if room.policy.subscribers == MEMBERS:
             raise Refused(403, "Members Only", tagged=True)
         return PUBLIC
@@ -170,7 +168,7 @@ class ConferenceFocus:
         self.trust.warn_if_open()
         self.node.attach(ua)
         self.audio = Audio(self.clock)
-        self.auth = Authentication(cfg, self.node, self.clock)
+        self.auth = Authentication(cfg, self.node, self.clock, self.policy)
         self.package = ConferencePackage(self.rooms, self.trust, self.auth)
         self.notifier = Notifier(
             ua, self.policy, lambda room: room.contact(), [self.package, self.mf_package],
@@ -266,8 +264,8 @@ class ConferenceFocus:
             return
         try:
             offer, rtp = admit_invite(request, self.rtp_pool)
-        except Refusal as refusal:
-            refusal.respond(txn, request, self.policy)
+        except Refused as refusal:
+            txn.respond(refusal.response(self.policy, request))
             self.rooms.retire_if_idle(room)
             return
         leg = room.new_leg(source.transport, rtp)
@@ -295,8 +293,8 @@ class ConferenceFocus:
             return
         try:
             offer, rtp = admit_invite(request, self.rtp_pool)
-        except Refusal as refusal:
-            refusal.respond(txn, request, self.policy)
+        except Refused as refusal:
+            txn.respond(refusal.response(self.policy, request))
             return
         room.answer_cascade(txn, request, source, peer, offer, rtp)
 
@@ -313,7 +311,7 @@ class ConferenceFocus:
             if not self.auth.available:
                 self._refuse(txn, request, 403, "Members Only")
                 return False, None
-            user = self.auth.identify(txn, request, source, self.policy)
+            user = self.auth.identify(txn, request, source)
             if user is None:
                 return False, None
             if user not in policy.members:
@@ -334,11 +332,8 @@ class ConferenceFocus:
         where it authenticated, the same user; or a proven focus."""
         if leg.source == source:
             return True
-        if leg.identity is not None and self.auth.available:
-            verdict = self.auth.digest.check(
-                request.method, request.headers.get_all("authorization"), request.uri_text)
-            if verdict.ok and verdict.username == leg.identity:
-                return True
+        if leg.identity is not None and self.auth.identity_of(request) == leg.identity:
+            return True
         return self.trust.proven(request, source)
 
     def _replaced_leg(self, request):

@@ -21,7 +21,13 @@ Rules of this module:
 
 from twisted.logger import Logger
 
-from ..sip.auth import DigestAuthenticator, FailureLimiter, Outcome, header_names, load_users
+from ..sip.auth import (
+    DigestAuthenticator,
+    FailureLimiter,
+    Outcome,
+    header_names,
+    load_users,
+)
 from ..sip.ids import new_tag
 
 __all__ = ["Authentication", "default_realm"]
@@ -29,10 +35,9 @@ __all__ = ["Authentication", "default_realm"]
 UNAUTHORIZED, PROXY_AUTH = 401, 407
 
 
-def default_realm(domain):
+def default_realm(host):
     """The host of our domain: a realm may not hold ':' (the htdigest
     users file separates its fields with it); "mfocus" if it would."""
-    host = domain.rsplit(":", 1)[0] if not domain.endswith("]") else domain
     return "mfocus" if ":" in host else host
 
 
@@ -41,14 +46,13 @@ class Authentication:
 
     log = Logger()
 
-    def __init__(self, config, node, clock):
-        self.config = config
+    def __init__(self, config, node, clock, policy):
+        self.config = config          # its users file was checked at start (config.py)
         self.node = node
         self.clock = clock
+        self.policy = policy
         self.limiter = FailureLimiter(clock)
         self._digest = None
-        if self.available:          # a malformed file fails at start, not at a call
-            load_users(config.auth_users_file, config.auth_realm or "")
 
     @property
     def available(self):
@@ -60,19 +64,26 @@ class Authentication:
         """The authenticator, made on first use: the default realm is our
         domain, known once we listen."""
         if self._digest is None:
-            realm = self.config.auth_realm or default_realm(self.node.domain)
+            realm = self.config.auth_realm or default_realm(self.node.domain_host)
             users = load_users(self.config.auth_users_file, realm) if self.available else {}
             self._digest = DigestAuthenticator(
                 users, realm, self.clock, algorithms=self.config.auth_algorithms,
                 nonce_lifetime=self.config.auth_nonce_lifetime)
         return self._digest
 
-    def knows(self, user):
-        return user in self.digest.credentials
+    def identity_of(self, request):
+        """The user whose valid digest ``request`` carries, or None; nothing
+        is answered (for a decision a digest may widen, never one it gates)."""
+        values = request.headers.get_all("authorization")
+        if not values or not self.available:
+            return None
+        verdict = self.digest.check(request.method, values, request.uri_text)
+        return verdict.username if verdict.ok else None
 
-    def identify(self, txn, request, source, policy, status=UNAUTHORIZED):
+    def identify(self, txn, request, source, status=UNAUTHORIZED):
         """The user whose valid digest ``request`` carries; None after
         answering it (a challenge, or 403 for a source that keeps failing)."""
+        policy = self.policy
         key = source.host
         if self.limiter.banned(key):
             txn.respond(policy.respond(request, 403, "Too Many Authentication Failures",

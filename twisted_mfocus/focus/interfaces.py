@@ -38,7 +38,7 @@ class IEventPackage(Interface):
 
     def resource(request, source):
         """The resource a new SUBSCRIBE names, or None (404); may raise
-        ``subscriptions.Refused`` to answer it otherwise (e.g. 403)."""
+        ``sip.uas.Refused`` to answer it otherwise (e.g. 403)."""
 
     def audience(request, source, resource):
         """What the subscriber of this SUBSCRIBE may see of ``resource`` (kept
@@ -127,8 +127,8 @@ class IRoom(Interface):
     def digit_received(leg, digit):
         """A digit from ``leg`` (RFC 4733 or SIP INFO): its PIN, or ``*6``."""
 
-    def is_member(name_addr):
-        """Is ``name_addr``'s user a member of the conference?"""
+    def is_member_user(user):
+        """Is the authenticated ``user`` a member of the conference?"""
 
     def legs_of(uri):
         """The live legs of member ``uri`` (user or endpoint URI)."""

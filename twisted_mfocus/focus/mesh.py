@@ -33,7 +33,16 @@ from zope.interface import implementer
 
 from ..conference import info, multifocus
 from ..conference.model import ConferenceFull, Endpoint, JoiningMethod, Media
-from ..conference.replica import DEL, FOCUS, SET, FocusRecord, FocusState, MemberRecord, Replica
+from ..conference.replica import (
+    DEL,
+    FOCUS,
+    SET,
+    FocusRecord,
+    FocusState,
+    MemberRecord,
+    Replica,
+)
+from ..sip.uas import Refused
 from ..sip.uri import URI
 from ..sip.values import NameAddr
 from .delegation import HandOver
@@ -41,7 +50,6 @@ from .failover import Failover
 from .interfaces import IEventPackage
 from .node import focus_id
 from .subscriber import Subscriber, out_of_dialog_request
-from .subscriptions import Refused
 
 __all__ = ["Mesh", "FocusLink", "MultifocusPackage"]
 

@@ -50,6 +50,14 @@ class Node:
         return self._uri
 
     @property
+    def domain_host(self):
+        """The host of ``domain``, without its port or IPv6 brackets."""
+        domain = self.domain
+        if domain.startswith("["):                  # [IPv6] or [IPv6]:port
+            return domain[1:].partition("]")[0]
+        return domain.rsplit(":", 1)[0] if domain.count(":") == 1 else domain
+
+    @property
     def domain(self):
         """The host part of the conference URIs we make (``[focus] domain``,
         else our UDP listener)."""

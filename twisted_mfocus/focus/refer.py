@@ -145,9 +145,7 @@ class Referrals:
     def _in_our_domain(self, uri):
         """Is ``uri`` an address of our own domain (``refer_targets``)?"""
         host = uri.host.strip("[]")
-        ours = self.node.domain.rsplit(":", 1)[0].strip("[]") \
-            if not self.node.domain.endswith("]") else self.node.domain.strip("[]")
-        return host == ours or self.ua.is_local_host(host)
+        return host == self.node.domain_host or self.ua.is_local_host(host)
 
     def _member_refers(self, txn, request, source, room, to_tag):
         """Is the sender of this out-of-dialog REFER a member of ``room`` (None:
@@ -158,7 +156,7 @@ class Referrals:
         if not self.auth.available:
             txn.respond(respond(request, 403, "Only Members May Refer", to_tag=to_tag))
             return False
-        user = self.auth.identify(txn, request, source, self.policy)
+        user = self.auth.identify(txn, request, source)
         if user is None:
             return False
         if room is None or not room.is_member_user(user):

@@ -130,9 +130,6 @@ class Room:
         """May a newcomer be accepted beyond capacity, to be handed over?"""
         return self.services.node.within_overflow() and self.mesh.can_place()
 
-    def is_member(self, name_addr):
-        return aor(name_addr.uri) in self.conference.users
-
     def is_member_user(self, user):
         """Is ``user`` (an authenticated user name) a member: one the room's
         policy names, or the user part of a member's address here?"""

@@ -26,26 +26,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..sip.dialog import Dialog, DialogError, uas_response_headers
-from ..sip.ids import new_tag
+from ..sip.uas import Refused
 from .interfaces import IDialogUsage, IEventPackage
 
 __all__ = ["Notifier", "Subscription"]
 
 _ANY = ("*/*",)
-
-
-class Refused(Exception):
-    """A SUBSCRIBE we answer with ``status`` (and ``headers``; a new To tag
-    when ``tagged``)."""
-
-    def __init__(self, status, reason=None, headers=(), tagged=False):
-        super().__init__(status, reason)
-        self.status, self.reason, self.headers = status, reason, list(headers)
-        self.tagged = tagged
-
-    def response(self, policy, request):
-        return policy.respond(request, self.status, self.reason, headers=self.headers,
-                              to_tag=new_tag() if self.tagged else None)
 
 
 @implementer(IDialogUsage)

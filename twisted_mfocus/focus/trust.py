@@ -23,8 +23,6 @@ import ipaddress
 
 from twisted.logger import Logger
 
-from ..sip.uri import URI
-
 __all__ = ["FocusTrust"]
 
 
@@ -59,8 +57,7 @@ class FocusTrust:
         accepted once: a second check would call it replayed)."""
         if source.transport == "TLS":
             names = self.certificate_names(source)
-            if names and any(URI.parse(uri).host.strip("[]") in names
-                             for uri, _ in self.node.peers):
+            if names and any(uri.host.strip("[]") in names for _, uri in self.node.peers):
                 return True
         if self.prover is None:
             return False

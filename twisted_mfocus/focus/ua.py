@@ -20,9 +20,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..sip.address import Peer
-from ..sip.routing import MAX_UDP_REQUEST
 from ..sip.ids import new_branch
 from ..sip.message import Request
+from ..sip.routing import MAX_UDP_REQUEST
 from ..sip.transaction import TransactionLimit, TransportError
 from ..sip.uri import URI
 

@@ -11,7 +11,22 @@ conference focus.
 from .ids import new_tag
 from .message import KNOWN_METHODS, make_response
 
-__all__ = ["UASPolicy", "KNOWN_METHODS"]
+__all__ = ["UASPolicy", "Refused", "KNOWN_METHODS"]
+
+
+class Refused(Exception):
+    """A request we answer with ``status`` (and ``headers``; a new To tag
+    when ``tagged``): raised where the decision is made, answered by the
+    code that holds the transaction."""
+
+    def __init__(self, status, reason=None, headers=(), tagged=False):
+        super().__init__(status, reason)
+        self.status, self.reason, self.headers = status, reason, list(headers)
+        self.tagged = tagged
+
+    def response(self, policy, request):
+        return policy.respond(request, self.status, self.reason, headers=self.headers,
+                              to_tag=new_tag() if self.tagged else None)
 
 
 class UASPolicy:

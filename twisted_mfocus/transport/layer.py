@@ -108,7 +108,7 @@ class TransportLayer:
         self.max_connections = max_connections
         self.max_per_source = max_per_source      # inbound streams one host may hold
         self._inbound = Counter()                 # host -> inbound streams open
-        self._refusals = LogBudget(reactor)
+        self._refusals = LogBudget(reactor.seconds)
         self.connect_timeout = connect_timeout
         self.max_queue = max_queue
         self.max_write_buffer = max_write_buffer
@@ -256,10 +256,11 @@ class TransportLayer:
         if total < self.max_connections and own < self.max_per_source:
             self._inbound[host] += 1
             return True
-        suppressed = self._refusals.admit(host)
-        if suppressed is not None:
+        admitted = self._refusals.admit(host)
+        if admitted is not None:
+            who, suppressed = admitted
             self.log.info("refusing {kind} connections from {host}: it holds {own}, "
-                          "{total} open in all{more}", kind=kind, host=host, own=own,
+                          "{total} open in all{more}", kind=kind, host=who, own=own,
                           total=total, more=f" ({suppressed} refused unlogged)"
                           if suppressed else "")
         return False

@@ -35,8 +35,9 @@ and ``Cache-Control: no-store``.  Then, first refusal wins:
 Host and Origin come before the token, so a foreign page is refused the
 same whether or not it carries the token and before the token is compared;
 the Content-Type after it, so a client without the token learns nothing
-but 401.  Refusals are logged by _RefusalLog (one line per client address
-per 10 s), not by the access log (api.py's site leaves out REFUSED codes).
+but 401.  Refusals are logged once per client address per 10 s
+(logbudget.py), not by the access log (api.py's site leaves out REFUSED
+codes).
 """
 
 import hmac
@@ -50,8 +51,11 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.web import resource
 
+from ..logbudget import LogBudget
+
 __all__ = ["REFUSED", "Guard", "json_body"]
 
+REFUSAL_LOG_INTERVAL = 10.0     # s: one refusal line per client address
 #: The status codes of the guard's refusals.
 REFUSED = frozenset({400, 401, 403, 415, 421})
 #: Methods that change nothing (RFC 9110 §9.2.1): no Content-Type asked.
@@ -63,9 +67,8 @@ _ORIGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#@]+)")
 
 
 def json_body(request, value):
-    """The body of a JSON response, its headers set."""
+    """The body of a JSON response, its type set (Guard.render sets the rest)."""
     request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
     return json.dumps(value, indent=1).encode() + b"\n"
 
 
@@ -191,37 +194,6 @@ def allowed_names(names):
     return frozenset(out)
 
 
-class _RefusalLog:
-    """One log line per client address per ``interval`` seconds, for at most
-    ``size`` addresses at a time; beyond them one line for all the others."""
-
-    OTHERS = "other addresses"
-    log = Logger()
-
-    def __init__(self, now, interval=10.0, size=256):
-        self.now, self.interval, self.size = now, interval, size
-        self.last = {}              # address -> when it was last logged, oldest first
-
-    def refused(self, address, method, why, code=401):
-        """Log a refused request unless ``address`` was logged lately;
-        True if logged."""
-        t, last = self.now(), self.last
-        while last:                 # forget the addresses logged long enough ago
-            oldest = next(iter(last))
-            if t - last[oldest] < self.interval:
-                break
-            del last[oldest]
-        if address not in last and len(last) >= self.size:
-            address = self.OTHERS
-        if address in last:
-            return False
-        last[address] = t
-        self.log.info("API: refused {method} from {client}: {why} ({code}; more from it "
-                      "within {interval:g} s are not logged)", method=method,
-                      client=address, why=why, code=code, interval=self.interval)
-        return True
-
-
 class Guard(resource.Resource):
     """The site root over ``api``: the checks of the module docstring.
     ``token``: the API token, or None.  ``names``: the extra Host names
@@ -230,13 +202,16 @@ class Guard(resource.Resource):
     always passes names)."""
 
     isLeaf = True                   # finds the resource itself, once allowed
+    log = Logger()
 
     def __init__(self, api, token=None, now=time.monotonic, names=None):
         super().__init__()
         self.api = api
         self.token = token.encode("ascii") if token else None
         self.names = None if names is None else allowed_names(names)
-        self.refusals = _RefusalLog(now)
+        #: refusals are logged once per client address per 10 s (logbudget.py)
+        self.refusals = LogBudget(now, interval=REFUSAL_LOG_INTERVAL, max_sources=256,
+                                  others="other addresses")
 
     def render(self, request):
         request.setHeader(b"x-content-type-options", b"nosniff")
@@ -286,6 +261,10 @@ class Guard(resource.Resource):
             request.setHeader(name, value)
         address = request.getClientAddress()
         client = address.host if isinstance(address, (IPv4Address, IPv6Address)) else str(address)
-        self.refusals.refused(client, request.method.decode("latin-1")[:16], refusal.why,
-                              refusal.code)
+        admitted = self.refusals.admit(client)
+        if admitted is not None:
+            self.log.info("API: refused {method} from {client}: {why} ({code}; more from it "
+                          "within {interval:g} s are not logged)",
+                          method=request.method.decode("latin-1")[:16], client=admitted[0],
+                          why=refusal.why, code=refusal.code, interval=REFUSAL_LOG_INTERVAL)
         return json_body(request, {"error": refusal.error})
