@@ -41,7 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from tests.harness import TWISTD, free_port, udp_options  # noqa: E402
+from tests.harness import NO_SOURCE_LIMITS, TWISTD, free_port, udp_options, write_config  # noqa: E402,E501
 from tests.peers import Kamailio  # noqa: E402
 
 UAC = os.path.join(HERE, "sipp", "join_leave_uac.xml")
@@ -260,6 +260,8 @@ class Server:
             args = ["--listen", f"udp:127.0.0.1:{self.port}"]
             if self.name == "mfocus-digest":
                 args += ["--config", digest_config(w)]
+            else:                       # the whole load comes from one address
+                args += ["--config", write_config(w, NO_SOURCE_LIMITS)]
             proc = subprocess.Popen(pin(1) + TWISTD + ["--nodaemon", "--pidfile=", "mfocus"]
                                     + args,
                                     cwd=w, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -308,7 +310,8 @@ def digest_config(work):
                 f"{ha1(BENCH_USER, BENCH_REALM, BENCH_PASSWORD, 'MD5')}\n")
     path = os.path.join(work, "mfocus.conf")
     with open(path, "w") as f:
-        f.write(MFOCUS_DIGEST_CFG.format(realm=BENCH_REALM, users=users, user=BENCH_USER))
+        f.write(MFOCUS_DIGEST_CFG.format(realm=BENCH_REALM, users=users, user=BENCH_USER)
+                + NO_SOURCE_LIMITS)
     return path
 
 

@@ -20,12 +20,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.focusrig import Phone, ROOM, answer, join, make_rig  # noqa: E402
+from tests.harness import NO_SOURCE_LIMITS  # noqa: E402
 from twisted_mfocus.conference import info  # noqa: E402
 
 
 def conference_of(n):
     """A rig whose room has n members, each subscribed; NOTIFYs answered."""
-    rig = make_rig(capacity=n + 10, notify_interval=0.2)
+    rig = make_rig(capacity=n + 10, notify_interval=0.2,       # every phone on 127.0.0.1
+                   config_text="[room:room]\n" + NO_SOURCE_LIMITS)
     phones = []
     for i in range(n):
         phone = Phone(10000 + i)

@@ -23,7 +23,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from tests.harness import Focus, free_port, read_sipp_stats, udp_options  # noqa: E402
+from tests.harness import (  # noqa: E402
+    NO_SOURCE_LIMITS, Focus, free_port, read_sipp_stats, udp_options, write_config)
 
 SCENARIO = os.path.join(os.path.dirname(HERE), "tests", "sipp", "options_uac.xml")
 
@@ -79,7 +80,8 @@ def main():
             ref.terminate()
             ref.wait()
         port = free_port()
-        focus = Focus(["--listen", f"udp:127.0.0.1:{port}"], work)
+        focus = Focus(["--listen", f"udp:127.0.0.1:{port}",    # SIPp: one address
+                       "--config", write_config(work, NO_SOURCE_LIMITS)], work)
         if pin(0):
             subprocess.run(["taskset", "-pc", "0", str(focus.proc.pid)], stdout=subprocess.DEVNULL)
         try:

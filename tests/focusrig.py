@@ -14,6 +14,7 @@ import tempfile
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from twisted_mfocus.budget import request_budgets
 from twisted_mfocus.config import Config
 from twisted_mfocus.focus.focus import ConferenceFocus
 from twisted_mfocus.sip.address import Peer
@@ -147,7 +148,8 @@ def make_rig(capacity=4, notify_interval=0.2, config_text=None):
         (wire.send_response if isinstance(message, Response) else wire.send)(message, peer)
     transactions = TransactionLayer(clock, send, focus, timers=Timers())
     service = type("Service", (), {"reactor": clock, "transport": wire,
-                                   "transactions": transactions})()
+                                   "transactions": transactions,
+                                   "budgets": request_budgets(config, clock.seconds)})()
     focus.attach(service)
 
     def deliver(message, peer):

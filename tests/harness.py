@@ -14,6 +14,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
+#: [limits] lifted: a load generator sends everything from one address
+NO_SOURCE_LIMITS = """\
+[limits]
+requests_per_second = 0
+calls_per_source = 0
+subscriptions_per_source = 0
+rooms_per_source = 0
+notify_bytes_per_second = 0
+"""
+
+
+def write_config(directory, text="", name="mfocus.conf"):
+    """A config file in ``directory`` holding ``text``; its path."""
+    path = os.path.join(str(directory), name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
 def free_port(kind=socket.SOCK_DGRAM, host="127.0.0.1"):
     """A port free for both UDP and TCP on ``host``."""
     for _ in range(100):

@@ -23,7 +23,8 @@ def focus(tmp_path):
     low = _next_rtp[0]
     _next_rtp[0] += 100
     config = tmp_path / "mfocus.conf"
-    config.write_text("[events]\nmin_expires = 1\nnotify_interval = 0.1\n")
+    # [room:room]: the watchers subscribe before anyone joins (a SUBSCRIBE makes no room)
+    config.write_text("[events]\nmin_expires = 1\nnotify_interval = 0.1\n[room:room]\n")
     f = Focus(["--config", str(config), "--listen", f"udp:127.0.0.1:{port}",
                "--http", f"tcp:{http}:interface=127.0.0.1",
                "--rtp-ports", f"{low}-{low + 99}"], tmp_path)

@@ -7,7 +7,7 @@ from .focusrig import SDP, Phone, answer, join, make_rig, ROOM
 
 @pytest.fixture
 def rig():
-    return make_rig()
+    return make_rig(config_text="[room:room]\n")     # watchers may SUBSCRIBE before a join
 
 
 def conference(rig):
@@ -156,12 +156,18 @@ def test_shutdown_byes_every_call_and_ends_every_subscription(rig):
 
 
 def test_a_conference_nobody_holds_or_watches_is_forgotten(rig):
-    watcher = Phone(5040)
-    rig.deliver(watcher.request("SUBSCRIBE", "sip:watched@127.0.0.1:5060",
+    phone, watcher = Phone(5041), Phone(5040)
+    uri = "sip:watched@127.0.0.1:5060"
+    rig.deliver(phone.request("INVITE", uri, body=SDP), phone.peer)
+    ok = rig.wire.take(200)[-1]
+    rig.deliver(phone.request("ACK", uri, to_tag=ok.to.tag), phone.peer)
+    rig.deliver(watcher.request("SUBSCRIBE", uri,
                                 headers=[("Event", "conference"), ("Expires", "2")]),
                 watcher.peer)
-    assert "watched" in rig.focus.rooms
     answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
+    rig.deliver(phone.request("BYE", uri, to_tag=ok.to.tag), phone.peer)
+    assert rig.wire.take(200)
+    assert "watched" in rig.focus.rooms          # nobody in it, but watched
     rig.clock.advance(2.5)                       # expiry: final NOTIFY
     answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
     assert "watched" not in rig.focus.rooms
@@ -207,12 +213,20 @@ def test_late_offer_without_answer_ends_the_call(rig):
     assert rig.wire.take("BYE") and rig.focus.node.load == 0
 
 
-def test_subscribe_to_the_factory_makes_one_conference_named_in_the_contact(rig):
+def test_a_subscribe_makes_no_conference(rig):
+    """Only an admitted INVITE or the configuration makes a room: a
+    SUBSCRIBE to the factory or to a room nobody made gets 404, so
+    subscriptions cannot squat conference slots."""
     watcher = Phone(5070)
-    rig.deliver(watcher.request("SUBSCRIBE", "sip:conference@127.0.0.1:5060",
-                                headers=[("Event", "conference")]), watcher.peer)
-    ok = rig.wire.take(200)[-1]
-    assert [room.name for room in rig.focus.rooms] == [ok.contacts[0].uri.user]
+    for uri in ("sip:conference@127.0.0.1:5060", "sip:nosuch@127.0.0.1:5060"):
+        rig.deliver(watcher.request("SUBSCRIBE", uri, headers=[("Event", "conference")]),
+                    watcher.peer)
+        assert rig.wire.take(404)
+    assert [room.name for room in rig.focus.rooms] == []
+    rig.deliver(watcher.request("SUBSCRIBE", ROOM, headers=[("Event", "conference")]),
+                watcher.peer)                   # [room:room] is configured
+    assert rig.wire.take(200)
+    assert [room.name for room in rig.focus.rooms] == ["room"]
 
 
 def test_large_requests_go_over_tcp_unless_the_uri_names_a_transport():

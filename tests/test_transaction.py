@@ -81,6 +81,9 @@ class TU:
     def transaction_error(self, txn, reason):
         self.errors.append((txn, reason))
 
+    def exempt(self, request, source):
+        return False
+
     def attach(self, service):
         pass
 

@@ -25,6 +25,9 @@ refer_policy = members
 refer_targets = domain
 http =
 log_format = text
+log_file =
+log_rotate_bytes = 10000000
+log_files_kept = 5
 
 [auth]
 realm =
@@ -64,8 +67,18 @@ rtp_ports = 20000-29999
 [events]
 notify_interval = 0.2
 min_expires = 60
-max_expires = 86400
+max_expires = 3600
 max_subscriptions = 10000
+
+[limits]
+requests_per_second = 100
+request_burst = 400
+calls_per_source = 50
+subscriptions_per_source = 100
+rooms_per_source = 20
+notify_bytes_per_second = 65536
+notify_burst_bytes = 1048576
+sources = 10000
 
 [tls]
 certificate =
@@ -172,6 +185,9 @@ class Config:
         self.rooms = self._rooms()
         self.http = self._get("focus", "http") or None
         self.log_format = self._choice("focus", "log_format", LOG_FORMATS)
+        self.log_file = self._get("focus", "log_file") or None
+        self.log_rotate_bytes = self._int("focus", "log_rotate_bytes")
+        self.log_files_kept = self._count("focus", "log_files_kept")
         self.rtp_ports = self._range("media", "rtp_ports")
         self.media_address = self._get("media", "address") or \
             self.listen[0].split(":", 1)[1].rsplit(":", 1)[0].strip("[]")
@@ -216,6 +232,15 @@ class Config:
         self.idle_timeout = self._float("sip", "idle_timeout")
         self.message_timeout = self._float("sip", "message_timeout")
         self.server_header = self._get("sip", "server") or None
+        # [limits]: per source (budget.py); 0 is no limit
+        self.requests_per_second = self._number("limits", "requests_per_second")
+        self.request_burst = self._count("limits", "request_burst")
+        self.calls_per_source = self._count("limits", "calls_per_source")
+        self.subscriptions_per_source = self._count("limits", "subscriptions_per_source")
+        self.rooms_per_source = self._count("limits", "rooms_per_source")
+        self.notify_bytes_per_second = self._count("limits", "notify_bytes_per_second")
+        self.notify_burst_bytes = self._count("limits", "notify_burst_bytes")
+        self.budget_sources = self._int("limits", "sources")
 
     def _readable(self, section, key, check):
         """A file named by ``section.key`` (None if empty), checked at start."""

@@ -15,11 +15,13 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from .budget import Verdict, request_budgets
 from .focus.probe import ProbeUAS
 from .logbudget import LogBudget
 from .sip.address import Peer
 from .sip.errors import ParseError
 from .sip.headers import split_list
+from .sip.ids import new_tag
 from .sip.values import Via
 from .sip.message import Request, Response, make_response
 from .sip.transaction import TransactionLayer, Timers
@@ -48,6 +50,9 @@ class SIPService(service.Service):
         self.transactions = None
         self.listening = []
         self.bad_log = LogBudget(reactor.seconds)   # bad input: a line per source per minute
+        self.rate_log = LogBudget(reactor.seconds)  # sources over their request budget
+        #: what each source may ask and hold ([limits]; the TU counts holdings)
+        self.budgets = request_budgets(config, reactor.seconds)
         # A leaving focus first hands its members over (leave_timeout).
         self.shutdown_grace = config.leave_timeout + 5.0
 
@@ -139,7 +144,30 @@ class SIPService(service.Service):
         self.transactions.transport_error(message, peer, error)
 
     def _message_received(self, message, source):
+        if isinstance(message, Request):
+            verdict = self.budgets.request(source.host)
+            if verdict is not Verdict.ADMIT and not self.tu.exempt(message, source):
+                self._over_budget(message, source, verdict)
+                return
         self.transactions.receive(message, source)
+
+    def _over_budget(self, request, source, verdict):
+        """A source beyond ``[limits] requests_per_second``: one 503 with
+        Retry-After a second (RFC 3261 §21.5.4), silence otherwise, before
+        any transaction exists; a line per episode, at most one a minute."""
+        budgets = self.budgets
+        if budgets.episode and self.rate_log.admit(source.host) is not None:
+            self.log.info("{peer} is over its request budget ({rate:g}/s, burst {burst}): "
+                          "503, then dropped", peer=source.host, rate=budgets.rate,
+                          burst=budgets.burst)
+        if verdict is not Verdict.REFUSE or request.method == "ACK":
+            return
+        response = make_response(request, 503, "Too Many Requests", to_tag=new_tag(), headers=[
+            ("Retry-After", str(budgets.retry_after))])
+        try:
+            self.transport.send_response(response, source)
+        except Exception as e:      # the transport refused: nothing more to do
+            self.log.info("cannot answer {peer}: {error}", peer=str(source), error=e)
 
     def _bad_message(self, error, source):
         """Answer what can be answered (RFC 4475 §3.1.2); drop the rest.

@@ -25,6 +25,8 @@ class Options(usage.Options):
         ["http", None, None, ("management API endpoint, e.g. tcp:8080 (loopback only "
                               "unless [http] token_file)")],
         ["log-format", None, None, "text or json (default text)"],
+        ["log-file", None, None, ("log to this file, rotated at [focus] log_rotate_bytes, "
+                                  "log_files_kept old ones kept (default: stdout)")],
     ]
 
     def __init__(self):
@@ -54,6 +56,7 @@ class Options(usage.Options):
             ("focus", "capacity"): self["capacity"],
             ("focus", "http"): self["http"],
             ("focus", "log_format"): self["log-format"],
+            ("focus", "log_file"): self["log-file"],
             ("media", "rtp_ports"): self["rtp-ports"],
         }
         try:
@@ -73,15 +76,17 @@ class Options(usage.Options):
 
 
 class FocusService(service.MultiService):
-    """The top service; sets the log format on the application it joins."""
+    """The top service; sets the log format and file on the application it joins."""
 
-    def __init__(self, log_format):
+    def __init__(self, config):
         super().__init__()
-        self.log_format = log_format
+        self.config = config
 
     def setServiceParent(self, parent):
         if isinstance(parent, components.Componentized):    # twistd's application
-            install_observer(parent, self.log_format)
+            cfg = self.config
+            install_observer(parent, cfg.log_format, log_file=cfg.log_file,
+                             rotate_bytes=cfg.log_rotate_bytes, kept=cfg.log_files_kept)
         super().setServiceParent(parent)
 
 
@@ -94,7 +99,7 @@ def makeService(options):
     from .web.api import api_site
 
     cfg = options["effective"]
-    top = FocusService(cfg.log_format)
+    top = FocusService(cfg)
     low, high = cfg.rtp_ports
     pool = RTPPortPool(reactor, low, high, interface=cfg.media_address)
     focus = ConferenceFocus(cfg, pool)

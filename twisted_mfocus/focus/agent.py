@@ -17,8 +17,8 @@ a two-party call into a conference when a third party calls (docs/design.md,
   elsewhere get 403 (no open relay).  Both calls end at mfocus
   and are the two members of a *call*: a conference of two whose mixer
   relays their audio, with a plain Contact (no isfocus) in each.  When one
-  side hangs up, the other gets BYE.  Unknown users: 404; a served user
-  with no binding: 480.
+  side hangs up, the other gets BYE.  A served user with no binding and
+  a user nobody serves both get 480 (no oracle of who is served).
 - **Escalation**: a new INVITE for a served user who is in a call gets
   ``302 Moved Temporarily`` with ``Contact: <sip:conf-…@us>;isfocus`` and
   ``Expires`` (the call's conference URI).  When the third party INVITEs

@@ -141,6 +141,7 @@ class CallLeg:
         self.muted = False          # its voice is kept out of the mix (API, *6)
         self.in_lobby = False       # answered, asked for the PIN: not a member (pin.py)
         self.contact = None         # our Contact in this call (agent.py), else the focus's
+        self.hold = None            # the caller's source budget for it (budget.Hold)
         self.last_digit, self.last_digit_at = None, 0.0
         self.ended = defer.Deferred()
 

@@ -22,6 +22,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..budget import SourceBudgets
 from ..conference import info, multifocus
 from ..config import Role
 from ..sip.dialog import pop_own_route, strict_route_fixup
@@ -79,7 +80,7 @@ class ConferencePackage:
         self.auth = auth
 
     def resource(self, request, source):
-        return self.rooms.for_uri(request.uri)
+        return self.rooms.existing(request.uri)     # a SUBSCRIBE makes no room
 
     def audience(self, request, source, room):
         if self.trust.proven(request, source) or any(
@@ -152,6 +153,7 @@ class ConferenceFocus:
         self.mf_package = MultifocusPackage(self.trust, self.rooms)
         self.views = Views(self.rooms)      # what the management API reads
         self.ua = self.notifier = self.audio = self.referrals = self.agent = self.auth = None
+        self.budgets = None         # the stack's per-source budgets (budget.py)
         self._by_method = {"INVITE": self._invite, "REGISTER": self._register,
                            "SUBSCRIBE": self._subscribe, "REFER": self._refer,
                            "OPTIONS": self._options}
@@ -160,6 +162,7 @@ class ConferenceFocus:
         """Called once the transports and transactions exist."""
         cfg = self.config
         self.clock = service.reactor
+        self.budgets = service.budgets
         prover = Prover(load_secret(cfg.secret_file), self.clock) if cfg.secret_file else None
         self.ua = ua = UserAgent(service.reactor, service.transport, service.transactions,
                                  prover=prover)
@@ -174,7 +177,10 @@ class ConferenceFocus:
             ua, self.policy, lambda room: room.contact(), [self.package, self.mf_package],
             min_interval=cfg.notify_interval, min_expires=cfg.min_expires,
             max_expires=cfg.max_expires, max_subscriptions=cfg.max_subscriptions,
-            on_unwatched=self.rooms.retire_if_idle)
+            budgets=self.budgets, on_unwatched=self.rooms.retire_if_idle,
+            notify_budgets=SourceBudgets(self.clock.seconds, cfg.notify_bytes_per_second,
+                                         cfg.notify_burst_bytes,
+                                         max_sources=cfg.budget_sources))
         self.referrals = Referrals(self.node, ua, self.policy, self.trust, self.auth)
         if self.node.role is Role.AGENT:
             self.agent = Agent(cfg, ua, self.policy, self.rooms, self.rtp_pool, self.auth)
@@ -183,7 +189,7 @@ class ConferenceFocus:
             node=self.node, ua=ua, policy=self.policy, notifier=self.notifier,
             members_package=self.package, state_package=self.mf_package, audio=self.audio,
             rtp_pool=self.rtp_pool, registrar=registrar, agent=self.agent,
-            referrals=self.referrals, rooms=self.rooms)
+            referrals=self.referrals, rooms=self.rooms, budgets=self.budgets)
 
     # -- the transaction user ----------------------------------------------
 
@@ -235,7 +241,9 @@ class ConferenceFocus:
                     self._refuse(txn, request, 403, "Not Relaying")
                 return
             if request.uri.user not in self.rooms:          # an agent makes no rooms
-                self._refuse(txn, request, 404, "No Such User")
+                # The answer of a served user who is not registered: a
+                # stranger cannot tell served users from others.
+                self._refuse(txn, request, 480, "Temporarily Unavailable")
                 return
         replaced = identity = None
         if "replaces" in request.headers:
@@ -248,7 +256,7 @@ class ConferenceFocus:
                 return
             room = replaced.room
         else:
-            room = self.rooms.for_uri(request.uri)
+            room = self.rooms.for_uri(request.uri, creator=source.host)
             if room is None:
                 self._refuse(txn, request, *self.rooms.refusal(request.uri))
                 return
@@ -262,13 +270,24 @@ class ConferenceFocus:
                          [("Retry-After", str(FULL_RETRY))])
             self.rooms.retire_if_idle(room)
             return
+        hold = None
+        if replaced is None:            # a replacing call takes the place of its own
+            hold = self.budgets.hold("calls", source.host)
+            if hold is None:            # [limits] calls_per_source
+                self._refuse(txn, request, 503, "Too Many Calls From Your Address",
+                             [("Retry-After", str(FULL_RETRY))])
+                self.rooms.retire_if_idle(room)
+                return
         try:
             offer, rtp = admit_invite(request, self.rtp_pool)
         except Refused as refusal:
+            if hold is not None:
+                hold.release()
             txn.respond(refusal.response(self.policy, request))
             self.rooms.retire_if_idle(room)
             return
         leg = room.new_leg(source.transport, rtp)
+        leg.hold = hold
         leg.identity = identity if replaced is None else replaced.identity
         leg.replaces = replaced
         leg.provisional = provisional
@@ -358,8 +377,8 @@ class ConferenceFocus:
         self.notifier.subscribe(txn, request, source)
 
     def _refer(self, txn, request, source):
-        self.referrals.handle(txn, request, source, self.rooms.for_uri(request.uri,
-                                                                       create=False))
+        self.referrals.handle(txn, request, source,
+                              self.rooms.existing(request.uri, configured=False))
 
     def _options(self, txn, request, source):
         """Answer like an INVITE would (RFC 3261 §11.2), without creating."""
@@ -376,6 +395,10 @@ class ConferenceFocus:
                 self._refuse(txn, request, 486, "Conference Focus Full", headers)
                 return
         txn.respond(self.policy.respond(request, 200, to_tag=new_tag(), headers=headers))
+
+    def exempt(self, request, source):
+        """A trusted focus is free of its address's request budget."""
+        return self.ua is not None and self.trust.trusts(request, source)
 
     def cancel_received(self, txn, cancel, source, invite_txn):
         # §9.2: we answer INVITEs at once (but an agent's ringing calls), so

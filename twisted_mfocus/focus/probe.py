@@ -54,6 +54,9 @@ class ProbeUAS:
         else:   # BYE: no dialog can exist yet (§12.2.2)
             txn.respond(self.policy.respond(request, 481, to_tag=new_tag()))
 
+    def exempt(self, request, source):
+        return False
+
     def cancel_received(self, txn, cancel, source, invite_txn):
         # §9.2: 200 to the CANCEL if it matched, 481 otherwise; the INVITE
         # itself was already answered (we answer INVITEs at once).

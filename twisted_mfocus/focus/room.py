@@ -65,6 +65,7 @@ class RoomServices(NamedTuple):
     agent: object               # agent.Agent, or None
     referrals: object           # refer.Referrals
     rooms: object               # the Rooms registry
+    budgets: object             # budget.SourceBudgets: what each source holds
 
 
 @implementer(IRoom)
@@ -86,6 +87,7 @@ class Room:
         self.lobby = {}             # leg -> PinGate: answered, PIN not yet entered
         self.binding = None         # registrar.Binding of our URI, if we hold it
         self.hosted = None          # agent.Hosted, in agent mode
+        self.hold = None            # its creator's source budget (budget.Hold)
         self.cascades = Cascades(self, s.node, s.ua, s.policy, s.rtp_pool)
         self.mesh = Mesh(self, s.node, s.ua, s.policy)
         self.delegator = Delegator(self, self.mesh, s.node, s.ua, s.policy)
@@ -251,6 +253,8 @@ class Room:
             self._leave_lobby(leg)
         s.audio.mix(leg)                        # out of the mix (it ended)
         s.rtp_pool.release(leg.rtp)
+        if leg.hold is not None:
+            leg.hold.release()
         if leg.is_cascade:
             self.cascades.ended(leg)
             return
@@ -478,11 +482,13 @@ class Rooms:
     def full(self):
         return len(self._rooms) >= self.config.max_conferences
 
-    def for_uri(self, uri, create=True):
-        """The room a Request-URI names, created on first use (only the
-        configured rooms with ``[focus] create_rooms = configured``); the
-        factory URI makes a new one (RFC 4579 §5.1); None if it names none
-        (``refusal`` says how to answer)."""
+    def for_uri(self, uri, creator=None):
+        """The room an INVITE's Request-URI names, created on first use
+        (only the configured rooms with ``[focus] create_rooms =
+        configured``); the factory URI makes a new one (RFC 4579 §5.1).
+        ``creator``, the caller's address, pays for a room that is not
+        configured (``[limits] rooms_per_source``).  None if it names
+        none (``refusal`` says how to answer)."""
         name = uri.user if uri.is_sip else None
         if not name:
             return None
@@ -490,11 +496,25 @@ class Rooms:
             return self._rooms.get(name)
         configured_only = self.config.create_rooms == CONFIGURED
         if name == self.config.factory_user:
-            if not create or configured_only:
+            if configured_only:
                 return None
             name = "conf-" + new_tag()
         room = self._rooms.get(name)
-        if room is None and create and (name in self.config.rooms or not configured_only):
+        if room is None and (name in self.config.rooms or not configured_only):
+            room = self.create(name, creator)
+        return room
+
+    def existing(self, uri, configured=True):
+        """The room ``uri`` names if it exists (or, with ``configured``, is
+        configured: made now): what a SUBSCRIBE or a REFER may reach.
+        Neither makes any other room, so no stranger can hold conference
+        slots with subscriptions."""
+        name = uri.user if uri.is_sip else None
+        if not name or name == self.config.factory_user:
+            return None
+        room = self._rooms.get(name)
+        if room is None and configured and name in self.config.rooms and \
+                self.node.role is not Role.SECONDARY:
             room = self.create(name)
         return room
 
@@ -522,12 +542,19 @@ class Rooms:
             room = self._add(name, str(uri.replace(params={}, headers=[])))
         return room
 
-    def create(self, name):
+    def create(self, name, creator=None):
         """A conference made here, with its URI bound at the registrar if
-        there is one (registrar.py); None past max_conferences or taken."""
+        there is one (registrar.py); None past max_conferences, when taken,
+        or when ``creator`` (an address) holds its budget of rooms."""
         if self.full or name in self._rooms:
             return None
+        hold = None
+        if creator is not None and name not in self.config.rooms:
+            hold = self.services.budgets.hold("rooms", creator)
+            if hold is None:
+                return None
         room = self._add(name, f"sip:{name}@{self.node.domain}")
+        room.hold = hold
         room.bind()
         return room
 
@@ -541,3 +568,5 @@ class Rooms:
         if self._rooms.get(room.name) is room and room.idle:
             del self._rooms[room.name]
             room.unbind()
+            if room.hold is not None:
+                room.hold.release()

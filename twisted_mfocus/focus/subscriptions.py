@@ -19,7 +19,19 @@ Rules of this module:
   them (RFC 6665 §4.2.2 rate control).
 - A NOTIFY that fails (481, timeout, any error) ends the subscription
   (RFC 6665 §4.2.2).  Time is the injected clock.
+- Nobody is made a reflector: over UDP a subscription's NOTIFYs go
+  where its SUBSCRIBE came from (the next hop, a Record-Route or the
+  Contact, must be that host and port; else 403), and after the first
+  NOTIFY nothing more goes until it is answered with a 2xx.
+- Bounded per source (budget.py): subscriptions held
+  (``subscriptions_per_source``), NOTIFY bytes sent (a token bucket per
+  subscriber address).  A change a subscriber cannot be sent now is not
+  lost: it is *behind*, and gets the full state once its budget allows.
+  The subscriptions between foci are not counted.
 """
+
+import ipaddress
+
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -38,8 +50,13 @@ _ANY = ("*/*",)
 class Subscription:
     """One subscription dialog: expiry, version, NOTIFY sending."""
 
-    def __init__(self, notifier, dialog, package, resource, expires, event_header):
+    def __init__(self, notifier, dialog, package, resource, expires, event_header,
+                 source=None):
         self.notifier = notifier
+        self.source = source            # where its SUBSCRIBE came from (a Peer)
+        self.hold = None                # its source's budget for it (budget.Hold)
+        self.answered = False           # a NOTIFY of it got a 2xx: its target is real
+        self.behind = False             # a change it was not sent: full state owed
         self.dialog = dialog
         self.package = package
         self.resource = resource
@@ -97,6 +114,10 @@ class Subscription:
         except DialogError as e:
             txn.respond(notifier.policy.respond(request, e.status, e.reason))
             return
+        if _reflected(self.dialog, source):     # a refresh moved its Contact
+            txn.respond(notifier.policy.respond(request, 403, REFLECTED))
+            self.terminate("rejected")
+            return
         try:
             expires = notifier.expires_of(request)
         except Refused as e:
@@ -107,7 +128,7 @@ class Subscription:
             self.terminate(None)
         else:                                   # refresh (§4.2.1.2): NOTIFY at once
             self._set_expiry(expires)
-            self.notify(self.package.state(self.resource, self))
+            self.update()
 
     # -- NOTIFY ------------------------------------------------------------
 
@@ -125,6 +146,27 @@ class Subscription:
         body = rendered.with_version(self.version) if rendered is not None else b""
         request = self.dialog.create_request("NOTIFY", headers, body)
         return self.notifier._send(self, request)
+
+    def update(self, partial=None):
+        """Send what changed (``partial``) or, without it or when behind, the
+        full state, if its target has answered and its budget allows;
+        else it is behind (``Notifier.catch_up``)."""
+        if not self.answered and self.version:  # the first NOTIFY is unanswered
+            self.behind = True
+            return
+        doc = None
+        if partial is not None and not self.behind:
+            doc = self.package.render_for(partial, self)
+            if doc is None:
+                return
+        if doc is None:
+            doc = self.package.state(self.resource, self)
+        if not self.notifier.affords(self, doc):
+            self.behind = True
+            self.notifier.owe(self)
+            return
+        self.behind = False
+        self.notify(doc)
 
     def terminate(self, reason="noresource"):
         """End this subscription with a final NOTIFY carrying full state."""
@@ -145,8 +187,15 @@ class Notifier:
 
     def __init__(self, ua, policy, contact, packages=(), min_interval=0.2,
                  default_expires=3600, min_expires=60, max_expires=86400,
-                 max_subscriptions=10000, on_unwatched=None):
+                 max_subscriptions=10000, budgets=None, notify_budgets=None,
+                 on_unwatched=None):
         self.ua = ua
+        #: budget.SourceBudgets: subscriptions held per source, and NOTIFY
+        #: bytes per subscriber address (either may be None: no limit)
+        self.budgets = budgets
+        self.notify_budgets = notify_budgets
+        self._owed = set()          # subscriptions behind for want of budget
+        self._catch_up = None       # DelayedCall of catch_up
         #: on_unwatched(resource): its last subscription ended
         self.on_unwatched = on_unwatched
         self.policy = policy
@@ -177,20 +226,32 @@ class Notifier:
     def subscribe(self, txn, request, source):
         try:
             event, package, resource, audience, expires, dialog = self._admit(request, source)
+            event_header = request.headers.get("event").strip()
+            sub = Subscription(self, dialog, package, resource, expires, event_header,
+                               source)
+            sub.audience = audience
+            if sub.active and not package.between_foci and self.budgets is not None:
+                sub.hold = self.budgets.hold("subscriptions", source.host)
+                if sub.hold is None:            # [limits] subscriptions_per_source
+                    raise Refused(503, "Too Many Subscriptions From Your Address",
+                                  headers=[("Retry-After", "60")])
+            state = package.state(resource, sub)
+            if not self.affords(sub, state):    # its address had its share of NOTIFYs
+                if sub.hold is not None:
+                    sub.hold.release()
+                raise Refused(503, "Too Many Notifications",
+                              headers=[("Retry-After", str(int(CATCH_UP)))])
         except Refused as e:
             txn.respond(e.response(self.policy, request))
             return
-        event_header = request.headers.get("event").strip()
-        sub = Subscription(self, dialog, package, resource, expires, event_header)
-        sub.audience = audience
         txn.respond(self.ok(request, dialog, expires, resource))
         if not sub.active:                      # a fetch (§4.4.3)
-            sub.notify(package.state(resource, sub), final_reason="timeout")
+            sub.notify(state, final_reason="timeout")
             return
         self.ua.add_dialog(dialog, sub)
         self._by_resource.setdefault((event, resource), set()).add(sub)
         self.count += 1
-        sub.notify(package.state(resource, sub))    # §4.2.1.2: NOTIFY at once
+        sub.notify(state)                       # §4.2.1.2: NOTIFY at once
         package.subscribed(sub)
 
     def _admit(self, request, source):
@@ -215,6 +276,8 @@ class Notifier:
             dialog = Dialog.from_uas(request)
         except DialogError as e:
             raise Refused(e.status, e.reason) from e
+        if _reflected(dialog, source):
+            raise Refused(403, REFLECTED, tagged=True)
         return event, package, resource, audience, expires, dialog
 
     def expires_of(self, request):
@@ -254,9 +317,28 @@ class Notifier:
         if not rendered:
             return
         for sub in list(self._by_resource.get(key, ())):
-            doc = package.render_for(rendered, sub)
-            if doc is not None:
-                sub.notify(doc)
+            sub.update(rendered)
+
+    # -- per-source NOTIFY budget -------------------------------------------
+
+    def affords(self, sub, doc):
+        """May ``doc`` go to ``sub``'s address now (and is it paid for)?"""
+        if self.notify_budgets is None or sub.between_foci or sub.source is None:
+            return True
+        return self.notify_budgets.spend(sub.source.host, len(doc))
+
+    def owe(self, sub):
+        """``sub`` is behind: its full state goes when its budget allows."""
+        self._owed.add(sub)
+        if self._catch_up is None:
+            self._catch_up = self.ua.clock.callLater(CATCH_UP, self.catch_up)
+
+    def catch_up(self):
+        self._catch_up = None
+        owed, self._owed = self._owed, set()
+        for sub in owed:
+            if sub.active and sub.behind:
+                sub.update()
 
     def watched(self, resource):
         """Has ``resource`` any subscription?  (One lookup per package: this
@@ -288,6 +370,10 @@ class Notifier:
         def on_response(response):
             if response.status < 200:
                 return
+            if response.status < 300 and not sub.answered:
+                sub.answered = True             # its target is real: what is owed goes
+                if sub.behind and sub.active:
+                    sub.update()
             if response.status >= 300:
                 self.log.info("NOTIFY to {dialog} got {status}: subscription ended",
                               dialog=sub.dialog.call_id, status=response.status)
@@ -311,6 +397,10 @@ class Notifier:
             self._forget(sub)
 
     def _forget(self, sub):
+        if sub.hold is not None:
+            sub.hold.release()
+            sub.hold = None
+        self._owed.discard(sub)
         key = (sub.package.event, sub.resource)
         subs = self._by_resource.get(key)
         if subs and sub in subs:
@@ -321,6 +411,30 @@ class Notifier:
                 if self.on_unwatched is not None:
                     self.on_unwatched(sub.resource)
         self.ua.remove_dialog(sub.dialog, sub)
+
+
+REFLECTED = "Contact Is Not Where The SUBSCRIBE Came From"
+CATCH_UP = 1.0              # seconds between tries to send what is owed
+
+
+def _reflected(dialog, source):
+    """Would this dialog's requests over UDP go anywhere but the source of
+    the SUBSCRIBE (another host or port)?  Then a forged SUBSCRIBE would
+    make us send NOTIFYs to a third party.  Over a stream the peer has
+    answered a handshake already."""
+    if source is None or source.reliable:
+        return False
+    hop = dialog.route_set[0].uri if dialog.route_set else dialog.remote_target
+    if hop is None or "maddr" in hop.params:
+        return True
+    if (hop.params.get("transport") or "udp").lower() != "udp":
+        return False
+    try:
+        host = ipaddress.ip_address(hop.host.strip("[]"))
+        return host != ipaddress.ip_address(source.host) or \
+            (hop.port or 5060) != source.port
+    except ValueError:          # a name: not where it came from, as far as we know
+        return True
 
 
 def _accepts(accept, content_type):

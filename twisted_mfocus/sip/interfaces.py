@@ -47,6 +47,12 @@ class ITransactionUser(Interface):
         retransmission after Timer M.  It goes to the core all the same
         (§18.1.2), which may still want it or, usually, drops it."""
 
+    def exempt(request, source):
+        """Is ``request`` free of its source's request budget (budget.py)
+        though that source is over it?  A proven focus is: the traffic
+        between foci grows with the conference, not with one caller.
+        Asked only of requests over budget, before any transaction."""
+
     def attach(service):
         """The stack exists: ``service`` (the ``SIPService``) has its
         transports and transactions, so the TU can send requests from now

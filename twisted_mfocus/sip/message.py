@@ -28,7 +28,7 @@ MAX_FORWARDS = "70"
 
 __all__ = [
     "MAX_FORWARDS",
-    "Limits", "Message", "Request", "Response", "parse_datagram",
+    "Limits", "Message", "Request", "Response", "SentResponse", "parse_datagram",
     "StreamParser", "PING", "make_response", "REASONS",
 ]
 
@@ -282,6 +282,30 @@ class Response(Message):
 
     def __repr__(self):
         return f"<Response {self.status} {self.reason}>"
+
+
+class SentResponse(Response):
+    """A response as it went out, kept as its bytes: what a completed server
+    transaction needs to answer retransmissions (§17.2.1, §17.2.2).  It reads
+    like any response; its headers and body are parsed again from the bytes
+    on each access (the transport reads the top Via to route a resend)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, response):
+        self.status, self.reason = response.status, response.reason
+        self._data = response.to_bytes()
+
+    headers = property(lambda self: parse_datagram(self._data).headers)
+    body = property(lambda self: parse_datagram(self._data).body)
+
+    def to_bytes(self):
+        return self._data
+
+    def __eq__(self, other):
+        if not isinstance(other, Response):
+            return NotImplemented
+        return self._eq_key() == other._eq_key()
 
 
 # -- typed-header parsers (named so Headers can cache by parser) ----------------

@@ -21,9 +21,11 @@ Rules of this module:
   when it comes from the TU.
 - This file does not know how messages find their transaction (that is
   ``transaction.py``); a transaction reaches the outside only through its
-  layer: ``send``, ``clock``, ``timers``, ``user`` (an
-  ``ITransactionUser``) and the table hooks.
+  layer: ``send``, ``timers``, ``user`` (an ``ITransactionUser``), the
+  table hooks and the timer heap (``_schedule``, ``_cancel_timer``).
 - No I/O and no reactor: time is the layer's injected ``IReactorTime``.
+- Bounded: a transaction is slotted, and a server transaction past its
+  final response keeps only what absorbs retransmissions.
 """
 
 import enum
@@ -32,10 +34,10 @@ from twisted.logger import Logger
 
 from ..tracing import TRACE
 from .headers import Headers
-from .message import Request, make_response
+from .message import Request, SentResponse, make_response, parse_datagram
 
 __all__ = [
-    "Timers", "Timer", "Kind", "State", "Event", "ClientTransaction",
+    "Timer", "Kind", "State", "Event", "ClientTransaction",
     "ServerTransaction", "TransportError", "TransactionTimeout",
     "TransactionStateError", "TransactionLimit",
 ]
@@ -95,45 +97,6 @@ class Timer(_Symbol):
 
 
 _RETRANSMISSION = frozenset((Timer.A, Timer.E, Timer.G))       # T1, then doubling
-_STRAY_WAIT = frozenset((Timer.D, Timer.I, Timer.J, Timer.K))  # absorb retransmissions
-_T4_WAIT = frozenset((Timer.I, Timer.K))
-
-
-class Timers:
-    """T1, T2, T4 and the timers derived from them (RFC 3261 table 4,
-    RFC 6026 §8.4/§8.7 for L and M).  Attributes give the values over an
-    unreliable transport; ``value`` applies the reliable-transport rules."""
-
-    __slots__ = ("T1", "T2", "T4", "D")
-
-    def __init__(self, T1=0.5, T2=4.0, T4=5.0, D=32.0):
-        self.T1, self.T2, self.T4, self.D = T1, T2, T4, D
-
-    A = E = G = property(lambda self: self.T1)          # first retransmission
-    B = F = H = J = L = M = property(lambda self: 64 * self.T1)
-    I = K = property(lambda self: self.T4)
-
-    def value(self, timer, reliable):
-        """Seconds for ``timer`` (a ``Timer`` or its letter); None if it
-        does not run at all.
-
-        Over a reliable transport nothing is retransmitted (A, E, G are not
-        started) and the timers that wait for stray retransmissions are
-        zero (D, I, J, K): §17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2."""
-        if timer.__class__ is not Timer:
-            timer = Timer(timer)
-        if timer in _RETRANSMISSION:
-            return None if reliable else self.T1
-        if reliable and timer in _STRAY_WAIT:
-            return 0
-        if timer in _T4_WAIT:
-            return self.T4
-        if timer is Timer.D:
-            return self.D
-        return 64 * self.T1
-
-    def __repr__(self):
-        return f"Timers(T1={self.T1}, T2={self.T2}, T4={self.T4}, D={self.D})"
 
 
 # -- the names in the tables --------------------------------------------------------
@@ -199,16 +162,24 @@ TRANSPORT_ERROR = Event.TRANSPORT_ERROR
 class _Transaction:
     """What both sides share: walking the tables and running timers."""
 
+    __slots__ = ("_layer", "kind", "_request", "method", "peer", "reliable", "state",
+                 "_calls", "_interval", "keys")
+
     def __init__(self, layer, kind, request, peer, state):
         self._layer = layer
         self.kind = kind
-        self.request = request
+        self._request = request
+        self.method = request.method
         self.peer = peer
         self.reliable = peer.reliable
         self.state = state
-        self._calls = {}          # Timer -> IDelayedCall
-        self._intervals = {}      # retransmission Timer -> current value
+        self._calls = {}          # Timer -> its entry in the layer's timer heap
+        self._interval = None     # the retransmission timer's (A, E, G) current value
         self.keys = []            # [(table, key)] this transaction is under
+
+    @property
+    def request(self):
+        return self._request
 
     def _event(self, event, arg=None):
         """Apply ``event``; False if the table has no entry for it here."""
@@ -242,26 +213,28 @@ class _Transaction:
         else:
             keep = TIMERS[self.kind][new][1]
             for timer in [t for t in self._calls if t not in keep]:
-                self._calls.pop(timer).cancel()
+                self._layer._cancel_timer(self._calls.pop(timer))
 
     def _start_timer(self, timer, seconds=None):
         if seconds is None:
             seconds = self._layer.timers.value(timer, self.reliable)
         if seconds is None:
             return
-        self._intervals[timer] = seconds
+        if timer in _RETRANSMISSION:
+            self._interval = seconds
         if seconds == 0:
             self._event(timer, timer)   # "set to zero": fire now, synchronously
         else:
-            self._calls[timer] = self._layer.clock.callLater(seconds, self._fire, timer)
+            self._calls[timer] = self._layer._schedule(seconds, self, timer)
 
     def _fire(self, timer):
+        """The layer's timer heap: ``timer`` is due."""
         self._calls.pop(timer, None)
         self._event(timer, timer)
 
     def _backoff(self, timer):
         """A, E and G double; E and G are capped at T2 (§17.1.2.2, §17.2.1)."""
-        seconds = 2 * self._intervals[timer]
+        seconds = 2 * self._interval
         if timer is not Timer.A:
             seconds = min(seconds, self._layer.timers.T2)
         self._start_timer(timer, seconds)
@@ -273,13 +246,15 @@ class _Transaction:
             self._event(TRANSPORT_ERROR, e)
 
     def _cleanup(self):
-        for call in self._calls.values():
-            call.cancel()
+        cancel = self._layer._cancel_timer
+        for entry in self._calls.values():
+            cancel(entry)
         self._calls.clear()
         self._layer._forget(self)
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.kind} {self.state} {self.request!r} {self.peer}>"
+        what = self.method if self._request is None else repr(self._request)
+        return f"<{type(self).__name__} {self.kind} {self.state} {what} {self.peer}>"
 
 
 class ClientTransaction(_Transaction):
@@ -289,6 +264,8 @@ class ClientTransaction(_Transaction):
     ``on_error(reason)`` a ``TransactionTimeout`` or ``TransportError``.
     Without ``on_error`` these become a synthesised 408 or 503 passed to
     ``on_response``, as the UAC core would treat them (§8.1.3.1)."""
+
+    __slots__ = ("dest", "key", "on_response", "on_error", "ack", "_cancel")
 
     def __init__(self, layer, request, dest, key, on_response, on_error=None):
         invite = request.method == "INVITE"
@@ -370,7 +347,14 @@ class ClientTransaction(_Transaction):
 
 
 class ServerTransaction(_Transaction):
-    """One request we received and our responses to it (§17.2)."""
+    """One request we received and our responses to it (§17.2).
+
+    Past its final response it keeps only its keys, its timers, the final's
+    bytes as ``last_response`` (a ``SentResponse``; None after a 2xx to an
+    INVITE: the TU resends that, RFC 6026 §7.1) and, as ``request``, the
+    start line and the headers a response copies, parsed again when read."""
+
+    __slots__ = ("source", "last_response", "_ack_source", "_skeleton")
 
     def __init__(self, layer, request, source):
         invite = request.method == "INVITE"
@@ -379,6 +363,12 @@ class ServerTransaction(_Transaction):
         self.source = source
         self.last_response = None
         self._ack_source = source
+        self._skeleton = None
+
+    @property
+    def request(self):
+        request = self._request
+        return request if request is not None else parse_datagram(self._skeleton)
 
     def respond(self, response):
         """Send ``response`` through the transaction (§17.2.1, §17.2.2)."""
@@ -396,14 +386,25 @@ class ServerTransaction(_Transaction):
     # -- actions (the tables call them as ``action(txn, arg)``) --------------
 
     def _send(self, response):
-        self.last_response = response
-        if response.status >= 200:
-            # Matching is done by key from now on (§17.2.3): the parsed views
-            # of the request are dead weight while it waits for Timer J/H/L.
-            self.request.headers.release_parsed()
-        if self.kind is INVITE_SERVER and response.status >= 200:
+        status = response.status
+        if status < 200:
+            self.last_response = response
+            self._transmit(response)
+            return
+        invite = self.kind is INVITE_SERVER
+        if invite:
             self._layer._expect_ack(self, response)
-        self._transmit(response)
+        if self._request is not None:
+            # Matching is by key from now on (§17.2.3): the request itself is
+            # dead weight while the transaction waits for Timer H, J or L.
+            self._skeleton = _skeleton(self._request)
+            self._request = None
+        if invite and status < 300:
+            self.last_response = None
+            self._transmit(response)
+        else:
+            self.last_response = SentResponse(response)
+            self._transmit(self.last_response)
 
     def _resend(self, arg):
         if self.last_response is not None:
@@ -553,7 +554,18 @@ TIMERS = {
 }
 
 
-# -- messages a transaction builds ----------------------------------------------------
+# -- messages a transaction builds or keeps -------------------------------------------
+
+def _skeleton(request):
+    """``request`` as bytes reduced to its start line and the headers a
+    response copies (§8.2.6.2)."""
+    rh = request.headers
+    h = Headers()
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        for value in rh.lines(key):
+            h.add(key, value)
+    return Request(request.method, request.uri_text, h).to_bytes()
+
 
 def _copy(request, method, to):
     """A request sharing Request-URI, Call-ID, From, CSeq number, the top Via
