@@ -21,8 +21,8 @@ from .netns import private_netns
 # Valid requests reach the focus: OPTIONS 200; an INVITE joins the
 # conference its Request-URI names (200), unless it carries a To tag of a
 # dialog we do not have (wsinv: 481), offers no G.711 (ipv6-in-sdp,
-# ipv4-mapped-ipv6 offer only G.726: 488) or has no Contact to be a dialog's
-# remote target (inv2543, RFC 2543 syntax: 400 saying so, §8.1.1.8);
+# ipv4-mapped-ipv6 offer only G.726: 488); inv2543 (RFC 2543 syntax, no
+# Contact) is accepted for backward compatibility, its From the remote target;
 # REGISTER/MESSAGE 405 (known, not supported), BYE 481 (no dialog), an
 # unknown method 501.
 EXPECTED_4475 = {
@@ -34,7 +34,7 @@ EXPECTED_4475 = {
     "baddate": 200, "badaspec": 400, "badvers": 505, "mismatch01": 400,
     "bigcode": None, "badbranch": 200, "insuf": 400, "unkscm": 416,
     "bext01": 420, "invut": 415, "multi01": 400, "mcl01": 400,
-    "zeromf": 200, "inv2543": 400,
+    "zeromf": 200, "inv2543": 200,
 }
 EXPECTED_5118 = {
     "ipv6-good": 405, "ipv6-bad": 400, "port-ambiguous": 405,

@@ -302,3 +302,29 @@ def test_configured_rooms_locked_full_and_subscribers(tmp_path):
     rig.deliver(stranger.request("SUBSCRIBE", ROOM, headers=[("Event", "conference")]),
                 stranger.peer)
     assert [m.status for m in rig.wire.take()] == [403]
+
+
+def test_a_preloaded_route_to_the_focus_is_loose_routing(rig):
+    """A phone whose outbound proxy is the focus sends INVITE sip:room@focus
+    with Route: <sip:focus;lr>: the Route is ours (popped, §16.4), the
+    Request-URI stays the conference (no strict-router fixup: our
+    Record-Route values name no user)."""
+    phone = Phone(5080)
+    rig.deliver(phone.request("INVITE", ROOM, body=SDP,
+                              headers=[("Route", "<sip:127.0.0.1:5060;lr>")]), phone.peer)
+    ok = rig.wire.take(200)[-1]
+    rig.deliver(phone.request("ACK", ROOM, to_tag=ok.to.tag), phone.peer)
+    assert conference(rig).user_count == 1
+
+
+def test_an_invite_whose_accept_takes_no_sdp_gets_406(rig):
+    """RFC 4475 §3.3.15: our 200 would carry SDP, which its Accept refuses."""
+    phone = Phone(5081)
+    rig.deliver(phone.request("INVITE", ROOM, body=SDP,
+                              headers=[("Accept", "text/nobodyKnowsThis")]), phone.peer)
+    refused = rig.wire.take(406)
+    assert refused and refused[0].headers.get("accept") == "application/sdp"
+    assert rig.focus.node.load == 0
+    rig.deliver(Phone(5082).request("INVITE", ROOM, body=SDP, headers=[
+        ("Accept", "application/sdp, application/dtmf-relay")]), Phone(5082).peer)
+    assert rig.wire.take(200)

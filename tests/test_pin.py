@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from twisted.internet.task import Clock
 
-from twisted_mfocus.focus.pin import PinGate, dtmf_relay_digit
+from twisted_mfocus.focus.pin import PinGate, info_digit
 from twisted_mfocus.media import g711, prompts
 from twisted_mfocus.media.engine import MediaEngine
 from twisted_mfocus.media.packet import build_rtp, parse_rtp
@@ -109,12 +109,23 @@ def test_digits_are_bounded_and_cancel_stops_everything():
 
 
 def test_dtmf_relay_bodies():
-    assert dtmf_relay_digit(b"Signal=5\r\nDuration=160\r\n") == "5"
-    assert dtmf_relay_digit(b"signal= #\r\nduration=100") == "#"
-    assert dtmf_relay_digit(b"Signal=11\r\n") == "#"
-    assert dtmf_relay_digit(b"Signal=*\r\n") == "*"
+    def relay(body):
+        return info_digit("application/dtmf-relay", body)
+    assert relay(b"Signal=5\r\nDuration=160\r\n") == "5"
+    assert relay(b"signal= #\r\nduration=100") == "#"
+    assert relay(b"Signal=11\r\n") == "#"
+    assert relay(b"Signal=*\r\n") == "*"
     for bad in (b"", b"Duration=160", b"Signal=55", b"Signal=x", b"\xff\xfe"):
-        assert dtmf_relay_digit(bad) is None
+        assert relay(bad) is None
+
+
+def test_dtmf_bodies():
+    """application/dtmf: the body is the key (or its event number)."""
+    assert [info_digit("application/dtmf", b) for b in (b"5", b"*\r\n", b"11", b"d")] == [
+        "5", "*", "#", "D"]
+    for bad in (b"", b"55", b"Signal=5", b"\xff"):
+        assert info_digit("application/dtmf", bad) is None
+    assert info_digit("text/plain", b"5") is None
 
 
 # -- the prompts -----------------------------------------------------------------
@@ -248,12 +259,13 @@ def watch(rig, port=5900):
     return take
 
 
-def info(rig, phone, ok, digit):
-    """An INFO with an application/dtmf-relay body in ``phone``'s call."""
-    request = phone.request("INFO", ROOM, to_tag=ok.to.tag,
-                            body=f"Signal={digit}\r\nDuration=160\r\n".encode())
+def info(rig, phone, ok, digit, content_type="application/dtmf-relay"):
+    """An INFO with a ``content_type`` body carrying ``digit`` in ``phone``'s call."""
+    body = digit if content_type == "application/dtmf" else \
+        f"Signal={digit}\r\nDuration=160\r\n"
+    request = phone.request("INFO", ROOM, to_tag=ok.to.tag, body=body.encode())
     raw = request.to_bytes().replace(b"Content-Type: application/sdp",
-                                     b"Content-Type: application/dtmf-relay")
+                                     f"Content-Type: {content_type}".encode())
     rig.deliver(parse_datagram(raw), phone.peer)
     assert rig.wire.take(200)
 
@@ -265,16 +277,17 @@ def members(rig):
             {m["uri"] for m in rig.focus.views.conference("room")["members"]})
 
 
-def test_a_caller_is_a_member_only_after_the_pin_and_hash(rig):
+@pytest.mark.parametrize("content_type", ["application/dtmf-relay", "application/dtmf"])
+def test_a_caller_is_a_member_only_after_the_pin_and_hash(rig, content_type):
     notifies = watch(rig)
     phone = Phone(5001)
     ok = join(rig, phone)
     me = f"sip:{phone.user}@127.0.0.1:{phone.port}"
     for digit in "1234":
-        info(rig, phone, ok, digit)
+        info(rig, phone, ok, digit, content_type)
         rig.clock.advance(0.1)
         assert members(rig) == (set(), set(), set())
-    info(rig, phone, ok, "#")
+    info(rig, phone, ok, "#", content_type)
     rig.clock.advance(duration(WELCOME) + 0.05)
     assert members(rig) == ({me}, {me}, {me})
     rig.clock.advance(0.5)

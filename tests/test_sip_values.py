@@ -163,3 +163,10 @@ def test_make_response_copies_and_tags():
     assert str(r.cseq) == "7 INVITE" and r.reason == "Busy Here"
     trying = make_response(req, 100, to_tag="t9")
     assert trying.to.tag is None and trying.headers.get("timestamp") == "54"
+
+
+def test_a_repeated_uri_parameter_keeps_its_first_value():
+    """baresip 1.0 repeats ;transport and ;lr: accepted, the first wins."""
+    from twisted_mfocus.sip.uri import URI
+    uri = URI.parse("sip:a@127.0.0.1:5060;transport=udp;lr;transport=tcp;lr")
+    assert uri.params == {"transport": "udp", "lr": None}

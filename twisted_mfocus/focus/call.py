@@ -42,11 +42,11 @@ from ..sip.errors import SIPError
 from ..sip.headers import Headers
 from ..sip.ids import new_call_id, new_tag
 from ..sip.message import MAX_FORWARDS, Request
-from ..sip.uas import Refused
+from ..sip.uas import Refused, accepts
 from ..sip.values import NameAddr
 from ..tracing import TRACE
 from .interfaces import IDialogUsage
-from .pin import DTMF_RELAY, dtmf_relay_digit
+from .pin import info_digit
 from .ua import Retransmitter
 
 __all__ = ["CallLeg", "LegState", "admit_invite", "answer_invite", "aor",
@@ -72,8 +72,12 @@ def parse_offer(request):
 
 
 def admit_invite(request, rtp_pool):
-    """(offer, RTP endpoint) for a dial-in INVITE, or ``Refused``: 400 for an
-    offer that does not parse, 503 with Retry-After when no port is free."""
+    """(offer, RTP endpoint) for a dial-in INVITE, or ``Refused``: 406 when
+    its Accept takes no SDP (our 200 carries SDP; RFC 4475 §3.3.15), 400 for
+    an offer that does not parse, 503 with Retry-After when no port is free."""
+    if not accepts(request, SDP):
+        raise Refused(406, "Accept Does Not Take application/sdp",
+                      [("Accept", SDP)], tagged=True)
     try:
         offer_sdp = parse_offer(request)
     except SDPError as e:
@@ -414,8 +418,8 @@ class CallLeg:
         elif method in ("INFO", "OPTIONS"):
             headers = policy.capability_headers() if method == "OPTIONS" else []
             txn.respond(policy.respond(request, 200, headers=headers))
-            digit = dtmf_relay_digit(request.body) if method == "INFO" and \
-                request.content_type == DTMF_RELAY else None
+            digit = info_digit(request.content_type, request.body) \
+                if method == "INFO" else None
             if digit is not None:               # a key pressed (PIN, *6)
                 self.room.digit_received(self, digit)
         else:

@@ -41,6 +41,7 @@ from .identity import Authentication
 from .interfaces import IEventPackage
 from .mesh import MultifocusPackage
 from .node import Node
+from .pin import DTMF_TYPES
 from .refer import Referrals
 from .registrar import Registrar
 from .room import Rooms, RoomServices
@@ -55,8 +56,8 @@ __all__ = ["ConferenceFocus", "ConferencePackage"]
 ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "SUBSCRIBE", "NOTIFY",
          "REFER", "INFO")
 SUPPORTED = ("replaces", "norefersub")
-ACCEPT = ("application/sdp", "message/sipfrag", multifocus.CONTENT_TYPE,
-          "application/dtmf-relay")     # INFO digits (PIN entry, *6)
+ACCEPT = ("application/sdp", "message/sipfrag", multifocus.CONTENT_TYPE) + \
+    DTMF_TYPES                          # INFO digits (PIN entry, *6)
 SHUTDOWN_RETRY = 30         # Retry-After (s) while we stop
 FULL_RETRY = 60             # Retry-After (s) of a full focus
 

@@ -2,8 +2,9 @@
 the lobby before it is a member.
 
 Digits come as RFC 4733 §2 telephone-events or as SIP INFO with
-``application/dtmf-relay`` (the de-facto body ``Signal=5``, parsed by
-``dtmf_relay_digit``) and end with ``#``.  The right PIN: ``on_result(True,
+``application/dtmf-relay`` (the de-facto body ``Signal=5``) or
+``application/dtmf`` (the body is the key), parsed by ``info_digit``, and
+end with ``#``.  The right PIN: ``on_result(True,
 why)`` once the welcome prompt has played; ``max_tries`` wrong entries, or
 no right one within ``timeout`` s: ``on_result(False, why)``.  Time comes
 from the injected clock (``IReactorTime``); the PIN is compared in
@@ -14,9 +15,11 @@ import hmac
 
 from ..media.prompts import ENTER, WELCOME, WRONG
 
-__all__ = ["DTMF_RELAY", "PinGate", "dtmf_relay_digit"]
+__all__ = ["DTMF_TYPES", "PinGate", "info_digit"]
 
 DTMF_RELAY = "application/dtmf-relay"
+DTMF = "application/dtmf"
+DTMF_TYPES = (DTMF_RELAY, DTMF)     # INFO bodies that carry a key
 MAX_DIGITS = 32             # digits kept per entry (more: the entry is wrong)
 REPEAT = 3.0                # s between "enter PIN" prompts until a digit comes
 GAP = 0.3                   # s of silence between "wrong PIN" and "enter PIN"
@@ -24,15 +27,23 @@ _SIGNALS = {"10": "*", "11": "#"}   # some phones send events by number
 DEADLINE, PROMPT, FINISH = "deadline", "prompt", "finish"   # the gate's timers
 
 
-def dtmf_relay_digit(body):
-    """The digit of an ``application/dtmf-relay`` INFO body, or None."""
+def info_digit(content_type, body):
+    """The key an INFO body of ``content_type`` carries, or None."""
     text = bytes(body[:256]).decode("ascii", "replace")
+    if content_type == DTMF:
+        return _key(text.strip())
+    if content_type != DTMF_RELAY:
+        return None
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep and key.strip().lower() == "signal":
-            value = _SIGNALS.get(value.strip(), value.strip()).upper()
-            return value if len(value) == 1 and value in "0123456789*#ABCD" else None
+            return _key(value.strip())
     return None
+
+
+def _key(value):
+    value = _SIGNALS.get(value, value).upper()
+    return value if len(value) == 1 and value in "0123456789*#ABCD" else None
 
 
 class PinGate:

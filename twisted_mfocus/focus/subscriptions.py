@@ -38,12 +38,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..sip.dialog import Dialog, DialogError, uas_response_headers
-from ..sip.uas import Refused
+from ..sip.uas import Refused, accepts
 from .interfaces import IDialogUsage, IEventPackage
 
 __all__ = ["Notifier", "Subscription"]
-
-_ANY = ("*/*",)
 
 
 @implementer(IDialogUsage)
@@ -261,9 +259,7 @@ class Notifier:
         package = self.packages.get(event)
         if package is None:                     # RFC 6665 §7.2.2
             raise Refused(489, headers=[("Allow-Events", self.allow_events)])
-        accept = [a.split(";", 1)[0].strip().lower()
-                  for a in request.headers.get_all("accept")]
-        if accept and not _accepts(accept, package.content_type):
+        if not accepts(request, package.content_type):
             raise Refused(406, headers=[("Accept", package.content_type)])
         resource = package.resource(request, source)
         if resource is None:
@@ -436,7 +432,3 @@ def _reflected(dialog, source):
     except ValueError:          # a name: not where it came from, as far as we know
         return True
 
-
-def _accepts(accept, content_type):
-    major = content_type.split("/", 1)[0] + "/*"
-    return any(a in (content_type, major) or a in _ANY for a in accept)

@@ -20,7 +20,7 @@ import enum
 from .errors import SIPError
 from .headers import Headers
 from .values import NameAddr
-from .ids import new_tag
+from .ids import MAGIC_COOKIE, new_tag
 from .message import MAX_FORWARDS, Request
 
 __all__ = ["Dialog", "DialogError", "DialogState", "dialog_id_of", "uas_response_headers",
@@ -52,8 +52,15 @@ def dialog_id_of(message, local_is_uas):
     return (call_id, message.from_.tag, message.to.tag)
 
 
-def _remote_target(message):
+def _remote_target(message, from_2543=False):
+    """The Contact's URI.  With ``from_2543``, a request from an RFC 2543
+    client (no magic cookie in its branch), which needed no Contact, has
+    its From as the target instead (RFC 4475 §3.4.1: accepted, for
+    backward compatibility)."""
     contacts = message.contacts
+    if not contacts and from_2543 and not (message.top_via.branch or "").startswith(
+            MAGIC_COOKIE):
+        return message.from_.uri
     if len(contacts) != 1 or contacts[0].wildcard:
         raise DialogError("Dialog needs exactly one Contact", status=400)
     return contacts[0].uri
@@ -118,7 +125,7 @@ class Dialog:
         """
         return cls(request.call_id, local_tag or new_tag(), request.from_.tag,
                    _untagged(request.to), _untagged(request.from_),
-                   _remote_target(request), list(request.record_routes), None,
+                   _remote_target(request, from_2543=True), list(request.record_routes), None,
                    request.cseq.seq, secure=request.uri.scheme == "sips", state=state)
 
     def confirm(self, response=None):
@@ -220,9 +227,12 @@ def strict_route_fixup(request, is_local):
 
     If the Request-URI is a URI we put in a Record-Route, the previous hop
     was a strict router: the real Request-URI is the last Route value, which
-    is removed.  Returns True if the request was changed.
+    is removed.  Our Record-Route values name no user, so a Request-URI with
+    one (``sip:room@focus`` with a pre-loaded ``Route: <sip:focus;lr>`` from
+    a phone whose outbound proxy is the focus) is a loose-routed request to
+    us, left as it is.  Returns True if the request was changed.
     """
-    if not is_local(request.uri):
+    if request.uri.user or not is_local(request.uri):
         return False
     routes = request.routes
     if not routes:

@@ -11,7 +11,18 @@ conference focus.
 from .ids import new_tag
 from .message import KNOWN_METHODS, make_response
 
-__all__ = ["UASPolicy", "Refused", "KNOWN_METHODS"]
+__all__ = ["UASPolicy", "Refused", "KNOWN_METHODS", "accepts"]
+
+
+def accepts(request, content_type):
+    """May a response to ``request`` carry a ``content_type`` body?  Yes
+    without Accept; an empty Accept takes no body (RFC 3261 §20.1); media
+    ranges and ``*/*`` as in RFC 7231 §5.3.2 (parameters and q ignored)."""
+    values = request.headers.get_all("accept")
+    if not values:
+        return True
+    ranges = {v.split(";", 1)[0].strip().lower() for v in values}
+    return bool(ranges & {content_type, content_type.split("/", 1)[0] + "/*", "*/*"})
 
 
 class Refused(Exception):

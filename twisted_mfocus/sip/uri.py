@@ -15,6 +15,8 @@ Rules of this module:
 
 import re
 
+from twisted.logger import Logger
+
 from .errors import ParseError
 
 __all__ = ["URI", "parse_hostport", "escape", "unescape"]
@@ -114,6 +116,17 @@ def parse_hostport(text, what="host"):
     return host.lower(), port
 
 
+_log = Logger()
+_DUPLICATES = set()     # parameters seen repeated: each is logged once
+
+
+def _duplicate_seen(name):
+    if name not in _DUPLICATES and len(_DUPLICATES) < 64:
+        _DUPLICATES.add(name)
+        _log.info("a SIP URI repeats its {param!r} parameter: the first value is used "
+                  "(logged once per parameter)", param=name)
+
+
 class URI:
     """A parsed URI.  Compare with ``==`` (RFC 3261 §19.1.4, simplified:
     scheme, user, password, host, port, and all parameters)."""
@@ -186,9 +199,14 @@ class URI:
             if not name:
                 raise ParseError("Empty parameter in SIP URI")
             name = _check(name, _PARAM_OK, "URI parameter").lower()
+            value = _check(value, _PARAM_OK, "URI parameter") if eq else None
             if name in params:
-                raise ParseError(f"Duplicate URI parameter {name!r}")
-            params[name] = _check(value, _PARAM_OK, "URI parameter") if eq else None
+                # baresip 1.0 repeats ;transport and ;lr: the first value
+                # wins (RFC 3261 §19.1.1 allows a parameter once, but
+                # refusing costs a working phone its call).
+                _duplicate_seen(name)
+                continue
+            params[name] = value
         return cls(scheme, user, host, port, params, headers, password)
 
     @classmethod
