@@ -80,7 +80,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from tests.foci import Node, shared_view, stop_all, wait_agreement  # noqa: E402
-from tests.harness import NO_SOURCE_LIMITS, Sipp  # noqa: E402
+from tests.harness import NO_SOURCE_LIMITS, SILENT_MEMBERS, Sipp  # noqa: E402
 from tests.test_failover import calls_of, replaced_by  # noqa: E402
 
 CONF = "bench"
@@ -174,7 +174,8 @@ def one_run(m, args, work):
     hold_ms = int((n / args.rate + 120) * 1000)
     res = {"ok": True, "notes": [], "work": work}
     nodes, sipps = [], []
-    config = "[multifocus]\nheadroom = 1\n" + NO_SOURCE_LIMITS     # SIPp: one address
+    # SIPp: one address, and no RTP
+    config = "[multifocus]\nheadroom = 1\n" + NO_SOURCE_LIMITS + SILENT_MEMBERS
     try:
         primary = Node("primary", "primary", m, work, config)
         victim = Node("victim", "secondary", m, work, config)

@@ -51,6 +51,12 @@ N*50 packets/s; a saturated single core shows as lost packets and caught-up
 ticks rather than a CPU fraction over 1).  Exit 0 when 300 members (or
 more) meet it, 2 when it is missed or no N >= 300 was run, 1 on errors.
 
+``--srtp``: every N is run twice in the same run, plain RTP and SRTP
+(RFC 3711, ``--srtp-suite``, default AES_CM_128_HMAC_SHA1_80): the senders
+protect what they send with each member's key, the engine unprotects,
+mixes and protects what it sends back.  Members per core (N / CPU
+fraction) of both are printed, and their ratio (SRTP over plain).
+
 The machine is shared and noisy: compare the ratio and the medians, not one
 absolute time.  The "others" column is core 1's busy time (/proc/stat)
 minus the engine's own CPU: what another process took from the engine's
@@ -58,7 +64,7 @@ core during its window.  An N whose window others disturbed by more than
 10 % is run again (``--retries``, default 2; the least disturbed run is
 kept) and marked "(noisy)" if it stays disturbed.
 
-    python bench/mixer_bench.py [--members 100,200,300,400] [--seconds 10] [--quick]
+    python bench/mixer_bench.py [--members 100,200,300,400] [--seconds 10] [--quick] [--srtp]
 """
 
 import argparse
@@ -107,6 +113,16 @@ def core_busy(core):
     return None
 
 
+def srtp_keys(seed, i, suite):
+    """(the engine's key, the sender's key) of member ``i``: both sides
+    derive them from the seed, so no key crosses a pipe."""
+    import hashlib
+    from twisted_mfocus.media.srtp import SUITES
+    size = SUITES[suite].key_salt
+    return tuple(hashlib.sha512(f"{seed}/{i}/{side}".encode()).digest()[:size]
+                 for side in ("engine", "sender"))
+
+
 def pct(values, q):
     """q-th percentile (nearest rank) of a non-empty sequence."""
     s = sorted(values)
@@ -124,6 +140,7 @@ def role_engine():
     from twisted_mfocus.media.engine import MediaEngine
     from twisted_mfocus.media.rtp import PortsExhausted, RTPPortPool
     from twisted_mfocus.media.sdp import Negotiated
+    from twisted_mfocus.media.srtp import Keys
 
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(
         textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)])],
@@ -160,9 +177,15 @@ def role_engine():
         work.append(time.perf_counter() - t)
 
     engine.tick_once = timed
+    suite = cfg.get("srtp")
     for i, (endpoint, remote) in enumerate(zip(endpoints, remotes)):
+        keys = None
+        if suite:
+            ours, theirs = srtp_keys(cfg["seed"], i, suite)
+            keys = Keys(suite, local=ours, remote=theirs)
         engine.add("bench", f"m{i}", endpoint,
-                   Negotiated("PCMU", 0, 101, remote, "sendrecv", False))
+                   Negotiated("PCMU", 0, 101, remote, "sendrecv", False, keys=keys,
+                              profile="RTP/SAVP" if suite else "RTP/AVP"))
     failure = []
 
     def failed(f):
@@ -180,6 +203,7 @@ def role_engine():
                 "out": sum(s.sent_packets for s in streams),
                 "late_pkts": sum(s.receiver.late for s in streams),
                 "bad": sum(s.receiver.bad for s in streams),
+                "dropped": sum(sum(s.dropped.values()) for s in streams),
                 "core": core_busy(1), "gc": {g: len(v) for g, v in gc_pauses.items()}}
 
     marks = {}
@@ -206,6 +230,7 @@ def role_engine():
     res = {"n": len(endpoints), "wall": wall, "cpu": (b["cpu"] - a["cpu"]) / wall,
            "in_rate": (b["in"] - a["in"]) / wall, "out_rate": (b["out"] - a["out"]) / wall,
            "late_pkts": b["late_pkts"] - a["late_pkts"], "bad": b["bad"] - a["bad"],
+           "dropped": b["dropped"] - a["dropped"],
            "ticks": len(late), "frames": len(ticks),
            "lat_p50": pct(late, 50) if late else None,
            "lat_p99": pct(late, 99) if late else None,
@@ -246,11 +271,12 @@ def bind_pair(start):
     raise RuntimeError("no free UDP port pair for the senders")
 
 
-def role_senders(n, per_socket, base_port, seed):
+def role_senders(n, per_socket, base_port, seed, suite=None):
     pin(0)
     import numpy as np
     from twisted_mfocus.media.g711 import encode
     from twisted_mfocus.media.packet import build_rtp
+    from twisted_mfocus.media.srtp import Keys, SrtpContext
 
     rnd = random.Random(seed)
     socks, rtcps, port = [], [], base_port
@@ -274,8 +300,12 @@ def role_senders(n, per_socket, base_port, seed):
         if freq not in payloads:
             payloads[freq] = encode("PCMU", (1000 * np.sin(2 * np.pi * freq * t))
                                     .astype(np.int16)).tobytes()
+        protect = None
+        if suite:           # the member's side of the keys (RFC 4568: each its own)
+            engine_key, sender_key = srtp_keys(seed, i, suite)
+            protect = SrtpContext(Keys(suite, local=sender_key, remote=engine_key)).protect_rtp
         streams.append([socks[owner[i]], ("127.0.0.1", ports[i]), rnd.getrandbits(32),
-                        rnd.getrandbits(16), rnd.getrandbits(32), payloads[freq]])
+                        rnd.getrandbits(16), rnd.getrandbits(32), payloads[freq], protect])
     phase = [rnd.random() * TICK for _ in range(n)]
     order = sorted(range(n), key=phase.__getitem__)
     poller = select.epoll()
@@ -325,7 +355,8 @@ def role_senders(n, per_socket, base_port, seed):
             continue
         st = streams[order[j]]
         try:
-            st[0].sendto(build_rtp(0, st[3], st[4], st[2], st[5]), st[1])
+            packet = build_rtp(0, st[3], st[4], st[2], st[5])
+            st[0].sendto(st[6](packet) if st[6] else packet, st[1])
             sent += 1
         except OSError:
             errors += 1
@@ -447,15 +478,17 @@ def _ask(proc, command, what, err):
     return result
 
 
-def run_members(n, args, logdir):
-    """Start senders and engine for ``n`` members; (engine result, sender result)."""
+def run_members(n, args, logdir, suite=None):
+    """Start senders and engine for ``n`` members (SRTP with ``suite``);
+    (engine result, sender result)."""
     low, high = (int(x) for x in args.ports.split("-"))
-    err = open(os.path.join(logdir, f"engine-{n}.log"), "w")
-    serr = open(os.path.join(logdir, f"senders-{n}.log"), "w")
+    mode = "srtp" if suite else "plain"
+    err = open(os.path.join(logdir, f"engine-{n}-{mode}.log"), "w")
+    serr = open(os.path.join(logdir, f"senders-{n}-{mode}.log"), "w")
     senders = subprocess.Popen(
         [sys.executable, __file__, "--role", "senders", "--n", str(n),
          "--per-socket", str(args.per_socket), "--sender-port", str(args.sender_port),
-         "--seed", str(args.seed + n)],
+         "--seed", str(args.seed + n)] + (["--srtp-suite", suite] if suite else []),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=serr, text=True)
     engine = subprocess.Popen([sys.executable, __file__, "--role", "engine"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
@@ -463,7 +496,8 @@ def run_members(n, args, logdir):
     try:
         remotes = json.loads(senders.stdout.readline())["remotes"]
         engine.stdin.write(json.dumps({"remotes": remotes, "low": low, "high": high,
-                                       "warmup": args.warmup,
+                                       "warmup": args.warmup, "srtp": suite,
+                                       "seed": args.seed + n,
                                        "seconds": args.seconds}) + "\n")
         engine.stdin.flush()
         ports = json.loads(engine.stdout.readline())
@@ -508,13 +542,18 @@ def main():
     ap.add_argument("--echo-seconds", type=float, default=3.0)
     ap.add_argument("--window", type=int, default=32, help="echo datagrams in flight")
     ap.add_argument("--seed", type=int, default=6)
+    ap.add_argument("--srtp", action="store_true",
+                    help="run every N also with SRTP members; print SRTP vs plain per core")
+    ap.add_argument("--srtp-suite", default=None, help="the SRTP suite (default "
+                    "AES_CM_128_HMAC_SHA1_80; the senders' role gets it from the driver)")
     ap.add_argument("--retries", type=int, default=2,
                     help="runs again an N whose window others disturbed (> 10 %% of core 1)")
     args = ap.parse_args()
     if args.role == "engine":
         return role_engine()
     if args.role == "senders":
-        return role_senders(args.n, args.per_socket, args.sender_port, args.seed)
+        return role_senders(args.n, args.per_socket, args.sender_port, args.seed,
+                            args.srtp_suite)
     if args.role == "echo":
         return role_echo()
     if args.quick:
@@ -545,29 +584,33 @@ def main():
               flush=True)
 
     ceiling("before")
-    results = {}
-    for n in counts:
+    results = {}                # N -> (engine, senders) of plain RTP members
+    secure = {}                 # N -> the same with SRTP members (--srtp)
+    suite = (args.srtp_suite or "AES_CM_128_HMAC_SHA1_80") if args.srtp else None
+
+    def measure(n, suite, into):
+        label = f"{n} {'SRTP' if suite else 'plain'} members" if args.srtp else f"{n} members"
         for attempt in range(1 + args.retries):
             try:
-                e, s = run_members(n, args, logdir)
+                e, s = run_members(n, args, logdir, suite)
             except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as ex:
-                errors.append(f"{n} members: {ex}")
-                print(f"{n} members: ERROR {ex}", flush=True)
+                errors.append(f"{label}: {ex}")
+                print(f"{label}: ERROR {ex}", flush=True)
                 break
-            if n not in results or e.get("others", 0) < results[n][0].get("others", 0):
-                results[n] = (e, s)
+            if n not in into or e.get("others", 0) < into[n][0].get("others", 0):
+                into[n] = (e, s)
             if e.get("others", 0) <= NOISY:
                 break
             if attempt < args.retries:
-                print(f"{n} members: others took {100 * e['others']:.0f} % of core 1 during "
+                print(f"{label}: others took {100 * e['others']:.0f} % of core 1 during "
                       f"the window (> {100 * NOISY:.0f} %): run again; discarded run: "
                       f"CPU {100 * e['cpu']:.1f} %, lateness p99 {1e3 * e['lat_p99']:.2f} ms, "
                       f"out {e['out_rate']:.0f}/s", flush=True)
-        if n not in results:
-            continue
-        e, s = results[n]
+        if n not in into:
+            return
+        e, s = into[n]
         exp = n * 50
-        print(f"{n} members: engine CPU {100 * e['cpu']:.1f} % of core 1 "
+        print(f"{label}: engine CPU {100 * e['cpu']:.1f} % of core 1 "
               f"({100 * e['cpu'] / n:.3f} % / member, {1e6 * e['cpu'] * TICK / n:.1f} µs per "
               f"member per tick); tick work p50/p99 {1e3 * e['work_p50']:.2f}/"
               f"{1e3 * e['work_p99']:.2f} ms ({100 * e['work_sum']:.0f} % of the core, "
@@ -575,7 +618,7 @@ def main():
               f"{1e3 * e['lat_p50']:.2f}/{1e3 * e['lat_p99']:.2f}/{1e3 * e['lat_max']:.2f} ms "
               f"over {e['ticks']} ticks ({e['frames']} frames); RTP in {e['in_rate']:.0f}/s, "
               f"out {e['out_rate']:.0f}/s (expected {exp}/s each); late packets "
-              f"{e['late_pkts']}, bad {e['bad']}; others on core 1 "
+              f"{e['late_pkts']}, bad {e['bad']}, dropped {e['dropped']}; others on core 1 "
               f"{100 * e.get('others', 0):.0f} %", flush=True)
         print("    garbage collections in the window (count, longest ms, % of the core): "
               + ", ".join(f"gen{g} {e[f'gc{g}'][0]}, {1e3 * e[f'gc{g}'][1]:.2f}, "
@@ -586,6 +629,11 @@ def main():
               f"{s['recv_rate']:.0f} mixes/s read back, {s['rtcp']} RTCP reports, "
               f"{s['errors']} send errors, sender CPU {100 * s['cpu']:.0f} % of core 0"
               + ("  <- SENDER BEHIND" if s["sent_rate"] < KEEP_UP * exp else ""), flush=True)
+
+    for n in counts:
+        measure(n, None, results)
+        if suite:
+            measure(n, suite, secure)
     ceiling("after")
 
     per_core = statistics.mean(c["per_core"] for c in echoes) if echoes else None
@@ -604,6 +652,29 @@ def main():
     if per_core:
         print(f"echo ceiling: {per_core:.0f} packets/s (in+out) per core (mean of "
               f"{len(echoes)}: " + ", ".join(f"{c['per_core']:.0f}" for c in echoes) + ")")
+    if secure:
+        print()
+        print(f"SRTP ({suite}) against plain RTP members, same run: members per core = "
+              f"N / CPU fraction of one core")
+        print("members  plain CPU%  SRTP CPU%  plain members/core  SRTP members/core  "
+              "SRTP/plain  SRTP goal")
+        for n, (e, _) in secure.items():
+            if n not in results:
+                continue
+            p = results[n][0]
+            plain_core, srtp_core = n / max(p["cpu"], 1e-6), n / max(e["cpu"], 1e-6)
+            print(f"{n:7d}  {100 * p['cpu']:9.1f}  {100 * e['cpu']:9.1f}  {plain_core:18.0f}  "
+                  f"{srtp_core:17.0f}  {srtp_core / plain_core:10.3f}  "
+                  f"{'met' if meets(e, n) else 'MISSED'}"
+                  + ("  (noisy)" if max(e.get("others", 0), p.get("others", 0)) > NOISY else ""))
+        both = [n for n in secure if n in results]
+        if both:
+            n = max(both)
+            plain_core = n / max(results[n][0]["cpu"], 1e-6)
+            srtp_core = n / max(secure[n][0]["cpu"], 1e-6)
+            print(f"at {n} members: {srtp_core:.0f} SRTP members per core against "
+                  f"{plain_core:.0f} plain ones (ratio {srtp_core / plain_core:.3f}; "
+                  f"SRTP costs {100 * (plain_core / srtp_core - 1):.0f} % more CPU per member)")
     ok = [n for n, (e, _) in results.items() if meets(e, n)]
     good = max(ok) if ok else None
     print(f"goal (CPU <= 1 core, p99 lateness < {1e3 * GOAL_P99:.0f} ms, >= {100 * KEEP_UP:.0f} % "

@@ -50,7 +50,8 @@ sys.path.insert(0, ROOT)
 
 from tests.foci import Node, wait_agreement  # noqa: E402
 from tests.pcap import Capture, sip_messages  # noqa: E402
-from tests.harness import NO_SOURCE_LIMITS, Sipp, api_get, read_sipp_stats  # noqa: E402
+from tests.harness import (  # noqa: E402
+    NO_SOURCE_LIMITS, SILENT_MEMBERS, Sipp, api_get, read_sipp_stats)
 
 CONF = "bench"
 SETTLE = 20.0           # seconds members hold beyond the join phase
@@ -144,7 +145,8 @@ def run(label, specs, config, args, work):
     nodes, sipps, cap = [], [], None
     try:
         on_core(1)
-        nodes = [Node(name, role, c, work, config + NO_SOURCE_LIMITS)    # SIPp: one address
+        nodes = [Node(name, role, c, work,      # SIPp: one address, and no RTP
+                      config + NO_SOURCE_LIMITS + SILENT_MEMBERS)
                  for name, role, c in specs]
         for node in nodes:
             node.peers = [o.uri for o in nodes if o is not node]

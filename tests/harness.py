@@ -25,6 +25,13 @@ notify_bytes_per_second = 0
 """
 
 
+#: SIPp members send no RTP: calls held longer than [media] rtp_timeout need it off
+SILENT_MEMBERS = """\
+[media]
+rtp_timeout = 0
+"""
+
+
 def write_config(directory, text="", name="mfocus.conf"):
     """A config file in ``directory`` holding ``text``; its path."""
     path = os.path.join(str(directory), name)

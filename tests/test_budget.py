@@ -90,7 +90,8 @@ def test_spend_takes_what_the_bucket_has_and_one_oversized_item():
 # -- the focus ------------------------------------------------------------------
 
 def _rig(limits="", rooms="[room:room]\n"):
-    return make_rig(capacity=50, config_text=rooms + "[limits]\n" + limits)
+    return make_rig(capacity=50, config_text=rooms + "[media]\nrtp_timeout = 0\n"
+                    "[limits]\n" + limits)
 
 
 def _invite(rig, phone, uri=ROOM):

@@ -299,3 +299,41 @@ def test_two_baresip_and_a_sipp_member_are_counted_exactly(focus, tmp_path):
             sipp.kill()
         alice.stop()
         bob.stop()
+
+
+@pytest.mark.slow
+def test_linphonec_session_timer_is_answered_and_its_update_refreshes_it(focus, tmp_path):
+    """RFC 4028 with a real phone: linphonec asks for a session timer; the
+    focus's 200 carries Session-Expires (and Require: timer when the phone
+    refreshes), and the UPDATE (RFC 3311) it refreshes with gets 200 with
+    Session-Expires, not 405; the call stays up past the interval."""
+    need("linphonec")
+    dave = Linphonec(tmp_path / "dave", "dave", free_port(), session_expires=90)
+    try:
+        dave.start()
+        dave.call(f"sip:timers@{HOST}:{focus.port}")
+        dave.wait_output(rf"Call \d+ with sip:timers@{HOST}:{focus.port} connected", 10)
+        sent = [m for out, _, m in linphone_messages(dave.log_text()) if out]
+        invite = next(m for m in sent if m.startswith("INVITE "))
+        asked = header(invite, "Session-Expires")
+        assert asked, "linphonec asked for no session timer"
+        interval = int(asked.split(";")[0])
+        received = [m for out, _, m in linphone_messages(dave.log_text()) if not out]
+        ok = next(m for m in received if m.startswith("SIP/2.0 200")
+                  and header(m, "CSeq").endswith(" INVITE"))
+        granted = header(ok, "Session-Expires")
+        assert granted and int(granted.split(";")[0]) == interval, ok
+        if "refresher=uac" in granted:
+            assert header(ok, "Require") == "timer", ok
+
+        def refreshed():                # linphonec 5.1 refreshes with UPDATE
+            messages = linphone_messages(dave.log_text())
+            return [m for out, _, m in messages if not out and m.startswith("SIP/2.0 ")
+                    and header(m, "CSeq").endswith(" UPDATE")]
+        answers = wait_for(refreshed, timeout=interval / 2 + 15)
+        assert answers, "linphonec sent no UPDATE refresh"
+        assert all(a.startswith("SIP/2.0 200") for a in answers), answers
+        assert header(answers[0], "Session-Expires"), answers[0]
+        assert members(focus, "timers") and len(members(focus, "timers")) == 1
+    finally:
+        dave.stop()

@@ -7,6 +7,7 @@ document against the RFC 4575 schema.
 """
 
 import signal
+import time
 
 import pytest
 
@@ -175,3 +176,22 @@ def test_json_logs_one_line_per_call_event_and_api_404(tmp_path):
     calls = [e for e in events if e.get("call") == f"1-{call.proc.pid}@127.0.0.1"]
     assert [e["event"] for e in calls] == ["joined", "left"]
     assert all(e["conf"] == "room" for e in calls)
+
+
+@pytest.mark.slow
+def test_a_member_that_stops_refreshing_its_session_is_ended(focus, tmp_path):
+    """RFC 4028: SIPp asks for Session-Expires 90 (it refreshes) and never
+    does; the 200 says Session-Expires: 90;refresher=uac with Require:
+    timer, and the focus ends the call with BYE once the interval lapses
+    (60 s: 90 - min(32, 90/3)); the member leaves the conference."""
+    started = time.monotonic()
+    member = Sipp("member_timer.xml", focus.target, tmp_path, ["-s", "room", "-m", "1"],
+                  timeout=120)
+    assert wait_for(lambda: len(members(focus, "room") or []) == 1)
+    assert member.wait() == 0, member.errors()
+    elapsed = time.monotonic() - started
+    logs = "\n".join(member.logs())
+    assert "90;refresher=uac require timer" in logs, logs
+    assert "BYE from the focus" in logs
+    assert elapsed >= 55                        # not before the interval lapsed
+    assert wait_for(lambda: not members(focus, "room"))

@@ -63,6 +63,10 @@ max_bindings = 4
 [media]
 address =
 rtp_ports = 20000-29999
+sdes_over_cleartext = no
+relatch_after = 10
+rtp_timeout = 30
+hold_timeout = 600
 
 [events]
 notify_interval = 0.2
@@ -95,6 +99,8 @@ connections_per_source = 64
 idle_timeout = 300
 message_timeout = 5
 server =
+session_expires = 1800
+min_se = 90
 """
 
 class Role(enum.StrEnum):
@@ -191,6 +197,13 @@ class Config:
         self.rtp_ports = self._range("media", "rtp_ports")
         self.media_address = self._get("media", "address") or \
             self.listen[0].split(":", 1)[1].rsplit(":", 1)[0].strip("[]")
+        try:        # RFC 4568 §8.3: SDES keys in SDP over UDP/TCP only if asked
+            self.sdes_over_cleartext = self._parser.getboolean("media", "sdes_over_cleartext")
+        except ValueError:
+            raise ConfigError("media.sdes_over_cleartext must be yes or no")
+        self.relatch_after = self._float("media", "relatch_after")
+        self.rtp_timeout = self._number("media", "rtp_timeout")
+        self.hold_timeout = self._number("media", "hold_timeout")
         self.notify_interval = self._number("events", "notify_interval")
         self.min_expires = self._int("events", "min_expires")
         self.max_expires = self._int("events", "max_expires")
@@ -232,6 +245,11 @@ class Config:
         self.idle_timeout = self._float("sip", "idle_timeout")
         self.message_timeout = self._float("sip", "message_timeout")
         self.server_header = self._get("sip", "server") or None
+        self.session_expires = self._count("sip", "session_expires")
+        self.min_se = self._int("sip", "min_se")
+        if self.min_se < 90 or 0 < self.session_expires < self.min_se:
+            raise ConfigError("sip.min_se must be at least 90 (RFC 4028 §4) and "
+                              "sip.session_expires 0 or at least sip.min_se")
         # [limits]: per source (budget.py); 0 is no limit
         self.requests_per_second = self._number("limits", "requests_per_second")
         self.request_burst = self._count("limits", "request_burst")

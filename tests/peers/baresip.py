@@ -35,13 +35,13 @@ module_path\t\t{module_path}
 module\t\t\tg711.so
 module\t\t\taufile.so
 module\t\t\talsa.so
-{sndfile}module_tmp\t\tuuid.so
+{sndfile}{srtp}module_tmp\t\tuuid.so
 module_tmp\t\taccount.so
 module_app\t\tmenu.so
 module_app\t\tctrl_tcp.so
 ctrl_tcp_listen\t\t{host}:{ctrl_port}
 snd_path\t\t{rec_dir}
-"""
+{tls}"""
 
 
 class Baresip(ChildProcess):
@@ -54,12 +54,16 @@ class Baresip(ChildProcess):
     (``"127.0.0.1:PORT"``) makes the account ``sip:NAME@127.0.0.1:PORT``,
     registered there every 60 s; otherwise the account is the phone's own
     address and nothing registers.  ``record=True`` keeps what was sent and
-    received as WAV files (``recordings()``).
+    received as WAV files (``recordings()``).  ``mediaenc`` (``srtp``,
+    ``srtp-mand``...) loads srtp.so and sets the account's media
+    encryption; ``cafile`` (a PEM CA) is what it trusts for SIP over TLS
+    (dial ``...;transport=tls``).
     """
 
     def __init__(self, workdir, name, sip_port, rtp_low, ctrl_port, tone_wav=None,
                  register_at=None, rtp_span=2, record=False, start_timeout=5.0,
-                 outbound=None, answer="auto", password=None, regint=60):
+                 outbound=None, answer="auto", password=None, regint=60, mediaenc=None,
+                 cafile=None):
         self.dir = os.path.abspath(str(workdir))
         self.name, self.sip_port, self.ctrl_port = name, sip_port, ctrl_port
         self.rtp_low, self.rtp_high = rtp_low, rtp_low + rtp_span - 1
@@ -82,11 +86,15 @@ class Baresip(ChildProcess):
             params.append(f'outbound="{outbound}"')
         if password:                # digest credentials (RFC 3261 §22)
             params.append(f"auth_pass={password}")
+        if mediaenc:                # SRTP: srtp (best effort), srtp-mand, srtp-mandf
+            params.append(f"mediaenc={mediaenc}")
         with open(os.path.join(self.dir, "config"), "w") as f:
             f.write(_BARESIP_CONFIG.format(
                 host=HOST, sip_port=sip_port, ctrl_port=ctrl_port, rtp_low=self.rtp_low,
                 rtp_high=self.rtp_high, tone_wav=self.tone_wav, module_path=BARESIP_MODULES,
-                rec_dir=self.rec_dir, sndfile="module\t\t\tsndfile.so\n" if record else ""))
+                rec_dir=self.rec_dir, sndfile="module\t\t\tsndfile.so\n" if record else "",
+                srtp="module\t\t\tsrtp.so\n" if mediaenc else "",
+                tls=f"sip_cafile\t\t{os.path.abspath(cafile)}\n" if cafile else ""))
         with open(os.path.join(self.dir, "accounts"), "w") as f:
             f.write(f"<{self.aor}>;" + ";".join(params) + "\n")
         open(os.path.join(self.dir, "contacts"), "w").close()
@@ -269,7 +277,7 @@ class Baresip(ChildProcess):
 
 
 def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds=90,
-               outbound=None, answer="auto", password=None, regint=60):
+               outbound=None, answer="auto", password=None, regint=60, **options):
     """A baresip phone in ``tmp_path/name`` sending a ``freq`` Hz tone, with
     free SIP, control and RTP ports (``rtp_span`` RTP ports: a handover
     needs room for the second call)."""
@@ -282,7 +290,7 @@ def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds
                    tone_wav=write_tone_wav(os.path.join(work, "tone.wav"), freq=freq,
                                            seconds=seconds),
                    register_at=register_at, rtp_span=rtp_span, outbound=outbound,
-                   answer=answer, password=password, regint=regint)
+                   answer=answer, password=password, regint=regint, **options)
 
 
 def dial_all(phones, uri, timeout=8):

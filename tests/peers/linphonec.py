@@ -67,11 +67,12 @@ class Linphonec(ChildProcess):
     ``register_via`` (``"127.0.0.1:PORT"``) registers ``sip:NAME@127.0.0.1``
     there and uses it as outbound proxy; ``start()`` then waits for the
     registration.  ``auto_answer`` answers incoming calls while idle.
+    ``session_expires`` (seconds) turns its RFC 4028 session timers on.
     """
 
     def __init__(self, workdir, name, sip_port, register_via=None, rtp_port=None,
                  auto_answer=False, reg_expires=60, start_timeout=10.0, password=None,
-                 realm=None, algorithm=None):
+                 realm=None, algorithm=None, session_expires=None):
         self.dir = os.path.abspath(str(workdir))
         self.name, self.sip_port, self.register_via = name, sip_port, register_via
         self.auto_answer = auto_answer
@@ -85,6 +86,10 @@ class Linphonec(ChildProcess):
             f.write(_LINPHONERC.format(host=HOST, name=name, sip_port=sip_port,
                                        rtp_port=self.rtp_port, video_port=free_port(),
                                        text_port=free_port()))
+            if session_expires:         # RFC 4028 session timers, refreshed by linphonec
+                f.write(f"\n[sip]\nsession_expires_enabled=1\n"
+                        f"session_expires_value={session_expires}\n"
+                        f"session_expires_min_value=90\n")
             if register_via:
                 f.write(_LINPHONE_PROXY.format(host=HOST, name=name, via=register_via,
                                                expires=reg_expires))

@@ -11,7 +11,13 @@ self-mute code (the mixing itself is media/engine.py).
 - A lobby call (asked for a PIN, pin.py) is in no mix: its stream of its
   own is sent the prompts (media/prompts.py) and gives its digits to
   ``Room.digit_received``.
+- A member whose media stopped (``[media] rtp_timeout``, ``hold_timeout``
+  on hold) is gone without BYE: its call is ended.
+- A call's SRTP keys (``Negotiated.keys``) and its RTP source learning
+  (``[media] relatch_after``) are the engine's; this module passes them on.
 """
+
+from twisted.logger import Logger
 
 from ..media.engine import MediaEngine
 from ..media.prompts import Player, duration
@@ -24,9 +30,13 @@ STAR_WINDOW = 3.0       # seconds between '*' and '6' of the self-mute code
 class Audio:
     """The focus's side of the media engine."""
 
-    def __init__(self, clock):
+    log = Logger()
+
+    def __init__(self, clock, config):
         self.clock = clock
-        self.engine = MediaEngine(clock, self._digit)
+        self.engine = MediaEngine(clock, self._digit, relatch_after=config.relatch_after,
+                                  rtp_timeout=config.rtp_timeout,
+                                  hold_timeout=config.hold_timeout, on_silent=self._silent)
         self._players = {}      # lobby leg -> prompts.Player
 
     def stop(self):
@@ -64,6 +74,15 @@ class Audio:
     def mute(self, leg):
         """Apply ``leg.muted`` to the mix."""
         self.engine.mute(leg, leg.muted)
+
+    def _silent(self, leg):
+        """No RTP or RTCP from ``leg`` for its timeout: the phone is gone
+        without BYE (killed, unplugged); the call ends, its place is free."""
+        self.log.info("{call}: no media from {member} for {s:g} s: ending the call",
+                      call=leg.call_id, member=leg.user_entity,
+                      s=self.engine.rtp_timeout if leg.negotiated.direction == "sendrecv"
+                      else self.engine.hold_timeout)
+        leg.hangup()
 
     def _digit(self, leg, digit):
         """An RFC 4733 §2 telephone-event: the room routes it (PIN or *6)."""

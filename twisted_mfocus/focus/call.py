@@ -19,6 +19,8 @@ Rules of this module:
   is 400, no media port 503 with Retry-After, an unacceptable one 488.
 - A 2xx we send is retransmitted until ACKed; no ACK within 64*T1 ends the
   call with BYE (§13.3.1.4).
+- A call with a session timer (RFC 4028, session_timer.py) is refreshed by
+  re-INVITE or UPDATE (RFC 3311); a lapsed one ends with BYE.
 """
 
 import enum
@@ -36,17 +38,19 @@ from ..media.sdp import (
     accept_answer,
     answer,
     offer,
+    warning_headers,
 )
 from ..sip.dialog import Dialog, DialogError, uas_response_headers
 from ..sip.errors import SIPError
 from ..sip.headers import Headers
 from ..sip.ids import new_call_id, new_tag
 from ..sip.message import MAX_FORWARDS, Request
-from ..sip.uas import Refused, accepts
+from ..sip.uas import Refused, accepts, allows
 from ..sip.values import NameAddr
 from ..tracing import TRACE
 from .interfaces import IDialogUsage
 from .pin import info_digit
+from .session_timer import SessionTimer, for_answer, negotiate, response_headers
 from .ua import Retransmitter
 
 __all__ = ["CallLeg", "LegState", "admit_invite", "answer_invite", "aor",
@@ -96,8 +100,15 @@ def answer_invite(leg, txn, request, source, offer_sdp, policy, local_tag=None):
     the leg.  True if the call was answered 200."""
     try:
         leg.accept(txn, request, source, offer_sdp, local_tag)
+    except Refused as e:                        # 422: session interval too small
+        txn.respond(policy.respond(request, e.status, e.reason, headers=e.headers,
+                                   to_tag=local_tag or new_tag()))
+        leg.end("session timer refused")
+        return False
     except (SDPError, DialogError) as e:
-        txn.respond(policy.respond(request, e.status, e.reason, to_tag=local_tag or new_tag()))
+        warning = warning_headers(e, leg.ua.local_hostport(leg.transport))
+        txn.respond(policy.respond(request, e.status, e.reason, to_tag=local_tag or new_tag(),
+                                   headers=warning))
         leg.end("no acceptable media" if isinstance(e, SDPError) else "no dialog")
         return False
     except Exception:
@@ -146,6 +157,9 @@ class CallLeg:
         self.in_lobby = False       # answered, asked for the PIN: not a member (pin.py)
         self.contact = None         # our Contact in this call (agent.py), else the focus's
         self.hold = None            # the caller's source budget for it (budget.Hold)
+        #: RFC 4028: refreshed by the phone (we watch) or by us (session_timer.py)
+        self.timer = SessionTimer(ua.clock, self._send_refresh, self._session_lapsed)
+        self.allows_update = False  # the phone takes UPDATE (RFC 3311): our refreshes use it
         self.last_digit, self.last_digit_at = None, 0.0
         self.ended = defer.Deferred()
 
@@ -178,29 +192,43 @@ class CallLeg:
         To tag of the provisional responses already sent (agent.py)."""
         self.transport = source.transport
         self.source = source
+        session = self._negotiate_timer(request)    # Refused: 422 before anything
         self.dialog = Dialog.from_uas(request, local_tag=local_tag)
         self.user_entity = aor(request.from_.uri)
+        self.allows_update = allows(request, "UPDATE")
         body = self._answer_or_offer(offer_sdp)
         self.ua.add_dialog(self.dialog, self)
-        self._send_2xx(txn, request, body)
+        self._send_2xx(txn, request, body, session)
+
+    def _negotiate_timer(self, request):
+        cfg = self.room.services.node.config
+        return negotiate(request, cfg.min_se, cfg.session_expires)
 
     def _answer_or_offer(self, offer_sdp):
         if offer_sdp is None:                   # late offer: ours in the 200
             self.pending_offer = offer(self.sdp, self.rtp.port)
             return self.pending_offer.to_bytes()
-        sdp, self.negotiated = answer(offer_sdp, self.sdp, self.rtp.port)
+        sdp, self.negotiated = answer(offer_sdp, self.sdp, self.rtp.port, self.transport,
+                                      self.room.services.node.config.sdes_over_cleartext)
         return sdp.to_bytes()
 
     def _contact(self):
         return self.contact or self.room.contact(self.transport)
 
-    def _send_2xx(self, txn, request, body):
+    def _send_2xx(self, txn, request, body, session=None):
+        """Our 2xx to an INVITE (or, not retransmitted, an UPDATE), which
+        (re)starts the session timer (RFC 4028 §9)."""
         contact = self._contact()
         headers = uas_response_headers(request, self.dialog, contact)
-        headers += [("Content-Type", SDP)]
+        headers += response_headers(session)
+        if body:
+            headers.append(("Content-Type", SDP))
         response = self.policy.respond(request, 200, to_tag=self.dialog.local_tag,
                                        headers=headers, body=body)
         txn.respond(response)
+        self.timer.start(session)
+        if request.method != "INVITE":
+            return
         if self._retransmitter is not None:
             self._retransmitter.stop()
         self._retransmitter = Retransmitter(self.ua, txn, response, self._no_ack)
@@ -343,6 +371,8 @@ class CallLeg:
             progress(488, "Not Acceptable Here")
             return
         self.pending_offer = None
+        self.allows_update = allows(response, "UPDATE")
+        self.timer.start(for_answer(response))
         # Our own Record-Route, echoed in the 2xx, is no hop toward the member.
         self.dialog.route_set = [r for r in self.dialog.route_set
                                  if not self.ua.is_local(r.uri)]
@@ -358,33 +388,62 @@ class CallLeg:
         (``isfocus``, RFC 4579 §4) and where to send its requests.  Tried
         again a second later while another offer is under way (§14.1)."""
         self.contact = contact
+        self._reinvite_out([], lambda status, response: None,
+                           lambda: self.retarget(contact))
+
+    def _reinvite_out(self, headers, on_final, retry):
+        """Send a re-INVITE with a new offer (and ``headers``); a second
+        later (``retry``) while another offer is under way (§14.1).
+        ``on_final(status, response)``: its final answer (None: failed)."""
         if self.state is not LegState.CONFIRMED:
             return
         if self.pending_offer is not None or self._retransmitter is not None:
-            self.ua.clock.callLater(1.0, self.retarget, contact)
+            self.ua.clock.callLater(1.0, retry)
             return
-        self.pending_offer = pending = offer(self.sdp, self.rtp.port)
+        self.pending_offer = pending = offer(self.sdp, self.rtp.port, like=self.negotiated)
         request = self.dialog.create_request(
-            "INVITE", [("Contact", str(contact)), ("Content-Type", SDP)], pending.to_bytes())
+            "INVITE", [("Contact", str(self._contact())), ("Content-Type", SDP)] + headers,
+            pending.to_bytes())
 
         def on_response(response):
             if response.status < 200 or self.pending_offer is not pending:
                 return
             self.pending_offer = None
-            if response.status >= 300:          # 491 and the like: the call goes on
-                return
-            self.ua.send_ack(self.dialog.create_ack(request.cseq.seq))
-            try:
-                self.negotiated = accept_answer(pending, SessionDescription.parse(response.body))
-            except SDPError:
-                return
-            self._media_changed()
+            if response.status < 300:
+                self.ua.send_ack(self.dialog.create_ack(request.cseq.seq))
+                try:
+                    self.negotiated = accept_answer(pending,
+                                                    SessionDescription.parse(response.body))
+                    self._media_changed()
+                except SDPError:
+                    pass
+            on_final(response.status, response)     # 491 and the like: the call goes on
 
         def on_error(reason):
             if self.pending_offer is pending:
                 self.pending_offer = None
+                on_final(None, None)
         self.ua.send_request(request, on_response, on_error).addErrback(
             lambda f: on_error(f.getErrorMessage()))
+
+    # -- session timers (RFC 4028, session_timer.py) --------------------------
+
+    def _send_refresh(self, headers, on_final):
+        """A session refresh of ours (RFC 4028 §7.4): UPDATE if the phone
+        takes it, else a re-INVITE."""
+        if not self.allows_update:
+            self._reinvite_out(headers, on_final, lambda: self._send_refresh(headers, on_final))
+            return
+        request = self.dialog.create_request("UPDATE", [("Contact", str(self._contact()))]
+                                             + headers)
+        self.ua.send_request(
+            request, lambda r: r.status >= 200 and on_final(r.status, r),
+            lambda reason: on_final(None, None)).addErrback(lambda f: on_final(None, None))
+
+    def _session_lapsed(self, session):
+        self.log.info("{call}: no session refresh within {s} s: ending the call",
+                      call=self.call_id, s=session.interval)
+        self.hangup()
 
     def _failed(self, status, reason, progress):
         progress(status, reason)
@@ -411,6 +470,8 @@ class CallLeg:
             self.end("BYE from the member")
         elif method == "INVITE":
             self._reinvite(txn, request)
+        elif method == "UPDATE":
+            self._update(txn, request)
         elif method == "REFER" and self.in_lobby:
             txn.respond(policy.respond(request, 403, "Not A Member Yet"))
         elif method == "REFER":
@@ -426,18 +487,32 @@ class CallLeg:
             txn.respond(policy.respond(request, 481, "No Subscription In This Call"))
 
     def _reinvite(self, txn, request):
-        """A target refresh, hold or resume (§14.2, RFC 3264 §8)."""
+        """A target refresh, hold or resume (§14.2, RFC 3264 §8); a session
+        refresh (RFC 4028 §9) too."""
+        self._reoffered(txn, request, late_offer=True)
+
+    def _update(self, txn, request):
+        """UPDATE (RFC 3311 §5.2): a session refresh, with or without a new
+        offer; no offer of ours is made in its answer."""
+        self._reoffered(txn, request, late_offer=False)
+
+    def _reoffered(self, txn, request, late_offer):
         if self._retransmitter is not None or self.pending_offer is not None:
-            txn.respond(self.policy.respond(request, 491))   # §14.2
+            txn.respond(self.policy.respond(request, 491))   # §14.2, RFC 3311 §5.2
             return
         try:
+            session = self._negotiate_timer(request)
             sdp = parse_offer(request)
-            body = self._answer_or_offer(sdp)
-        except SDPError as e:
-            txn.respond(self.policy.respond(request, e.status, e.reason))
+            body = self._answer_or_offer(sdp) if sdp is not None or late_offer else b""
+        except Refused as e:
+            txn.respond(e.response(self.policy, request))
             return
-        self._send_2xx(txn, request, body)
-        if self.pending_offer is None:
+        except SDPError as e:
+            txn.respond(self.policy.respond(request, e.status, e.reason, headers=warning_headers(
+                e, self.ua.local_hostport(self.transport))))
+            return
+        self._send_2xx(txn, request, body, session)
+        if body and self.pending_offer is None:
             self._media_changed()
 
     def hangup(self):
@@ -468,6 +543,7 @@ class CallLeg:
             return
         was = self.state
         self._set_state(LegState.ENDED)
+        self.timer.stop()
         if self._retransmitter is not None:
             self._retransmitter.stop()
             self._retransmitter = None

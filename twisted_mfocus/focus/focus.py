@@ -54,8 +54,8 @@ __all__ = ["ConferenceFocus", "ConferencePackage"]
 
 
 ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "SUBSCRIBE", "NOTIFY",
-         "REFER", "INFO")
-SUPPORTED = ("replaces", "norefersub")
+         "REFER", "INFO", "UPDATE")
+SUPPORTED = ("replaces", "norefersub", "timer")
 ACCEPT = ("application/sdp", "message/sipfrag", multifocus.CONTENT_TYPE) + \
     DTMF_TYPES                          # INFO digits (PIN entry, *6)
 SHUTDOWN_RETRY = 30         # Retry-After (s) while we stop
@@ -171,7 +171,7 @@ class ConferenceFocus:
         self.trust.certificate_names = service.transport.certificate_names
         self.trust.warn_if_open()
         self.node.attach(ua)
-        self.audio = Audio(self.clock)
+        self.audio = Audio(self.clock, cfg)
         self.auth = Authentication(cfg, self.node, self.clock, self.policy)
         self.package = ConferencePackage(self.rooms, self.trust, self.auth)
         self.notifier = Notifier(

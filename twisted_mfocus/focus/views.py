@@ -18,6 +18,19 @@ def _iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None
 
 
+def _rtp(stream):
+    """What the member's RTP stream here took and dropped (media/engine.py),
+    so a hijack attempt (an injector on its port) shows; None elsewhere."""
+    if stream is None:
+        return None
+    source = stream.latched
+    return {"received": stream.received,
+            "dropped": {reason.value: n for reason, n in stream.dropped.items()},
+            "source": f"{source[0]}:{source[1]}" if source else None,
+            "latch": stream.latch.value,
+            "srtp": stream.srtp.suite if stream.srtp is not None else None}
+
+
 class Views:
     """The conferences of this focus, as the API shows them."""
 
@@ -34,11 +47,15 @@ class Views:
         """One conference, the same on every focus: every member endpoint
         with the focus holding it, and every live focus (from the
         replicated state, sorted so that views compare equal); None if
-        there is no such conference here."""
+        there is no such conference here.  Only ``rtp`` is this focus's
+        own: its members' RTP counts (None for the members of others)."""
         room = self.rooms.get(name)
         if room is None:
             return None
         replica = room.mesh.replica
+        streams = room.services.audio.engine.streams
+        ours = {leg.endpoint_entity: streams[leg][1] for leg in room.legs
+                if leg.is_ours and leg in streams}
         held = {}
         members = []
         for endpoint, (holder, record) in sorted(replica.members().items(),
@@ -46,7 +63,7 @@ class Views:
             held[holder] = held.get(holder, 0) + 1
             members.append({"uri": record.user, "endpoint": endpoint, "focus": holder,
                             "status": record.status, "joined": _iso(record.when),
-                            "media": record.media})
+                            "media": record.media, "rtp": _rtp(ours.get(endpoint))})
         foci = [{"uri": f.uri, "role": str(f.role), "capacity": f.capacity,
                  "members": held.get(f.uri, 0), "state": str(f.state), "links": list(f.links),
                  "epoch": f.epoch}

@@ -10,11 +10,19 @@ are caught up (at most ``MAX_CATCH_UP`` frames), so the audio keeps its
 rate; how late each tick ran is kept for the benchmark.
 
 - Symmetric RTP (RFC 4961): we send to where the party's packets come
-  from once any arrive, else to the SDP address.
+  from once its source is learned, else to the SDP address.  Strict
+  latching (``Stream``): once learned, packets from anywhere else are
+  dropped and counted (``Stream.dropped``), so a stranger can neither be
+  heard nor take the party's audio (Asterisk's AST-2017-005).
+- SRTP (RFC 3711) when the answer carried keys: incoming packets are
+  unprotected before anything else reads them, outgoing ones protected;
+  a packet failing authentication or the replay check is dropped and
+  counted, never logged per packet.
 - RTCP (RFC 3550 §6): every ``RTCP_INTERVAL`` seconds a sender report with
   a report block of what we receive, to the RTCP port of the party (its
   source, or the RTP port + 1).
-- A malformed datagram is counted and dropped (logged once per stream).
+- A malformed datagram is counted and dropped (logged once per stream and
+  reason).
 - RFC 4733 digits go to ``on_digit(key, digit)``.
 - A lobby stream (a caller asked for a PIN, focus/pin.py) is in no mixer:
   each tick it is sent what its source gives (prompts, silence) and its
@@ -22,6 +30,7 @@ rate; how late each tick ran is kept for the benchmark.
   mixer, the same Stream (SSRC, sequence, latching kept).
 """
 
+import enum
 import os
 import struct
 import time
@@ -32,21 +41,50 @@ from twisted.logger import Logger
 from .mixer import Mixer
 from .packet import PacketError, build_rtp, parse_rtcp, parse_rtp, sender_report
 from .receiver import FRAME, Receiver
+from .srtp import SrtpContext, SrtpError
 
-__all__ = ["MediaEngine", "Stream", "TICK"]
+__all__ = ["Drop", "Latch", "MediaEngine", "Stream", "TICK"]
 
 TICK = FRAME / 8000             # 20 ms
 RTCP_INTERVAL = 5.0
 MAX_CATCH_UP = 5                # frames produced at most for one late tick
 LATENESS_KEPT = 100000          # tick lateness samples kept for the benchmark
+LEARN_PACKETS = 4               # packets in sequence that teach a source behind NAT
+RELATCH_AFTER = 10.0            # seconds of silence after which a source is learned again
 
 
 def _random32():
     return struct.unpack("!I", os.urandom(4))[0]
 
 
+class Latch(enum.Enum):
+    """Where a stream takes RTP from (strict latching, cf. AST-2017-005)."""
+
+    LEARNING = "learning"       # no source yet, or relearning after a re-INVITE/silence
+    LOCKED = "locked"           # only the learned source is taken
+
+
+class Drop(enum.StrEnum):
+    """Why a datagram was dropped (``Stream.dropped`` counts by these)."""
+
+    SOURCE = "source"           # not from the member's learned source
+    AUTH = "auth"               # SRTP/SRTCP authentication failed (RFC 3711 §3.3)
+    REPLAY = "replay"           # SRTP replay list (RFC 3711 §3.3.2)
+    MALFORMED = "malformed"     # not RTP/RTCP at all
+
+
 class Stream:
-    """One party's RTP: what we receive (a Receiver) and how we send."""
+    """One party's RTP: what we receive (a Receiver) and how we send.
+
+    Strict latching: a stream learns its party's source, then takes
+    packets from that source only (``Latch``).  A source is learned from a
+    packet with a negotiated payload type that comes from the SDP address
+    or authenticates as SRTP, or else after ``LEARN_PACKETS`` in sequence
+    from one address with one SSRC (a member behind NAT).  It is learned
+    again after ``update`` (a re-INVITE) or after ``engine.relatch_after``
+    seconds without a packet taken.  Until one is learned we send to the
+    SDP address, or to the source locked before (never taken back without
+    learning: it may be one that came after a silence)."""
 
     log = Logger()
 
@@ -59,44 +97,124 @@ class Stream:
         self.seq = _random32() & 0xFFFF
         self.timestamp = _random32()
         self.sent_packets = self.sent_octets = 0
-        self.bad_logged = False
-        self.latched = None             # where the party's RTP comes from
+        self.received = 0               # RTP packets taken
+        self.dropped = dict.fromkeys(Drop, 0)
+        self.logged = set()             # the Drop reasons logged (once per call)
+        self.latch = Latch.LEARNING
+        self.latched = None             # the learned RTP source: where we send
         self.latched_rtcp = None
+        self.last_heard = None          # clock time of the last packet taken (RTP or RTCP)
+        self.quiet_since = engine.clock.seconds()   # silence is counted from here at most
+        self.peer = False               # a cascade leg: another focus (no RTP timeout)
+        self.silent = False             # reported silent (on_silent) once
+        self._candidate = None          # (addr, ssrc, seq, count) while learning
+        self.negotiated = self.srtp = None
         self.update(negotiated)
         endpoint.sink = self
 
     def update(self, negotiated):
+        """A new offer/answer (or the first): payload types, keys, address;
+        the source is learned again."""
+        if negotiated is not self.negotiated:
+            self.latch, self._candidate = Latch.LEARNING, None
+            self.quiet_since = self.engine.clock.seconds()  # resumed: time to send again
+        self.negotiated = negotiated
         self.payload_type = negotiated.payload_type
+        self.expected = {negotiated.payload_type, self.receiver.event_pt} - {None}
         self.remote = negotiated.remote
         self.sends = negotiated.direction in ("sendrecv", "sendonly")   # lobby only
+        keys = negotiated.keys
+        if keys is None:
+            self.srtp = None
+        elif self.srtp is None:
+            self.srtp = SrtpContext(keys)
+        else:
+            self.srtp.rekey(keys)       # RFC 4568 §7.1.4: new keys, same SSRC
 
     # -- in ------------------------------------------------------------------
 
     def rtp_received(self, data, addr):
+        now = self.engine.clock.seconds()
+        if self.latch is Latch.LOCKED and addr != self.latched:
+            if now - self.last_heard < self.engine.relatch_after:
+                self._drop(Drop.SOURCE, addr, f"not the member's source {self.latched}")
+                return
+            self.latch, self._candidate = Latch.LEARNING, None     # long silence
+        if len(data) < 12 or data[0] >> 6 != 2:
+            self._drop(Drop.MALFORMED, addr, f"not RTP ({len(data)} bytes)")
+            return
+        if self.srtp is not None:
+            try:
+                data = self.srtp.unprotect_rtp(data)
+            except SrtpError as e:
+                self._drop(Drop(e.reason), addr, str(e))
+                return
         try:
             packet = parse_rtp(data)
         except PacketError as e:
-            self._bad(e, addr)
+            self._drop(Drop.MALFORMED, addr, str(e))
             return
-        self.latched = addr
-        digit = self.receiver.push(packet, self.engine.clock.seconds())
+        if self.latch is Latch.LEARNING and not self._learn(packet, addr):
+            self._drop(Drop.SOURCE, addr, "a source still to be learned")
+            return
+        self.received += 1
+        self.last_heard = now
+        digit = self.receiver.push(packet, now)
         if digit is not None:
             self.engine.on_digit(self.key, digit)
 
+    def _learn(self, packet, addr):
+        """Is ``addr`` the party's source?  Locks it if so."""
+        if packet.payload_type not in self.expected:
+            return False
+        if not (addr == self.remote or self.srtp is not None):
+            last = self._candidate
+            count = 1
+            if last is not None and last[:2] == (addr, packet.ssrc) and \
+                    packet.seq == (last[2] + 1) & 0xFFFF:
+                count = last[3] + 1
+            self._candidate = (addr, packet.ssrc, packet.seq, count)
+            if count < LEARN_PACKETS:
+                return False
+        if self.latched is not None and addr != self.latched:
+            self.log.info("{key}: RTP source now {addr} (was {old})", key=self.key,
+                          addr=addr, old=self.latched)
+        if addr != self.latched:
+            self.latched_rtcp = None
+        self.latch, self.latched, self._candidate = Latch.LOCKED, addr, None
+        return True
+
     def rtcp_received(self, data, addr):
+        # RTCP is taken from the host RTP is locked to, or before that the
+        # SDP's (its port may differ behind NAT: RFC 3550 §11 does not fix it).
+        host = (self.latched or self.remote or (None,))[0]
+        if addr[0] != host:
+            self._drop(Drop.SOURCE, addr, f"RTCP not from the member's host {host}")
+            return
+        if self.srtp is not None:
+            try:
+                data = self.srtp.unprotect_rtcp(data)
+            except SrtpError as e:
+                self._drop(Drop(e.reason), addr, str(e))
+                return
         try:
             parse_rtcp(data)
         except PacketError as e:
-            self._bad(e, addr)
+            self._drop(Drop.MALFORMED, addr, str(e))
             return
         self.latched_rtcp = addr
+        self.last_heard = self.engine.clock.seconds()
 
-    def _bad(self, error, addr):
-        self.receiver.bad += 1
-        if not self.bad_logged:
-            self.bad_logged = True
-            self.log.info("dropping bad RTP/RTCP from {addr}: {why} (logged once per call)",
-                          addr=addr, why=str(error))
+    def _drop(self, reason, addr, why):
+        """Counted; logged once per call and reason (a flood makes no lines)."""
+        self.dropped[reason] += 1
+        if reason is Drop.MALFORMED:
+            self.receiver.bad += 1
+        if reason not in self.logged:
+            self.logged.add(reason)
+            self.log.info("{key}: dropping RTP/RTCP from {addr} ({reason}): {why} "
+                          "(logged once per call)", key=self.key, addr=addr,
+                          reason=reason.value, why=why)
 
     # -- out -----------------------------------------------------------------
 
@@ -110,8 +228,10 @@ class Stream:
         self.sent_packets += 1
         self.sent_octets += len(payload)
         try:
+            if self.srtp is not None:
+                packet = self.srtp.protect_rtp(packet)
             self.endpoint.send_rtp(packet, dest)
-        except OSError:
+        except (OSError, SrtpError):
             pass
 
     def report(self):
@@ -124,8 +244,10 @@ class Stream:
         report = sender_report(self.ssrc, time.time(), self.timestamp, self.sent_packets,
                                self.sent_octets, [block] if block else [])
         try:
+            if self.srtp is not None:
+                report = self.srtp.protect_rtcp(report)     # RFC 3711 §3.4
             self.endpoint.send_rtcp(report, dest)
-        except OSError:
+        except (OSError, SrtpError):
             pass
 
     def close(self):
@@ -138,9 +260,15 @@ class MediaEngine:
 
     log = Logger()
 
-    def __init__(self, clock, on_digit=lambda key, digit: None):
+    def __init__(self, clock, on_digit=lambda key, digit: None, relatch_after=RELATCH_AFTER,
+                 rtp_timeout=0, hold_timeout=0, on_silent=lambda key: None):
         self.clock = clock
         self.on_digit = on_digit
+        self.relatch_after = relatch_after      # [media] relatch_after
+        #: [media] rtp_timeout / hold_timeout (0: none): seconds without a packet
+        #: from a party that should send (or one on hold) before on_silent(key)
+        self.rtp_timeout, self.hold_timeout = rtp_timeout, hold_timeout
+        self.on_silent = on_silent
         self.mixers = {}                # conference -> Mixer
         self.streams = {}               # key -> (conference, Stream)
         self.lobby = {}                 # key -> (Stream, source): in no mixer
@@ -164,6 +292,7 @@ class MediaEngine:
             stream.update(negotiated)
         else:
             stream = Stream(self, key, endpoint, negotiated)
+        stream.peer = peer
         self.streams[key] = (conference, stream)
         self._apply(key, negotiated)
         self._start()
@@ -238,10 +367,24 @@ class MediaEngine:
         self._loop = self._reports = None
 
     def _report(self):
-        for _, stream in list(self.streams.values()):
+        for key, (_, stream) in list(self.streams.items()):
             stream.report()
+            if self._silent(stream):
+                stream.silent = True
+                self.on_silent(key)
         for stream, _ in list(self.lobby.values()):
             stream.report()
+
+    def _silent(self, stream):
+        """Has a member's stream been quiet past its timeout?  A sendrecv
+        member gets ``rtp_timeout``; one on hold (sendonly or inactive: it
+        may send nothing) ``hold_timeout``; RTP or RTCP both count."""
+        if stream.peer or stream.silent:
+            return False
+        talking = stream.negotiated.direction == "sendrecv"
+        limit = self.rtp_timeout if talking else self.hold_timeout
+        heard = max(stream.last_heard or 0.0, stream.quiet_since)
+        return bool(limit) and self.clock.seconds() - heard > limit
 
     def _tick(self):
         now = self.clock.seconds()

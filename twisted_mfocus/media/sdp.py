@@ -1,7 +1,9 @@
 """SDP (RFC 4566) and the RFC 3264 offer/answer model for the focus' audio.
 
 Sans-IO: bytes in, objects out, no reactor.  The focus speaks G.711 only
-(PCMU/PCMA at 8000 Hz, 20 ms) plus RFC 4733 telephone-event, over RTP/AVP.
+(PCMU/PCMA at 8000 Hz, 20 ms) plus RFC 4733 telephone-event, over RTP/AVP,
+or SRTP keyed by SDES (RTP/SAVP, RTP/SAVPF, or RTP/AVP with a=crypto;
+the grammar and the keys are srtp.py).
 
 Rules:
 - Parsing is strict where a mistake would mislead us (``v=0`` first, known
@@ -16,14 +18,22 @@ Rules:
   same when it is unchanged (RFC 3264 §8).
 - Hold: the peer's direction sendonly/inactive (RFC 3264 §8.4), or the
   RFC 2543 style c=0.0.0.0, after which nothing is sent to it.
+- SDES (RFC 4568): an answer carries one a=crypto line, the best suite
+  offered, with a fresh key of ours (every answer, so a re-INVITE rekeys).
+  Keys go only over TLS (§8.3): over a cleartext transport an SRTP offer
+  is refused and an RTP/AVP one with a=crypto answered plain, unless
+  ``sdes_over_cleartext``.  Every 488 says why, also as a Warning text.
 """
 
 import ipaddress
+import os
 import random
 import re
 from collections import namedtuple
 from dataclasses import dataclass
 from typing import Optional, Tuple
+
+from . import srtp
 
 MAX_SIZE = 16 * 1024
 MAX_MEDIA = 16
@@ -48,19 +58,36 @@ Origin = namedtuple("Origin", "username sess_id sess_version nettype addrtype ad
 
 
 BAD_REQUEST, NOT_ACCEPTABLE_HERE = 400, 488
+PLAIN_PROFILE = "RTP/AVP"
+PROFILES = (PLAIN_PROFILE,) + srtp.SECURE_PROFILES
 
 
 class SDPError(ValueError):
     """Why an SDP body is unusable; ``reason`` is short text for a log or a
-    Warning header, always starting with ``SDP:``.  ``status`` is the
+    reason phrase, always starting with ``SDP:``; ``warning`` the longer
+    text of the Warning header (``warning_headers``).  ``status`` is the
     answer to the request that carried it: 400 for a body that does not
     parse, 488 for a well-formed offer we cannot accept (RFC 3261 §21.4.26,
     RFC 3264 §6)."""
 
-    def __init__(self, reason, status=BAD_REQUEST):
+    def __init__(self, reason, status=BAD_REQUEST, warning=None):
         self.reason = reason if reason.startswith("SDP:") else f"SDP: {reason}"
         self.status = status
+        self.warning = warning or self.reason
         super().__init__(self.reason)
+
+
+def warning_headers(error, hostport):
+    """The headers of a refusal for ``error``: a 488 for media says why in
+    ``Warning: 399 host:port "text"`` too (RFC 3261 §20.43, 399:
+    miscellaneous; the text a §25.1 quoted-string of printable ASCII)."""
+    if not isinstance(error, SDPError) or error.status != NOT_ACCEPTABLE_HERE:
+        return []
+    host, port = hostport
+    agent = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    text = "".join(c if " " <= c <= "~" else "?" for c in error.warning[:200])
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return [("Warning", f'399 {agent} "{text}"')]
 
 
 def _show(text):
@@ -268,7 +295,9 @@ class Negotiated:
     ``payload_type``/``telephone_event`` are the numbers to send with (the
     peer's).  ``remote`` is where to send RTP; None when the peer rejected
     the stream (then ``codec`` is None too) or gave no address (c=0.0.0.0).
-    ``direction`` is ours; ``on_hold``: the peer put us on hold."""
+    ``direction`` is ours; ``on_hold``: the peer put us on hold.
+    ``keys``: the SRTP keys (srtp.Keys) when the stream is SRTP, else
+    None; ``profile`` the m= line's (RTP/AVP may carry keys too)."""
 
     codec: Optional[str]
     payload_type: Optional[int]
@@ -276,6 +305,8 @@ class Negotiated:
     remote: Optional[Tuple[str, int]]
     direction: str
     on_hold: bool
+    keys: Optional[srtp.Keys] = None
+    profile: str = PLAIN_PROFILE
 
 
 class LocalSession:
@@ -349,9 +380,47 @@ def _remote(sdp, media):
     return (address, media.port)
 
 
-def _accept(offer, m, codec, event, rtp_port):
-    """Our side of the accepted audio stream ``m``: (MediaDescription,
-    Negotiated)."""
+def _crypto_values(media):
+    return [v for k, v in media.attributes if k == "crypto"]
+
+
+def _keys_for(m, transport, sdes_over_cleartext, random_bytes):
+    """The SRTP keys for accepting stream ``m`` (None: plain) and the
+    a=crypto line of our answer; SDPError (488) when it cannot be had."""
+    secure = m.proto in srtp.SECURE_PROFILES
+    offered = _crypto_values(m)
+    if not (secure or offered):
+        return None, None
+    if transport not in srtp.SECURE_TRANSPORTS and not sdes_over_cleartext:
+        if not secure:      # best-effort SRTP: answered plain, keys unsent
+            return None, None
+        raise SDPError("SDES keys need TLS", NOT_ACCEPTABLE_HERE,
+                       f"SDES keys need TLS (RFC 4568 section 8.3): this request came "
+                       f"over {transport}, so {m.proto} is refused")
+    chosen, why = srtp.choose(offered)
+    if chosen is None:
+        if not secure:
+            return None, None
+        raise SDPError("no acceptable crypto suite", NOT_ACCEPTABLE_HERE,
+                       f"no acceptable crypto suite in the {m.proto} offer: {why}")
+    ours = srtp.new_key(chosen.suite, random_bytes)
+    keys = srtp.Keys(chosen.suite, local=ours, remote=chosen.key, tag=chosen.tag)
+    return keys, ("crypto", srtp.format_crypto(chosen.tag, chosen.suite, ours))
+
+
+def _accept(offer, m, rtp_port, transport, sdes_over_cleartext, random_bytes):
+    """Our side of audio stream ``m``: (MediaDescription, Negotiated), or
+    SDPError (488) saying why it cannot be taken."""
+    if m.proto not in PROFILES:
+        raise SDPError(f"unsupported media profile {_show(m.proto)[1:-1]}",
+                       NOT_ACCEPTABLE_HERE,
+                       f"media profile {m.proto} not supported (we take "
+                       f"{', '.join(PROFILES)})")
+    codec, event = _pick(m, CODECS)
+    keys, crypto = _keys_for(m, transport, sdes_over_cleartext, random_bytes)
+    if codec is None:
+        raise SDPError("no acceptable audio codec", NOT_ACCEPTABLE_HERE,
+                       "no acceptable audio codec: we take PCMU and PCMA at 8000 Hz")
     encoding, pt = codec
     theirs = m.direction
     unspecified = offer.connection_of(m) in UNSPECIFIED
@@ -359,54 +428,100 @@ def _accept(offer, m, codec, event, rtp_port):
     mine = _direction(send and not unspecified, recv)  # RFC 3264 §8.4
     fmtp = m.fmtp.get(event) or DTMF_EVENTS
     attrs = _audio_lines([(pt, encoding)], event and (event, fmtp), mine)
-    media = MediaDescription("audio", rtp_port, "RTP/AVP", [pt] + ([event] if event else []),
+    if crypto is not None:      # RFC 4568 §7.1.2: exactly one, the offer's tag
+        attrs.insert(0, crypto)
+    media = MediaDescription("audio", rtp_port, m.proto, [pt] + ([event] if event else []),
                              attributes=attrs)
     negotiated = Negotiated(
         codec=encoding, payload_type=int(pt),
         telephone_event=int(event) if event else None,
         remote=_remote(offer, m), direction=mine,
-        on_hold=theirs in ("sendonly", "inactive") or unspecified)
+        on_hold=theirs in ("sendonly", "inactive") or unspecified,
+        keys=keys, profile=m.proto)
     return media, negotiated
 
 
-def answer(offer, local, rtp_port):
+def answer(offer, local, rtp_port, transport="UDP", sdes_over_cleartext=False,
+           random_bytes=os.urandom):
     """Answer ``offer`` (RFC 3264 §6): (our SessionDescription, Negotiated).
 
-    Raises SDPError("no acceptable audio codec") when no audio stream can be
-    accepted; the caller answers 488 Not Acceptable Here."""
-    negotiated = None
+    ``transport`` is the one the offer came over: SDES keys are answered
+    only over TLS unless ``sdes_over_cleartext`` (RFC 4568 §8.3).  Raises
+    SDPError (488) when no audio stream can be accepted, with the reason of
+    the first audio stream refused ("SDES keys need TLS", "no acceptable
+    crypto suite", "no acceptable audio codec", an unsupported profile)."""
+    negotiated = refused = None
     media = []
     for m in offer.media:
-        if negotiated is None and m.media == "audio" and m.proto == "RTP/AVP" and m.port:
-            codec, event = _pick(m, CODECS)
-            if codec is not None:
-                ours, negotiated = _accept(offer, m, codec, event, rtp_port)
+        if negotiated is None and m.media == "audio" and m.port:
+            try:
+                ours, negotiated = _accept(offer, m, rtp_port, transport,
+                                           sdes_over_cleartext, random_bytes)
                 media.append(ours)
                 continue
+            except SDPError as e:
+                refused = refused or e
         # Rejected (RFC 3264 §6): port 0, and still at least one format.
         media.append(MediaDescription(m.media, 0, m.proto, m.formats[:1] or ["0"]))
     if negotiated is None:
-        raise SDPError("no acceptable audio codec", NOT_ACCEPTABLE_HERE)
+        raise refused or SDPError("no acceptable audio codec", NOT_ACCEPTABLE_HERE,
+                                  "no audio stream in the offer")
     return local.stamp(local.session(media)), negotiated
 
 
-def offer(local, rtp_port, direction="sendrecv"):
-    """Our offer: one audio stream, PCMU(0), PCMA(8), telephone-event(101)."""
+def offer(local, rtp_port, direction="sendrecv", like=None, random_bytes=os.urandom):
+    """Our offer: one audio stream, PCMU(0), PCMA(8), telephone-event(101).
+
+    ``like``: the Negotiated of the call so far; when it is SRTP the offer
+    is too (same profile, one a=crypto line per suite, fresh keys), so a
+    re-INVITE of ours never turns an encrypted call plain."""
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}")
     attrs = _audio_lines([("0", "PCMU"), ("8", "PCMA")], ("101", DTMF_EVENTS),
                          direction)
-    media = MediaDescription("audio", rtp_port, "RTP/AVP", ["0", "8", "101"],
+    proto = PLAIN_PROFILE
+    if like is not None and like.keys is not None:
+        proto = like.profile
+        attrs[:0] = [("crypto", srtp.format_crypto(tag, suite.name,
+                                                   srtp.new_key(suite.name, random_bytes)))
+                     for tag, suite in enumerate(srtp.PREFERENCE, 1)]
+    media = MediaDescription("audio", rtp_port, proto, ["0", "8", "101"],
                              attributes=attrs)
     return local.stamp(local.session([media]))
+
+
+def _answered_keys(ours, theirs):
+    """The keys of the answer ``theirs`` to our stream ``ours`` (None: plain)."""
+    mine = {}
+    for value in _crypto_values(ours):
+        crypto = srtp.parse_crypto(value)       # our own lines: well-formed
+        mine[crypto.tag] = crypto
+    if not mine:
+        return None
+    values = _crypto_values(theirs)
+    if not values:
+        if ours.proto in srtp.SECURE_PROFILES:
+            raise SDPError(f"answer to our {ours.proto} offer has no a=crypto line")
+        return None                             # best-effort SRTP declined
+    try:
+        crypto = srtp.parse_crypto(values[0])
+    except srtp.CryptoError as e:
+        raise SDPError(f"answer has a bad a=crypto line: {e}") from None
+    offered = mine.get(crypto.tag)
+    why = srtp.unusable(crypto)
+    if offered is None or offered.suite != crypto.suite or why:
+        raise SDPError(f"answer's a=crypto {crypto.tag} {_show(crypto.suite)} does not "
+                       f"fit our offer" + (f" ({why})" if why else ""))
+    return srtp.Keys(crypto.suite, local=offered.key, remote=crypto.key, tag=crypto.tag)
 
 
 def accept_answer(offer, answer):
     """Read the answer to our ``offer`` (RFC 3264 §7).
 
     Raises SDPError when the answer does not fit the offer (another number
-    or kind of m= lines, a codec we did not offer).  When the answer rejects
-    our audio stream (port 0), ``remote`` and ``codec`` are None."""
+    or kind of m= lines, a codec we did not offer, a crypto line we did not
+    offer).  When the answer rejects our audio stream (port 0), ``remote``
+    and ``codec`` are None."""
     if len(answer.media) != len(offer.media):
         raise SDPError(f"answer has {len(answer.media)} m= lines, "
                        f"the offer had {len(offer.media)}")
@@ -426,6 +541,7 @@ def accept_answer(offer, answer):
             raise SDPError("answer has no codec from the offer")
         if event is not None and "TELEPHONE-EVENT" not in offered:
             event = None
+        keys = _answered_keys(ours, theirs)
         unspecified = answer.connection_of(theirs) in UNSPECIFIED
         send, recv = _flags(ours.direction)
         peer_send, peer_recv = _flags(theirs.direction)
@@ -436,5 +552,6 @@ def accept_answer(offer, answer):
             codec=codec[0], payload_type=int(codec[1]),
             telephone_event=int(event) if event else None,
             remote=_remote(answer, theirs), direction=mine,
-            on_hold=theirs.direction in ("sendonly", "inactive") or unspecified)
+            on_hold=theirs.direction in ("sendonly", "inactive") or unspecified,
+            keys=keys, profile=ours.proto)
     raise SDPError("the offer has no audio stream", NOT_ACCEPTABLE_HERE)

@@ -11,7 +11,13 @@ conference focus.
 from .ids import new_tag
 from .message import KNOWN_METHODS, make_response
 
-__all__ = ["UASPolicy", "Refused", "KNOWN_METHODS", "accepts"]
+__all__ = ["UASPolicy", "Refused", "KNOWN_METHODS", "accepts", "allows"]
+
+
+def allows(message, method):
+    """Does ``message``'s Allow list ``method`` (RFC 3261 §20.5)?"""
+    return any(method == m.strip().upper()
+               for value in message.headers.get_all("allow") for m in value.split(","))
 
 
 def accepts(request, content_type):
