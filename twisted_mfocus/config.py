@@ -84,6 +84,9 @@ notify_bytes_per_second = 65536
 notify_burst_bytes = 1048576
 sources = 10000
 
+[nat]
+flows = auto
+
 [tls]
 certificate =
 key =
@@ -202,6 +205,7 @@ class Config:
         except ValueError:
             raise ConfigError("media.sdes_over_cleartext must be yes or no")
         self.relatch_after = self._float("media", "relatch_after")
+        self.nat_flows = self._choice("nat", "flows", ("auto", "always", "never"))
         self.rtp_timeout = self._number("media", "rtp_timeout")
         self.hold_timeout = self._number("media", "hold_timeout")
         self.notify_interval = self._number("events", "notify_interval")

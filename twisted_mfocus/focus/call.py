@@ -215,6 +215,10 @@ class CallLeg:
     def _contact(self):
         return self.contact or self.room.contact(self.transport)
 
+    def _flow(self):
+        """Where our requests in the call go if not to its Contact (NAT: ua.flow)."""
+        return self.ua.flow(self.dialog, self.source)
+
     def _send_2xx(self, txn, request, body, session=None):
         """Our 2xx to an INVITE (or, not retransmitted, an UPDATE), which
         (re)starts the session timer (RFC 4028 §9)."""
@@ -410,7 +414,7 @@ class CallLeg:
                 return
             self.pending_offer = None
             if response.status < 300:
-                self.ua.send_ack(self.dialog.create_ack(request.cseq.seq))
+                self.ua.send_ack(self.dialog.create_ack(request.cseq.seq), self._flow())
                 try:
                     self.negotiated = accept_answer(pending,
                                                     SessionDescription.parse(response.body))
@@ -423,7 +427,7 @@ class CallLeg:
             if self.pending_offer is pending:
                 self.pending_offer = None
                 on_final(None, None)
-        self.ua.send_request(request, on_response, on_error).addErrback(
+        self.ua.send_request(request, on_response, on_error, self._flow()).addErrback(
             lambda f: on_error(f.getErrorMessage()))
 
     # -- session timers (RFC 4028, session_timer.py) --------------------------
@@ -438,7 +442,8 @@ class CallLeg:
                                              + headers)
         self.ua.send_request(
             request, lambda r: r.status >= 200 and on_final(r.status, r),
-            lambda reason: on_final(None, None)).addErrback(lambda f: on_final(None, None))
+            lambda reason: on_final(None, None), self._flow()).addErrback(
+                lambda f: on_final(None, None))
 
     def _session_lapsed(self, session):
         self.log.info("{call}: no session refresh within {s} s: ending the call",
@@ -532,7 +537,7 @@ class CallLeg:
         def finished(*_):
             if not done.called:
                 done.callback(None)
-        self.ua.send_request(bye, finished, finished,
+        self.ua.send_request(bye, finished, finished, self._flow(),
                              to_focus=self.between_foci).addErrback(finished)
         self.end("BYE from the focus")
         return done

@@ -166,7 +166,7 @@ class ConferenceFocus:
         self.budgets = service.budgets
         prover = Prover(load_secret(cfg.secret_file), self.clock) if cfg.secret_file else None
         self.ua = ua = UserAgent(service.reactor, service.transport, service.transactions,
-                                 prover=prover)
+                                 prover=prover, flows=cfg.nat_flows)
         self.trust.prover = prover
         self.trust.certificate_names = service.transport.certificate_names
         self.trust.warn_if_open()

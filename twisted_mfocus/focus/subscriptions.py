@@ -20,9 +20,10 @@ Rules of this module:
 - A NOTIFY that fails (481, timeout, any error) ends the subscription
   (RFC 6665 §4.2.2).  Time is the injected clock.
 - Nobody is made a reflector: over UDP a subscription's NOTIFYs go
-  where its SUBSCRIBE came from (the next hop, a Record-Route or the
-  Contact, must be that host and port; else 403), and after the first
-  NOTIFY nothing more goes until it is answered with a 2xx.
+  where its SUBSCRIBE came from: to its flow (a NAT: ``UserAgent.flow``),
+  or to a next hop (a Record-Route or the Contact) of that host and port,
+  else 403; after the first NOTIFY nothing more goes until it is answered
+  with a 2xx.
 - Bounded per source (budget.py): subscriptions held
   (``subscriptions_per_source``), NOTIFY bytes sent (a token bucket per
   subscriber address).  A change a subscriber cannot be sent now is not
@@ -112,7 +113,8 @@ class Subscription:
         except DialogError as e:
             txn.respond(notifier.policy.respond(request, e.status, e.reason))
             return
-        if _reflected(self.dialog, source):     # a refresh moved its Contact
+        self.source = source
+        if notifier.ua.flow(self.dialog, source) is None and _reflected(self.dialog, source):
             txn.respond(notifier.policy.respond(request, 403, REFLECTED))
             self.terminate("rejected")
             return
@@ -272,7 +274,7 @@ class Notifier:
             dialog = Dialog.from_uas(request)
         except DialogError as e:
             raise Refused(e.status, e.reason) from e
-        if _reflected(dialog, source):
+        if self.ua.flow(dialog, source) is None and _reflected(dialog, source):
             raise Refused(403, REFLECTED, tagged=True)
         return event, package, resource, audience, expires, dialog
 
@@ -384,7 +386,8 @@ class Notifier:
             if not done.called:
                 done.callback(None)
 
-        d = self.ua.send_request(request, on_response, on_error, to_focus=sub.between_foci)
+        d = self.ua.send_request(request, on_response, on_error,
+                                 self.ua.flow(sub.dialog, sub.source), to_focus=sub.between_foci)
         d.addErrback(lambda f: on_error(f.getErrorMessage()))
         return done
 

@@ -38,8 +38,10 @@ class UserAgent:
 
     log = Logger()
 
-    def __init__(self, clock, transport, transactions, max_dialogs=100_000, prover=None):
+    def __init__(self, clock, transport, transactions, max_dialogs=100_000, prover=None,
+                 flows="auto"):
         self.clock = clock
+        self.flows = flows          # [nat] flows: auto, always or never (``flow``)
         self.transport = transport
         self.transactions = transactions
         self.prover = prover        # sip/proof.py: signs what we send to foci
@@ -127,6 +129,26 @@ class UserAgent:
             host = f"[{host}]"
         via = f"SIP/2.0/{peer.transport} {host}:{port};rport"
         return f"{via};branch={branch}" if branch else via
+
+    def flow(self, dialog, source):
+        """Where our requests in ``dialog`` go instead of its next hop: the
+        flow its peer's requests came from (``source``), or None.  A phone
+        behind a NAT names a private address in its Contact, which nothing
+        reaches; the address its requests come from does (RFC 3581's
+        symmetry, RFC 5626's flow reuse; Asterisk's rewrite_contact).
+        ``auto``: when no proxy is in the route set and the Contact's host
+        is not the source's (over TCP/TLS, while that connection is open);
+        ``always``: whenever known; ``never``: the Contact, as RFC 3261 says."""
+        if source is None or dialog is None or self.flows == "never":
+            return None
+        if source.reliable and self.transport.connection(source) is None:
+            return None
+        if self.flows == "always":
+            return source
+        target = dialog.remote_target
+        if dialog.route_set or target is None or target.host.strip("[]") == source.host:
+            return None
+        return source
 
     def locate(self, request):
         """Deferred ``Peer``: the first address of the next hop (RFC 3263)."""
