@@ -107,3 +107,40 @@ def test_a_phone_behind_a_nat_hears_and_gets_bye_on_its_flow(tmp_path):
         phone.close()
         media.close()
         stop_all([node])
+
+
+@private_netns
+def test_a_phone_behind_a_nat_is_handed_over_on_its_flow(tmp_path):
+    """The primary is full (capacity 1, alice on it): the NATed phone is
+    accepted beyond capacity and handed to the secondary, whose INVITE with
+    Replaces (RFC 3891) reaches the phone at the address its packets come
+    from, not at the private Contact."""
+    need("baresip")
+    from .foci import start_foci
+    primary, secondary = start_foci(tmp_path, [("primary", "primary", 1),
+                                               ("s1", "secondary", 2)])
+    alice = tone_phone(tmp_path, "alice", 440.0)
+    phone = sipclient.UDP()
+    try:
+        dial_all([alice], f"sip:room@127.0.0.1:{primary.port}")
+        ruri = f"sip:room@127.0.0.1:{primary.port}"
+        status, ok = phone.ask(_natted(sipclient.request(
+            "INVITE", ruri, phone.port, body=sipclient.SDP, call_id="nat-2", from_tag="n2",
+            from_uri=f"sip:nat@127.0.0.1:{phone.port}")), primary.port)
+        assert status == 200, ok
+        to_tag = re.search(r"^To:.*;tag=([^;\s]+)", ok, re.M).group(1)
+        phone.send(_natted(sipclient.request("ACK", ruri, phone.port, call_id="nat-2",
+                                             from_tag="n2", to_tag=to_tag,
+                                             from_uri=f"sip:nat@127.0.0.1:{phone.port}")),
+                   primary.port)
+        got = phone.receive(15.0, until=lambda m: m.startswith("INVITE ")
+                            and "Replaces:" in m)
+        invite = next((m for m in got if m.startswith("INVITE ") and "Replaces:" in m), None)
+        assert invite is not None, got
+        assert sipclient.header(invite, "Replaces").startswith("nat-2;"), invite
+        assert invite.startswith(f"INVITE sip:nat@127.0.0.1:{phone.port}"), invite
+        assert f":{secondary.port}" in sipclient.header(invite, "Via"), invite
+    finally:
+        alice.stop()
+        phone.close()
+        stop_all([primary, secondary])

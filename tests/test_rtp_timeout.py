@@ -32,7 +32,7 @@ def test_a_member_that_stops_sending_is_ended_and_its_place_freed():
     assert {b.call_id for b in byes} == {dead.call_id}      # (BYE resent: unanswered)
     assert rig.focus.node.load == 1
     users = rig.focus.rooms.get("room").conference.users
-    assert list(users) == [f"sip:phone5401@127.0.0.1:5401"]
+    assert list(users) == ["sip:phone5401@127.0.0.1:5401"]
 
 
 def test_a_member_that_never_sends_is_ended_after_the_timeout():

@@ -43,7 +43,8 @@ from ..sip.errors import SIPError
 from ..sip.ids import new_tag
 from ..sip.uas import Refused
 from ..sip.values import NameAddr
-from .call import LegState, admit_invite, answer_invite
+from .admission import admit_invite, answer_invite
+from .call import LegState
 from .identity import PROXY_AUTH, UNAUTHORIZED
 
 __all__ = ["Agent", "Hosted", "Kind"]

@@ -15,8 +15,7 @@ Rules of this module:
   (``end``), releasing its RTP port and dialog whatever the reason.  Its
   state changes in ``_set_state`` only.
 - A dial-in INVITE is admitted in one way for members, cascades and an
-  agent's calls (``admit_invite``, ``answer_invite``): an unreadable offer
-  is 400, no media port 503 with Retry-After, an unacceptable one 488.
+  agent's calls (admission.py).
 - A 2xx we send is retransmitted until ACKed; no ACK within 64*T1 ends the
   call with BYE (§13.3.1.4).
 - A call with a session timer (RFC 4028, session_timer.py) is refreshed by
@@ -30,7 +29,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..conference.model import JoiningMethod
-from ..media.rtp import PortsExhausted
 from ..media.sdp import (
     LocalSession,
     SDPError,
@@ -45,7 +43,7 @@ from ..sip.errors import SIPError
 from ..sip.headers import Headers
 from ..sip.ids import new_call_id, new_tag
 from ..sip.message import MAX_FORWARDS, Request
-from ..sip.uas import Refused, accepts, allows
+from ..sip.uas import Refused, allows
 from ..sip.values import NameAddr
 from ..tracing import TRACE
 from .interfaces import IDialogUsage
@@ -53,11 +51,9 @@ from .pin import info_digit
 from .session_timer import SessionTimer, for_answer, negotiate, response_headers
 from .ua import Retransmitter
 
-__all__ = ["CallLeg", "LegState", "admit_invite", "answer_invite", "aor",
-           "parse_offer"]
+__all__ = ["CallLeg", "LegState", "aor", "parse_offer", "SDP"]
 
 SDP = "application/sdp"
-OUT_OF_PORTS_RETRY = 30     # Retry-After (s) when no RTP port is free
 
 
 class LegState(enum.Enum):
@@ -73,48 +69,6 @@ def parse_offer(request):
     if request.content_type not in (None, SDP):
         raise SDPError(f"SDP: cannot read {request.content_type}")
     return SessionDescription.parse(request.body)
-
-
-def admit_invite(request, rtp_pool):
-    """(offer, RTP endpoint) for a dial-in INVITE, or ``Refused``: 406 when
-    its Accept takes no SDP (our 200 carries SDP; RFC 4475 §3.3.15), 400 for
-    an offer that does not parse, 503 with Retry-After when no port is free."""
-    if not accepts(request, SDP):
-        raise Refused(406, "Accept Does Not Take application/sdp",
-                      [("Accept", SDP)], tagged=True)
-    try:
-        offer_sdp = parse_offer(request)
-    except SDPError as e:
-        raise Refused(e.status, e.reason, tagged=True) from e
-    try:
-        rtp = rtp_pool.allocate()
-    except PortsExhausted as e:
-        raise Refused(503, "Out Of Media Ports", [("Retry-After", str(OUT_OF_PORTS_RETRY))],
-                      tagged=True) from e
-    return offer_sdp, rtp
-
-
-def answer_invite(leg, txn, request, source, offer_sdp, policy, local_tag=None):
-    """``leg.accept`` the INVITE; an error answers with its own status (488
-    for an offer we cannot take, the dialog's for a bad dialog) and ends
-    the leg.  True if the call was answered 200."""
-    try:
-        leg.accept(txn, request, source, offer_sdp, local_tag)
-    except Refused as e:                        # 422: session interval too small
-        txn.respond(policy.respond(request, e.status, e.reason, headers=e.headers,
-                                   to_tag=local_tag or new_tag()))
-        leg.end("session timer refused")
-        return False
-    except (SDPError, DialogError) as e:
-        warning = warning_headers(e, leg.ua.local_hostport(leg.transport))
-        txn.respond(policy.respond(request, e.status, e.reason, to_tag=local_tag or new_tag(),
-                                   headers=warning))
-        leg.end("no acceptable media" if isinstance(e, SDPError) else "no dialog")
-        return False
-    except Exception:
-        leg.end("internal error")
-        raise
-    return True
 
 
 @implementer(IDialogUsage)
@@ -218,6 +172,16 @@ class CallLeg:
     def _flow(self):
         """Where our requests in the call go if not to its Contact (NAT: ua.flow)."""
         return self.ua.flow(self.dialog, self.source)
+
+    def reachable_target(self):
+        """The member as another focus must dial it (a handover, a takeover):
+        its Contact, or behind a NAT that Contact at the address its
+        requests come from (the rewrite Kamailio's fix_nated_contact makes)."""
+        flow, target = self._flow(), self.dialog.remote_target
+        if flow is None or flow.reliable:       # a connection is ours alone
+            return target
+        host = f"[{flow.host}]" if ":" in flow.host else flow.host
+        return target.replace(host=host, port=flow.port)
 
     def _send_2xx(self, txn, request, body, session=None):
         """Our 2xx to an INVITE (or, not retransmitted, an UPDATE), which

@@ -23,7 +23,8 @@ from twisted.logger import Logger
 from ..media.rtp import PortsExhausted
 from ..sip.uri import URI
 from ..sip.values import NameAddr
-from .call import CallLeg, LegState, answer_invite
+from .admission import answer_invite
+from .call import CallLeg, LegState
 from .node import focus_id
 
 __all__ = ["Cascades", "MARKER", "peer_of"]

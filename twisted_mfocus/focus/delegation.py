@@ -99,7 +99,7 @@ class Delegator:
         replaces = f"{dialog.call_id};to-tag={dialog.remote_tag};from-tag={dialog.local_tag}"
         # To: who the member is, so the taker need not wait for our state
         # to reach it (the member's AOR differs from its Contact).
-        refer_to = dialog.remote_target.replace(headers=[
+        refer_to = leg.reachable_target().replace(headers=[
             ("Replaces", replaces), ("To", str(NameAddr(URI.parse(leg.user_entity))))])
         self.log.info("{conf}: handing {member} over to {target}", conf=leg.conference.name,
                       member=leg.user_entity, target=target, event="handover")

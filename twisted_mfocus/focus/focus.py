@@ -34,7 +34,8 @@ from ..sip.uas import Refused, UASPolicy
 from ..sip.values import NameAddr
 from .agent import Agent
 from .audio import Audio
-from .call import CallLeg, LegState, admit_invite, answer_invite
+from .admission import admit_invite, answer_invite
+from .call import CallLeg, LegState
 from .cascade import MARKER as CASCADE
 from .cascade import peer_of
 from .identity import Authentication

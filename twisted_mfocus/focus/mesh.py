@@ -559,7 +559,7 @@ def member_record(leg):
         joining_method=leg.joining_method, when=leg.joined_at, by=leg.by_uri,
         media=leg.media_status if leg.negotiated is not None else None,
         call_id=dialog.call_id, local_tag=dialog.local_tag, remote_tag=dialog.remote_tag,
-        remote_target=str(dialog.remote_target),
+        remote_target=str(leg.reachable_target()),
         route=tuple(str(r) for r in dialog.route_set), epoch=leg.epoch)
 
 
