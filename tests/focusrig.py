@@ -42,6 +42,15 @@ class Wire:
     def certificate_names(self, peer):
         return frozenset()              # no TLS on this wire
 
+    def connection(self, peer):
+        return None                     # no streams on this wire
+
+    def hold(self, peer):
+        return False
+
+    def release(self, peer):
+        pass
+
     def locate(self, request):
         uri = next_hop(request)
         return defer.succeed([Peer("UDP", uri.host, uri.port or 5060)])

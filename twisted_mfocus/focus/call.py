@@ -114,6 +114,7 @@ class CallLeg:
         #: RFC 4028: refreshed by the phone (we watch) or by us (session_timer.py)
         self.timer = SessionTimer(ua.clock, self._send_refresh, self._session_lapsed)
         self.allows_update = False  # the phone takes UPDATE (RFC 3311): our refreshes use it
+        self._held = None           # the TCP/TLS connection we hold open for it (transport.hold)
         self.last_digit, self.last_digit_at = None, 0.0
         self.ended = defer.Deferred()
 
@@ -148,6 +149,8 @@ class CallLeg:
         self.source = source
         session = self._negotiate_timer(request)    # Refused: 422 before anything
         self.dialog = Dialog.from_uas(request, local_tag=local_tag)
+        if self.ua.transport.hold(source):   # its TCP/TLS flow lives with the call
+            self._held = source
         self.user_entity = aor(request.from_.uri)
         self.allows_update = allows(request, "UPDATE")
         body = self._answer_or_offer(offer_sdp)
@@ -513,6 +516,8 @@ class CallLeg:
         was = self.state
         self._set_state(LegState.ENDED)
         self.timer.stop()
+        if self._held is not None:
+            self.ua.transport.release(self._held)
         if self._retransmitter is not None:
             self._retransmitter.stop()
             self._retransmitter = None

@@ -295,6 +295,21 @@ class TransportLayer:
         conn = self._connections.get(peer)
         return conn.peer_names if conn is not None and not conn.closed else frozenset()
 
+    def hold(self, peer):
+        """A dialog uses the connection ``peer`` came on: it is not closed
+        for being idle until every hold is ``release``d (a phone's call
+        outlives [sip] idle_timeout without keep-alives).  True if held."""
+        conn = self.connection(peer) if peer is not None and peer.reliable else None
+        if conn is None:
+            return False
+        conn.dialogs += 1
+        return True
+
+    def release(self, peer):
+        conn = self.connection(peer)
+        if conn is not None and conn.dialogs:
+            conn.dialogs -= 1
+
     def connection(self, peer):
         """The open (or opening) connection to ``peer``, or None."""
         conn = self._connections.get(peer)

@@ -53,6 +53,7 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         self._unread = 0                  # bytes written while the peer is slow
         self._abort_call = None
         self._deadline = None             # a started message must be complete by then
+        self.dialogs = 0                  # dialogs whose flow this is: not idle (layer.hold)
 
     def __repr__(self):
         way = "to" if self.outbound else "from"
@@ -141,6 +142,9 @@ class StreamConnection(protocol.Protocol, TimeoutMixin):
         self._deadline = None
 
     def timeoutConnection(self):
+        if self.dialogs:                # RFC 5626 §4.4: a dialog's flow stays while it lives
+            self.setTimeout(self.layer.idle_timeout)    # (the mixin forgot its call)
+            return
         self.layer.log.info("closing idle {kind} connection with {peer}",
                             kind=self.kind, peer=str(self.peer))
         self.close()
