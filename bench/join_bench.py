@@ -155,6 +155,17 @@ def stop(proc, grace=5.0):
         pass
 
 
+def run_load(cmd, work, budget, stat):
+    """Run the SIPp load ``cmd`` for at most ``budget`` (+30) seconds: its
+    return code (or "killed") and its last statistics (None without)."""
+    try:
+        rc = subprocess.run(cmd, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=budget + 30).returncode
+    except subprocess.TimeoutExpired:      # run() killed SIPp (its own child)
+        rc = "killed"
+    return rc, (read_stats(stat) if os.path.exists(stat) else None)
+
+
 def read_stats(path):
     """SIPp's last cumulative statistics line, plus ``elapsed``: seconds between
     StartTime and CurrentTime (their epoch parts; ElapsedTime is whole seconds)."""
@@ -191,12 +202,7 @@ def sipp_load(port, calls, limit, work, tag, digest=False):
                 "-auth_uri", f"bench@127.0.0.1:{port}"]
     if calls <= WARMUP:
         cmd += ["-trace_err", "-error_file", os.path.join(work, f"{tag}-errors.log")]
-    try:
-        rc = subprocess.run(cmd, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, timeout=budget + 30).returncode
-    except subprocess.TimeoutExpired:      # run() killed SIPp (its own child)
-        rc = "killed"
-    stats = read_stats(stat) if os.path.exists(stat) else None
+    rc, stats = run_load(cmd, work, budget, stat)
     if stats is None:
         return 0.0, 0, calls, rc
     ok, failed = stats["SuccessfulCall(C)"], stats["FailedCall(C)"]

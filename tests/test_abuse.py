@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from . import sipclient
 from .foci import Node, stop_all
 from .harness import udp_options, wait_for
@@ -95,6 +97,7 @@ def test_no_server_header_unless_configured(tmp_path):
         stop_all([plain, named])
 
 
+@pytest.mark.slow
 def test_one_source_cannot_take_every_connection(tmp_path, capsys):
     """2,000 idle connections from one host: beyond [sip]
     connections_per_source (default 64) they are closed at once, while

@@ -8,12 +8,15 @@ import signal
 import socket
 import time
 
+import pytest
+
 from .foci import Node, stop_all
 from .harness import Sipp, wait_for
 from .peers import dial_all, tone_phone
 from .peers.process import need
 
 
+@pytest.mark.slow
 def test_a_killed_baresip_and_a_silent_sipp_member_are_removed(tmp_path, capsys):
     need("baresip", "sipp")
     node = Node("focus", "primary", 2, tmp_path, "[media]\nrtp_timeout = 5\n").start()

@@ -292,6 +292,7 @@ def test_kill_9_secondary_baresip_members_keep_a_call(tmp_path, capsys):
         stop_all(nodes)
 
 
+@pytest.mark.slow
 def test_randomized_kills_during_churn_converge(tmp_path, capsys):
     """Five foci behind Kamailio (the conference URI survives the primary);
     stayers join and hold, churners join and leave all along; two foci,

@@ -25,7 +25,9 @@ def focus(tmp_path):
     _next_rtp[0] += 100
     config = tmp_path / "mfocus.conf"
     # [room:room]: the watchers subscribe before anyone joins (a SUBSCRIBE makes no room)
-    config.write_text("[events]\nmin_expires = 1\nnotify_interval = 0.1\n[room:room]\n")
+    # [media] rtp_timeout = 0: SIPp members send no RTP
+    config.write_text("[events]\nmin_expires = 1\nnotify_interval = 0.1\n[room:room]\n"
+                      "[media]\nrtp_timeout = 0\n")
     f = Focus(["--config", str(config), "--listen", f"udp:127.0.0.1:{port}",
                "--http", f"tcp:{http}:interface=127.0.0.1",
                "--rtp-ports", f"{low}-{low + 99}"], tmp_path)

@@ -515,7 +515,7 @@ class CallLeg:
             return
         was = self.state
         self._set_state(LegState.ENDED)
-        self.timer.stop()
+        self.timer.close()
         if self._held is not None:
             self.ua.transport.release(self._held)
         if self._retransmitter is not None:

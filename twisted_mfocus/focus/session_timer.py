@@ -129,7 +129,7 @@ class SessionTimer:
         """(Re)start for ``session`` (None stops): a refresh just happened."""
         self.stop()
         self.session = session
-        if session is None:
+        if session is None or self._expired is None:    # none, or closed for good
             return
         if session.ours:
             self._call = self.clock.callLater(session.interval / 2, self._due)
@@ -141,6 +141,13 @@ class SessionTimer:
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+
+    def close(self):
+        """Stopped for good: the call is over.  Its callbacks are dropped, so
+        the call and its timer (which hold each other) die without waiting
+        for the cyclic collector."""
+        self.stop()
+        self._send_refresh = self._expired = None
 
     def _due(self):
         self._call = None
@@ -154,6 +161,8 @@ class SessionTimer:
         interval = max(session.interval, min_se or 0)
 
         def on_final(status, response):
+            if self._expired is None:           # the call ended meanwhile
+                return
             if status is not None and 200 <= status < 300:
                 self.start(for_answer(response))
             elif status == 422 and min_se is None and response.headers.get("min-se"):

@@ -21,6 +21,7 @@ Rules of this module:
 
 import heapq
 import itertools
+import sys
 
 from .ids import MAGIC_COOKIE, new_branch, new_tag
 from .message import Request, Response, make_response
@@ -87,6 +88,11 @@ def _is_3261(branch):
     return branch is not None and branch.startswith(MAGIC_COOKIE) and branch != MAGIC_COOKIE
 
 
+#: sent-by -> the same tuple: the keys of one sender's transactions share one
+#: host string and port (at 10^5 live keys, 86 bytes each).
+_SENT_BY = {}
+
+
 def _request_key(request, to_tag=None):
     """The key of ``request`` without its method (§17.2.3).
 
@@ -96,7 +102,10 @@ def _request_key(request, to_tag=None):
     via = request.top_via
     if _is_3261(via.branch):
         host, port = via.sent_by
-        return ("3261", via.branch, host.lower(), port)
+        sent_by = (host.lower(), port)
+        if len(_SENT_BY) >= 4096:       # bounded: sent-by is the sender's to choose
+            _SENT_BY.clear()
+        return ("3261", via.branch) + _SENT_BY.setdefault(sent_by, sent_by)
     if to_tag is None:
         to_tag = request.to.tag
     return ("2543", request.uri_text, to_tag, request.from_.tag, request.call_id,
@@ -120,6 +129,7 @@ class TransactionLayer:
         self._servers = {}     # request key + (method,) -> ServerTransaction
         self._targets = {}     # request key -> ServerTransaction a CANCEL may hit
         self._live = 0
+        self._sources = {}     # Peer -> the same Peer: live transactions share one
         self._heap = []        # [due, seq, txn, timer]; txn is None once cancelled
         self._seq = itertools.count()
         self._pending = 0      # entries not cancelled
@@ -169,9 +179,14 @@ class TransactionLayer:
         if self._live >= self.max_transactions:
             self._stateless(make_response(request, 503, to_tag=new_tag()), source)
             return
-        keys = [(self._servers, key + (method,))]
+        method = sys.intern(method)          # the transaction's own method string
+        keys = (self._servers, key + (method,))
         if method != "CANCEL":
-            keys.append((self._targets, key))
+            keys += (self._targets, key)
+        sources = self._sources
+        if len(sources) >= 4096:
+            sources.clear()
+        source = sources.setdefault(source, source)
         txn = ServerTransaction(self, request, source)
         self._add(txn, keys)
         try:
@@ -197,14 +212,14 @@ class TransactionLayer:
     def _expect_ack(self, txn, response):
         """RFC 2543 fallback: the ACK carries the To tag of our final
         response, so it is matched under that tag (§17.2.3)."""
-        key = txn.keys[0][1]
+        key = txn.keys[1]
         if key[0] != "2543":
             return
         to = response.to
         ack_key = _request_key(txn.request, to.tag if to is not None else None) + ("ACK",)
-        if not any(k == ack_key for _, k in txn.keys):
+        if ack_key not in txn.keys[1::2]:
             self._servers[ack_key] = txn
-            txn.keys.append((self._servers, ack_key))
+            txn.keys += (self._servers, ack_key)
 
     # -- sending -----------------------------------------------------------
 
@@ -235,7 +250,7 @@ class TransactionLayer:
         return ClientTransaction(self, request, dest, key, on_response, on_error)
 
     def _start_client(self, txn):
-        self._add(txn, [(self._clients, txn.key)])
+        self._add(txn, (self._clients, txn.key))
         txn._event(START)
 
     def transport_error(self, message, peer, reason=None):
@@ -253,11 +268,12 @@ class TransactionLayer:
                 host, port = via.sent_by
                 txn = self._servers.get(("3261", via.branch, host.lower(), port,
                                          message.cseq.method))
-            else:       # RFC 2543 keys need the Request-URI: look at each
-                for candidate in set(self._servers.values()):
-                    if candidate.last_response is message:
-                        txn = candidate
-                        break
+            else:       # RFC 2543 keys hold the Request-URI: match the rest
+                cseq = message.cseq
+                want = (message.from_.tag, message.call_id, cseq.seq, via.transport,
+                        via.host.lower(), via.port, via.branch, cseq.method)
+                txn = next((t for k, t in self._servers.items()
+                            if k[0] == "2543" and k[3:] == want), None)
         if txn is not None:
             txn._event(TRANSPORT_ERROR, error)
 
@@ -265,29 +281,31 @@ class TransactionLayer:
 
     def _add(self, txn, keys):
         self._live += 1
-        txn.keys = keys
-        for table, key in keys:
+        txn.keys = keys           # (table, key, table, key...)
+        for table, key in zip(keys[::2], keys[1::2]):
             table[key] = txn
 
     def _forget(self, txn):
         if not txn.keys:
             return              # a CANCEL dropped before it was ever sent
-        for table, key in txn.keys:
+        keys = txn.keys
+        for table, key in zip(keys[::2], keys[1::2]):
             if table.get(key) is txn:
                 del table[key]
-        txn.keys = []
+        txn.keys = ()
         self._live -= 1
 
     # -- timers: one heap, one clock call --------------------------------------
 
     def _schedule(self, seconds, txn, timer):
-        """Call ``txn._fire(timer)`` in ``seconds``; the entry to cancel."""
+        """``timer`` of ``txn`` fires in ``seconds`` (``txn._fire(entry)``);
+        returns the entry, for ``_cancel_timer``."""
         due = self.clock.seconds() + seconds
         entry = [due, next(self._seq), txn, timer]
         heapq.heappush(self._heap, entry)
         self._pending += 1
         if not self._firing:
-            self._wake(due)
+            self._wake(due, seconds)
         return entry
 
     def _cancel_timer(self, entry):
@@ -305,14 +323,13 @@ class TransactionLayer:
             heap[:] = [e for e in heap if e[2] is not None]
             heapq.heapify(heap)
 
-    def _wake(self, due):
+    def _wake(self, due, seconds):
         call = self._wakeup
         if call is not None:
             if call.getTime() <= due:
                 return
             call.cancel()
-        self._wakeup = self.clock.callLater(max(0.0, due - self.clock.seconds()),
-                                            self._run_timers)
+        self._wakeup = self.clock.callLater(max(0.0, seconds), self._run_timers)
 
     def _run_timers(self):
         """Fire every entry due, in order; a TU error still propagates to
@@ -328,10 +345,10 @@ class TransactionLayer:
                 if txn is not None:
                     entry[2] = None
                     self._pending -= 1
-                    txn._fire(entry[3])
+                    txn._fire(entry)
         finally:
             self._firing = False
             while heap and heap[0][2] is None:
                 heapq.heappop(heap)
             if heap:
-                self._wake(heap[0][0])
+                self._wake(heap[0][0], heap[0][0] - now)

@@ -24,16 +24,15 @@ Rules of this module:
   layer: ``send``, ``timers``, ``user`` (an ``ITransactionUser``), the
   table hooks and the timer heap (``_schedule``, ``_cancel_timer``).
 - No I/O and no reactor: time is the layer's injected ``IReactorTime``.
-- Bounded: a transaction is slotted, and a server transaction past its
-  final response keeps only what absorbs retransmissions.
 """
 
 import enum
+import sys
 
 from twisted.logger import Logger
 
 from ..tracing import TRACE
-from .headers import Headers
+from .headers import Headers, canonical_name
 from .message import Request, SentResponse, make_response, parse_datagram
 
 __all__ = [
@@ -169,13 +168,13 @@ class _Transaction:
         self._layer = layer
         self.kind = kind
         self._request = request
-        self.method = request.method
+        self.method = sys.intern(request.method)      # one string for them all
         self.peer = peer
         self.reliable = peer.reliable
         self.state = state
-        self._calls = {}          # Timer -> its entry in the layer's timer heap
+        self._calls = ()          # its entries in the layer's timer heap
         self._interval = None     # the retransmission timer's (A, E, G) current value
-        self.keys = []            # [(table, key)] this transaction is under
+        self.keys = ()            # (table, key, table, key...): where it is filed
 
     @property
     def request(self):
@@ -212,8 +211,10 @@ class _Transaction:
             self._cleanup()
         else:
             keep = TIMERS[self.kind][new][1]
-            for timer in [t for t in self._calls if t not in keep]:
-                self._layer._cancel_timer(self._calls.pop(timer))
+            for entry in self._calls:
+                if entry[3] not in keep:
+                    self._layer._cancel_timer(entry)   # entry[2] = None
+            self._calls = tuple(e for e in self._calls if e[2] is not None)
 
     def _start_timer(self, timer, seconds=None):
         if seconds is None:
@@ -225,12 +226,11 @@ class _Transaction:
         if seconds == 0:
             self._event(timer, timer)   # "set to zero": fire now, synchronously
         else:
-            self._calls[timer] = self._layer._schedule(seconds, self, timer)
+            self._calls += (self._layer._schedule(seconds, self, timer),)
 
-    def _fire(self, timer):
-        """The layer's timer heap: ``timer`` is due."""
-        self._calls.pop(timer, None)
-        self._event(timer, timer)
+    def _fire(self, entry):     # from the layer's heap: [due, seq, txn, timer]
+        self._calls = tuple(e for e in self._calls if e is not entry)
+        self._event(entry[3], entry[3])
 
     def _backoff(self, timer):
         """A, E and G double; E and G are capped at T2 (§17.1.2.2, §17.2.1)."""
@@ -247,9 +247,9 @@ class _Transaction:
 
     def _cleanup(self):
         cancel = self._layer._cancel_timer
-        for entry in self._calls.values():
+        for entry in self._calls:
             cancel(entry)
-        self._calls.clear()
+        self._calls = ()
         self._layer._forget(self)
 
     def __repr__(self):
@@ -349,12 +349,13 @@ class ClientTransaction(_Transaction):
 class ServerTransaction(_Transaction):
     """One request we received and our responses to it (§17.2).
 
-    Past its final response it keeps only its keys, its timers, the final's
-    bytes as ``last_response`` (a ``SentResponse``; None after a 2xx to an
-    INVITE: the TU resends that, RFC 6026 §7.1) and, as ``request``, the
-    start line and the headers a response copies, parsed again when read."""
+    Bounded: past its final response it keeps its keys, its timers and the
+    final's bytes (``last_response``, a ``SentResponse``), or after a 2xx to
+    an INVITE (the TU resends that, RFC 6026 §7.1) a skeleton of the request
+    (start line, the headers a response copies).  ``request`` is rebuilt
+    from these when read (from a final response, To carries its tag)."""
 
-    __slots__ = ("source", "last_response", "_ack_source", "_skeleton")
+    __slots__ = ("source", "last_response", "_ack_source", "_skeleton", "_uri")
 
     def __init__(self, layer, request, source):
         invite = request.method == "INVITE"
@@ -363,12 +364,15 @@ class ServerTransaction(_Transaction):
         self.source = source
         self.last_response = None
         self._ack_source = source
-        self._skeleton = None
+        self._skeleton = self._uri = None
 
     @property
     def request(self):
-        request = self._request
-        return request if request is not None else parse_datagram(self._skeleton)
+        if self._request is not None:
+            return self._request
+        if self._skeleton is not None:
+            return parse_datagram(self._skeleton)
+        return Request(self.method, self._uri, _skeleton_headers(self.last_response))
 
     def respond(self, response):
         """Send ``response`` through the transaction (§17.2.1, §17.2.2)."""
@@ -394,15 +398,18 @@ class ServerTransaction(_Transaction):
         invite = self.kind is INVITE_SERVER
         if invite:
             self._layer._expect_ack(self, response)
-        if self._request is not None:
-            # Matching is by key from now on (§17.2.3): the request itself is
-            # dead weight while the transaction waits for Timer H, J or L.
-            self._skeleton = _skeleton(self._request)
-            self._request = None
+        request, self._request = self._request, None
+        # Matching is by key from now on (§17.2.3): the request itself is
+        # dead weight while the transaction waits for Timer H, J or L.
         if invite and status < 300:
+            if request is not None:
+                self._skeleton = Request(request.method, request.uri_text,
+                                         _skeleton_headers(request)).to_bytes()
             self.last_response = None
             self._transmit(response)
         else:
+            if request is not None:
+                self._uri = request.uri_text
             self.last_response = SentResponse(response)
             self._transmit(self.last_response)
 
@@ -556,15 +563,10 @@ TIMERS = {
 
 # -- messages a transaction builds or keeps -------------------------------------------
 
-def _skeleton(request):
-    """``request`` as bytes reduced to its start line and the headers a
-    response copies (§8.2.6.2)."""
-    rh = request.headers
-    h = Headers()
-    for key in ("via", "from", "to", "call-id", "cseq"):
-        for value in rh.lines(key):
-            h.add(key, value)
-    return Request(request.method, request.uri_text, h).to_bytes()
+def _skeleton_headers(message):
+    """The headers of ``message`` a response copies (§8.2.6.2), in order."""
+    return Headers.from_pairs((n, v) for n, v in message.headers if canonical_name(n)[0]
+                              in ("via", "from", "to", "call-id", "cseq"))
 
 
 def _copy(request, method, to):
