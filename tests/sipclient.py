@@ -122,6 +122,14 @@ def _final(message, call_id):
         int(message.split(" ", 2)[1]) >= 200
 
 
+def ok_for(request):
+    """Our 200 OK to ``request`` (its text), as bytes (§8.2.6: Via, From,
+    To, Call-ID and CSeq copied)."""
+    copied = "".join(f"{h}: {header(request, h)}\r\n"
+                     for h in ("Via", "From", "To", "Call-ID", "CSeq"))
+    return f"SIP/2.0 200 OK\r\n{copied}Content-Length: 0\r\n\r\n".encode()
+
+
 def header(message, name):
     m = re.search(rf"^{name}:[ \t]*(.*)$", message, re.M | re.I)
     return m.group(1).strip() if m else None

@@ -150,13 +150,11 @@ def _answerer(client, stop, seen):
         text = data.decode("utf-8", "replace")
         if not text.startswith("NOTIFY "):
             continue
-        head = {h: sipclient.header(text, h) for h in ("Via", "From", "To", "Call-ID", "CSeq")}
-        seen.append((head["Call-ID"], head["CSeq"], len(data)))
-        ok = "SIP/2.0 200 OK\r\n" + "".join(f"{h}: {v}\r\n" for h, v in head.items()) + \
-            "Content-Length: 0\r\n\r\n"
+        seen.append((sipclient.header(text, "Call-ID"), sipclient.header(text, "CSeq"),
+                     len(data)))
         try:
-            client.sock.sendto(ok.encode(), ("127.0.0.1", int(re.search(
-                r"127\.0\.0\.1:(\d+)", head["Via"]).group(1))))
+            client.sock.sendto(sipclient.ok_for(text), ("127.0.0.1", int(re.search(
+                r"127\.0\.0\.1:(\d+)", sipclient.header(text, "Via")).group(1))))
         except OSError:
             return
 

@@ -102,9 +102,7 @@ class SourceBudgets:
         if not self.rate:
             return Verdict.ADMIT
         now = self.now()
-        bucket = self._bucket(source_key(host), now)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
-        bucket.stamp = now
+        bucket = self._refilled(host, now)
         if bucket.tokens >= 1:
             bucket.tokens -= 1
             bucket.over = False
@@ -122,14 +120,18 @@ class SourceBudgets:
         once); False, taking nothing, otherwise."""
         if not self.rate:
             return True
-        now = self.now()
-        bucket = self._bucket(source_key(host), now)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
-        bucket.stamp = now
+        bucket = self._refilled(host, self.now())
         if bucket.tokens >= min(amount, self.burst):
             bucket.tokens -= amount
             return True
         return False
+
+    def _refilled(self, host, now):
+        """``host``'s bucket, with what it earned since it was last used."""
+        bucket = self._bucket(source_key(host), now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+        bucket.stamp = now
+        return bucket
 
     def _bucket(self, key, now):
         buckets = self._buckets

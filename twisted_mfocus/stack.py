@@ -164,10 +164,7 @@ class SIPService(service.Service):
             return
         response = make_response(request, 503, "Too Many Requests", to_tag=new_tag(), headers=[
             ("Retry-After", str(budgets.retry_after))])
-        try:
-            self.transport.send_response(response, source)
-        except Exception as e:      # the transport refused: nothing more to do
-            self.log.info("cannot answer {peer}: {error}", peer=str(source), error=e)
+        self._stateless(self.transport.send_response, response, source, source)
 
     def _bad_message(self, error, source):
         """Answer what can be answered (RFC 4475 §3.1.2); drop the rest.
@@ -185,9 +182,14 @@ class SIPService(service.Service):
         if not msg.headers.lines("via"):
             return   # nowhere to send a response
         response = make_response(msg, error.status, error.reason)
+        self._stateless(self.transport.send, response, _error_destination(msg, source), source)
+
+    def _stateless(self, send, response, dest, source):
+        """Send a response no transaction keeps (``send``: the transport's
+        ``send`` or ``send_response``); if the transport refuses, that is all."""
         try:
-            self.transport.send(response, _error_destination(msg, source))
-        except Exception as e:      # the transport refused: nothing more to do
+            send(response, dest)
+        except Exception as e:
             self.log.info("cannot answer {peer}: {error}", peer=str(source), error=e)
 
 

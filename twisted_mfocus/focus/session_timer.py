@@ -20,7 +20,7 @@ every half interval; the other ends the call when no refresh came.
 import enum
 from typing import NamedTuple
 
-from ..sip.uas import Refused
+from ..sip.uas import Refused, listed
 
 __all__ = ["Refresher", "Session", "SessionTimer", "negotiate", "for_answer",
            "response_headers", "TIMER"]
@@ -53,11 +53,6 @@ def _delta(value, name):
     return int(number), dict(p.partition("=")[::2] for p in params)
 
 
-def _supports_timer(request):
-    return any(TIMER == t.strip().lower()
-               for v in request.headers.get_all("supported") for t in v.split(","))
-
-
 def negotiate(request, min_se, preferred):
     """The session timer for our 2xx to ``request`` (None: none), or
     ``Refused`` (422 with our Min-SE, 400 for a header that does not parse).
@@ -66,7 +61,7 @@ def negotiate(request, min_se, preferred):
     theirs_min = min_se
     if request.headers.get("min-se"):
         theirs_min = max(min_se, _delta(request.headers.get("min-se"), "Min-SE")[0])
-    supports = _supports_timer(request)
+    supports = listed(request, "supported", TIMER)
     if value is None:
         if not (supports and preferred):        # §9: only a phone that supports it
             return None

@@ -11,13 +11,19 @@ conference focus.
 from .ids import new_tag
 from .message import KNOWN_METHODS, make_response
 
-__all__ = ["UASPolicy", "Refused", "KNOWN_METHODS", "accepts", "allows"]
+__all__ = ["UASPolicy", "Refused", "KNOWN_METHODS", "accepts", "allows", "listed"]
+
+
+def listed(message, header, token):
+    """Does the list header ``header`` (Allow, Supported, ...) of ``message``
+    name ``token``, in any case (§7.3.1: the values are already split)?"""
+    token = token.lower()
+    return any(value.lower() == token for value in message.headers.get_all(header))
 
 
 def allows(message, method):
     """Does ``message``'s Allow list ``method`` (RFC 3261 §20.5)?"""
-    return any(method == m.strip().upper()
-               for value in message.headers.get_all("allow") for m in value.split(","))
+    return listed(message, "allow", method)
 
 
 def accepts(request, content_type):
