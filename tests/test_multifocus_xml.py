@@ -215,13 +215,16 @@ _members = st.builds(
     st.sampled_from(["dialed-in", "dialed-out", "focus-owner"]),
     st.none() | st.floats(allow_nan=False, allow_infinity=False), _opt,
     st.none() | st.sampled_from(["sendrecv", "inactive"]), _opt, _opt, _opt, _opt,
-    st.lists(_xml_text, max_size=3).map(tuple), st.integers(0, 2 ** 32 - 1))
+    st.lists(_xml_text, max_size=3).map(tuple), st.integers(0, 2 ** 32 - 1),
+    st.none() | st.sampled_from(["RTP/SAVP", "RTP/SAVPF", "RTP/AVP"]))
 _foci = st.builds(FocusRecord, _sip, st.sampled_from(["primary", "secondary"]),
                   st.integers(0, 2 ** 32 - 1), st.integers(0, 2 ** 32 - 1),
                   st.sampled_from(["active", "leaving", "failed", "left"]),
                   st.lists(_sip, max_size=3).map(tuple), st.integers(0, 2 ** 32 - 1),
                   st.lists(st.tuples(_sip, st.integers(0, 2 ** 32 - 1)),
-                           max_size=3).map(tuple))
+                           max_size=3).map(tuple),
+                  st.none() | st.sampled_from(["127.0.0.1:5061", "[::1]:65535",
+                                                "focus.example.com:1"]))
 _ops = st.one_of(st.tuples(st.just(SET), _members), st.tuples(st.just(DEL), _xml_text),
                  st.tuples(st.just(FOCUS), _foci))
 
@@ -248,7 +251,10 @@ def test_rendering_refuses_records_no_peer_would_accept():
                 Snapshot({A: Partition(1, focus(links=("tel:123",)), {})}),
                 Snapshot({A: Partition(1, None, {"e": member(status="asleep")})}),
                 Snapshot({A: Partition(1, None, {"e": member(when=float("nan"))})}),
-                Snapshot({A: Partition(1, None, {"e": member(media="loud")})})]:
+                Snapshot({A: Partition(1, None, {"e": member(media="loud")})}),
+                Snapshot({A: Partition(1, None, {"e": member(srtp="RTP/SAVPX")})}),
+                Snapshot({A: Partition(1, focus(tls="127.0.0.1"), {})}),
+                Snapshot({A: Partition(1, focus(tls="a b:5061"), {})})]:
         with pytest.raises(ValueError):
             render_snapshot(bad)
     with pytest.raises(ValueError):

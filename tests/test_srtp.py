@@ -13,7 +13,7 @@ from twisted_mfocus.media.engine import MediaEngine
 from twisted_mfocus.media.packet import build_rtp, parse_rtcp, parse_rtp, sender_report
 from twisted_mfocus.media.sdp import (LocalSession, Negotiated, SDPError, SessionDescription,
                                       accept_answer, answer, offer, warning_headers)
-from twisted_mfocus.media.srtp import (CryptoError, Keys, SrtpContext, SrtpError, choose,
+from twisted_mfocus.media.srtp import (CryptoError, Keys, Mode, NoSecureOffer, Policy, SrtpContext, SrtpError, choose,
                                        format_crypto, parse_crypto, unusable)
 
 SUITES = [s.name for s in srtp.PREFERENCE]
@@ -179,7 +179,7 @@ def test_srtp_over_cleartext_is_488_naming_the_transport_unless_allowed(transpor
     assert (e.status, e.reason) == (488, "SDP: SDES keys need TLS")
     assert f"came over {transport}" in e.warning and "RFC 4568" in e.warning
     ours, n = answer(offered, LocalSession("192.0.2.9"), 5000, transport,
-                     sdes_over_cleartext=True)
+                     policy=Policy(sdes_over_cleartext=True))
     assert len(crypto_lines(ours)) == 1 and n.keys.suite == "AES_CM_128_HMAC_SHA1_80"
 
 
@@ -228,7 +228,7 @@ def test_our_offer_keeps_a_call_encrypted_and_reads_the_answer():
     like = Negotiated("PCMU", 0, 101, ("192.0.2.1", 4000), "sendrecv", False,
                       keys=Keys("AES_CM_128_HMAC_SHA1_80", bytes(30), bytes(30)),
                       profile="RTP/SAVP")
-    ours = offer(local, 5000, like=like)
+    ours = offer(local, 5000, srtp_profile=like.srtp_profile)
     offered = {c.tag: c for c in map(parse_crypto, crypto_lines(ours))}
     assert ours.media[0].proto == "RTP/SAVP" and [c.suite for c in offered.values()] == SUITES
     # The phone answers with tag 3 (AES_CM_128_HMAC_SHA1_80) and a key of its own.
@@ -405,3 +405,79 @@ def test_a_peer_cycling_ssrcs_cannot_grow_the_inbound_context():
         with pytest.raises(SrtpError):
             ours.unprotect_rtp(stranger.protect_rtp(build_rtp(0, 1, 0, ssrc, b"x")))
     assert ours._ssrcs == kept
+
+
+# ---- [media] srtp: off | optional | mandatory --------------------------------
+
+PLAIN, BEST_EFFORT = "plain", "best-effort"
+
+
+def offered_as(kind):
+    if kind == PLAIN:
+        return sdp_offer("RTP/AVP")
+    if kind == BEST_EFFORT:
+        return sdp_offer("RTP/AVP", [line(1, "AES_CM_128_HMAC_SHA1_80")])
+    return sdp_offer(kind, [line(1, "AES_CM_128_HMAC_SHA1_80")])
+
+
+@pytest.mark.parametrize("mode, kind, transport, outcome", [
+    # off: SRTP profiles refused, best-effort crypto ignored, plain taken
+    ("off", "RTP/SAVP", "TLS", "SRTP is off here"),
+    ("off", "RTP/SAVPF", "TLS", "SRTP is off here"),
+    ("off", BEST_EFFORT, "TLS", None),
+    ("off", PLAIN, "UDP", None),
+    # optional: what the offer asks, keys only over TLS
+    ("optional", "RTP/SAVP", "TLS", "AES_CM_128_HMAC_SHA1_80"),
+    ("optional", BEST_EFFORT, "TLS", "AES_CM_128_HMAC_SHA1_80"),
+    ("optional", BEST_EFFORT, "UDP", None),
+    ("optional", "RTP/SAVP", "UDP", "SDES keys need TLS"),
+    ("optional", PLAIN, "TLS", None),
+    # mandatory: plain refused, best-effort taken as SRTP, keys still only over TLS
+    ("mandatory", PLAIN, "TLS", "SRTP required"),
+    ("mandatory", PLAIN, "UDP", "SRTP required"),
+    ("mandatory", BEST_EFFORT, "TLS", "AES_CM_128_HMAC_SHA1_80"),
+    ("mandatory", BEST_EFFORT, "UDP", "SDES keys need TLS"),
+    ("mandatory", "RTP/SAVP", "TLS", "AES_CM_128_HMAC_SHA1_80"),
+])
+def test_the_srtp_mode_decides_which_offers_are_taken(mode, kind, transport, outcome):
+    policy = Policy(Mode(mode))
+    if outcome is None or outcome.startswith("AES"):
+        ours, n = answer(offered_as(kind), LocalSession("192.0.2.9"), 5000, transport, policy)
+        assert (n.keys.suite if n.keys else None) == outcome
+        assert len(crypto_lines(ours)) == (1 if outcome else 0)
+        assert n.srtp_profile == (n.profile if outcome else None)
+        return
+    with pytest.raises(SDPError) as caught:
+        answer(offered_as(kind), LocalSession("192.0.2.9"), 5000, transport, policy)
+    e = caught.value
+    assert (e.status, e.reason) == (488, f"SDP: {outcome}")
+    assert "[media] srtp" in e.warning or "RFC 4568" in e.warning, e.warning
+
+
+def test_a_refused_plain_offer_says_why_in_a_warning():
+    with pytest.raises(SDPError) as caught:
+        answer(sdp_offer("RTP/AVP"), LocalSession("192.0.2.9"), 5000, "TLS",
+               Policy(Mode.MANDATORY))
+    (name, value), = warning_headers(caught.value, ("192.0.2.9", 5061))
+    assert name == "Warning" and value.startswith('399 192.0.2.9:5061 "this focus takes SRTP only')
+
+
+@pytest.mark.parametrize("mode, transport, known, profile", [
+    ("off", "TLS", "RTP/SAVP", None),           # never SRTP
+    ("optional", "TLS", None, None),            # a stranger is offered plain RTP
+    ("optional", "TLS", "RTP/SAVPF", "RTP/SAVPF"),   # a known SRTP member: its profile
+    ("optional", "UDP", "RTP/SAVP", None),      # keys do not travel over UDP
+    ("mandatory", "TLS", None, "RTP/SAVP"),
+    ("mandatory", "TLS", "RTP/AVP", "RTP/AVP"),
+])
+def test_what_the_focus_offers_when_it_dials(mode, transport, known, profile):
+    assert Policy(Mode(mode)).offer_profile(transport, known) == profile
+    made = offer(LocalSession("192.0.2.9"), 5000, srtp_profile=profile)
+    assert made.media[0].proto == (profile or "RTP/AVP")
+    assert len(crypto_lines(made)) == (len(srtp.PREFERENCE) if profile else 0)
+
+
+def test_mandatory_srtp_never_offers_keys_in_cleartext():
+    with pytest.raises(NoSecureOffer, match="need TLS"):
+        Policy(Mode.MANDATORY).offer_profile("UDP", "RTP/SAVP")
+    assert Policy(Mode.MANDATORY, sdes_over_cleartext=True).offer_profile("UDP") == "RTP/SAVP"

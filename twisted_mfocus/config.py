@@ -63,6 +63,7 @@ max_bindings = 4
 [media]
 address =
 rtp_ports = 20000-29999
+srtp = optional
 sdes_over_cleartext = no
 relatch_after = 10
 rtp_timeout = 30
@@ -121,6 +122,7 @@ REFER_TARGETS = ("domain", "any")
 CREATE_ROOMS = ("any", "configured")
 ESCALATE = ("anyone", "authenticated", "nobody")
 SUBSCRIBERS = ("anyone", "members")
+SRTP_MODES = ("off", "optional", "mandatory")     # [media] srtp: media/srtp.py Mode
 ROOM_KEYS = ("pin", "max_members", "locked", "members", "subject", "subscribers")
 
 
@@ -200,6 +202,7 @@ class Config:
         self.rtp_ports = self._range("media", "rtp_ports")
         self.media_address = self._get("media", "address") or \
             self.listen[0].split(":", 1)[1].rsplit(":", 1)[0].strip("[]")
+        self.srtp = self._choice("media", "srtp", SRTP_MODES)
         try:        # RFC 4568 §8.3: SDES keys in SDP over UDP/TCP only if asked
             self.sdes_over_cleartext = self._parser.getboolean("media", "sdes_over_cleartext")
         except ValueError:

@@ -36,6 +36,9 @@ from .model import ENDPOINT_STATUSES, JOINING_METHODS, MEDIA_STATUSES
 from .replica import (DEL, FOCUS, SET, Delta, FocusRecord, FocusRole, FocusState,
                       MemberRecord, Partition, Snapshot)
 
+#: an SRTP call's profile, as the XSD's srtp-profile allows
+SRTP_PROFILES = frozenset(("RTP/SAVP", "RTP/SAVPF", "RTP/AVP"))
+
 __all__ = ["EVENT", "CONTENT_TYPE", "NAMESPACE", "XSD_PATH", "MultifocusError", "Parsed",
            "render_snapshot", "render_deltas", "parse", "schema", "MAX_BODY",
            "MAX_PARTITIONS", "MAX_MEMBERS", "MAX_DELTAS", "MAX_OPS", "MAX_LINKS", "MAX_ROUTE"]
@@ -67,6 +70,8 @@ _CLOSE = "</mf:multifocus>"
 _SIP_URI = re.compile(r"[Ss][Ii][Pp][Ss]?:[^ \t\n\r]+")
 _UINT = re.compile(r"[0-9]{1,20}")
 _FLOAT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+#: a TLS listener as host:port (an IPv6 host in brackets)
+_HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}")
 
 
 class MultifocusError(ValueError):
@@ -103,13 +108,19 @@ def _sip(what, value):
     return _attr(value)
 
 
+def _tls(value):
+    _check(isinstance(value, str) and _HOSTPORT.fullmatch(value), "tls", value)
+    return value
+
+
 def _focus(out, f):
     _check(f.role in FOCUS_ROLES, "focus role", f.role)
     _check(f.state in FOCUS_STATES, "focus state", f.state)
     epoch = f' epoch="{_uint("epoch", f.epoch)}"' if f.epoch else ""
+    tls = f' tls="{_tls(f.tls)}"' if f.tls else ""
     out.append(f'<mf:focus uri="{_sip("focus uri", f.uri)}" role="{f.role}" '
                f'capacity="{_uint("capacity", f.capacity)}" '
-               f'load="{_uint("load", f.load)}" state="{f.state}"{epoch}>')
+               f'load="{_uint("load", f.load)}" state="{f.state}"{epoch}{tls}>')
     out.extend(f'<mf:link uri="{_sip("link", link)}"/>' for link in f.links)
     out.extend(f'<mf:down uri="{_sip("down", uri)}" epoch="{_uint("down epoch", e)}"/>'
                for uri, e in f.down)
@@ -130,6 +141,9 @@ def _member(out, m):
     if m.media is not None:
         _check(m.media in MEDIA_STATUSES, "media status", m.media)
         out.append(f' media="{m.media}"')
+    if m.srtp is not None:
+        _check(m.srtp in SRTP_PROFILES, "srtp profile", m.srtp)
+        out.append(f' srtp="{m.srtp}"')
     if m.epoch:
         out.append(f' epoch="{_uint("epoch", m.epoch)}"')
     dialog = [f' {name}="{_attr(value)}"' for name, value in (
@@ -259,6 +273,12 @@ def _sip_uri(value):
     return value
 
 
+def _hostport(value):
+    if _HOSTPORT.fullmatch(value) is None or not 0 < int(value.rpartition(":")[2]) < 65536:
+        raise ValueError("is not host:port")
+    return value
+
+
 def _unix_time(value):
     if len(value) > 40 or _FLOAT.fullmatch(value) is None or math.isinf(float(value)):
         raise ValueError("is not a finite number")
@@ -283,7 +303,8 @@ def _parse_focus(el):
         _get(el, "uri", _sip_uri), _get(el, "role", _enum(FocusRole)),
         _get(el, "capacity", _UINT32), _get(el, "load", _UINT32),
         _get(el, "state", _enum(FocusState)), tuple(links),
-        _get(el, "epoch", _UINT32, optional=True) or 0, tuple(down))
+        _get(el, "epoch", _UINT32, optional=True) or 0, tuple(down),
+        _get(el, "tls", _hostport, optional=True))
 
 
 def _parse_member(el):
@@ -296,7 +317,8 @@ def _parse_member(el):
         _get(el, "when", _unix_time, optional=True), _get(el, "by", optional=True),
         _get(el, "media", _one_of(MEDIA_STATUSES), optional=True),
         d("call-id"), d("local-tag"), d("remote-tag"), d("remote-target"),
-        tuple(_get(r, "uri") for r in route), _get(el, "epoch", _UINT32, optional=True) or 0)
+        tuple(_get(r, "uri") for r in route), _get(el, "epoch", _UINT32, optional=True) or 0,
+        _get(el, "srtp", _one_of(SRTP_PROFILES), optional=True))
 
 
 def _parse_snapshot(ext):

@@ -79,6 +79,7 @@ class FocusRecord(NamedTuple):
     links: Tuple[str, ...] = () # URIs of the foci it subscribes to, sorted
     epoch: int = 0              # the writer's incarnation (raised when it was replaced)
     down: Tuple[Tuple[str, int], ...] = ()  # (uri, epoch) the writer believes failed, sorted
+    tls: Optional[str] = None   # host:port of its TLS listener: a cascade with SDES keys
 
 
 class MemberRecord(NamedTuple):
@@ -103,6 +104,7 @@ class MemberRecord(NamedTuple):
     remote_target: Optional[str] = None
     route: Tuple[str, ...] = ()  # the holder's route set toward the member
     epoch: int = 0              # ownership epoch: +1 at each handover or takeover
+    srtp: Optional[str] = None  # the call's SRTP profile (RTP/SAVP...), None: plain
 
 
 class Delta(NamedTuple):

@@ -29,7 +29,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..conference.model import JoiningMethod
+from ..media.srtp import NoSecureOffer
 from ..media.sdp import (
+    NOT_ACCEPTABLE_HERE,
     LocalSession,
     SDPError,
     SessionDescription,
@@ -162,11 +164,16 @@ class CallLeg:
         return negotiate(request, cfg.min_se, cfg.session_expires)
 
     def _answer_or_offer(self, offer_sdp):
+        policy = self.room.services.node.srtp
         if offer_sdp is None:                   # late offer: ours in the 200
-            self.pending_offer = offer(self.sdp, self.rtp.port)
+            try:
+                profile = policy.offer_profile(self.transport)
+            except NoSecureOffer as e:
+                raise SDPError("SDES keys need TLS", NOT_ACCEPTABLE_HERE, str(e)) from None
+            self.pending_offer = offer(self.sdp, self.rtp.port, srtp_profile=profile)
             return self.pending_offer.to_bytes()
         sdp, self.negotiated = answer(offer_sdp, self.sdp, self.rtp.port, self.transport,
-                                      self.room.services.node.config.sdes_over_cleartext)
+                                      policy)
         return sdp.to_bytes()
 
     def _contact(self):
@@ -246,7 +253,7 @@ class CallLeg:
     # -- dial-out (UAC) ----------------------------------------------------
 
     def dial(self, target, referred_by=None, on_progress=None, replaces=None, to=None,
-             extra_headers=(), from_addr=None):
+             extra_headers=(), from_addr=None, srtp_profile=None):
         """INVITE ``target`` into the conference; ``on_progress(status,
         reason)`` hears every response (and 408/503 for failures).
 
@@ -258,7 +265,11 @@ class CallLeg:
         member's call with another focus (RFC 3891); ``to`` (the member's
         address, from a handover) is its To and the member's identity.
         ``from_addr`` (agent.py: the caller we connect) replaces the
-        conference URI in From; then our Contact is ``self.contact``."""
+        conference URI in From; then our Contact is ``self.contact``.
+        ``srtp_profile``: the profile the member's call had when it was
+        SRTP (a handover, a takeover), offered again where keys may travel
+        (media/srtp.py ``Policy.offer_profile``); a focus with mandatory
+        SRTP that cannot offer it reports 488 and sends nothing."""
         self.joining_method = JoiningMethod.DIALED_OUT
         self.referred_by = referred_by
         to_addr = NameAddr(target)
@@ -270,7 +281,15 @@ class CallLeg:
                 pass
         self.user_entity = aor(to_addr.uri)
         self.transport = (target.transport or "udp").upper()
-        self.pending_offer = offer(self.sdp, self.rtp.port)
+        progress = on_progress or (lambda status, reason: None)
+        try:
+            profile = self.room.services.node.srtp.offer_profile(self.transport, srtp_profile)
+        except NoSecureOffer as e:
+            self.log.info("{conf}: not dialling {target}: {why}", conf=self.room.name,
+                          target=str(target), why=str(e))
+            self._failed(NOT_ACCEPTABLE_HERE, "SRTP Needs TLS", progress)
+            return
+        self.pending_offer = offer(self.sdp, self.rtp.port, srtp_profile=profile)
         conference_uri = self.room.uri
         h = Headers()
         h.add("Max-Forwards", MAX_FORWARDS)
@@ -300,7 +319,6 @@ class CallLeg:
         invite = Request("INVITE", target.replace(params={
             k: v for k, v in target.params.items() if k not in ("method",)}, headers=[]),
             h, self.pending_offer.to_bytes())
-        progress = on_progress or (lambda status, reason: None)
 
         def on_response(response):
             if response.status < 200:
@@ -371,7 +389,9 @@ class CallLeg:
         if self.pending_offer is not None or self._retransmitter is not None:
             self.ua.clock.callLater(1.0, retry)
             return
-        self.pending_offer = pending = offer(self.sdp, self.rtp.port, like=self.negotiated)
+        self.pending_offer = pending = offer(
+            self.sdp, self.rtp.port,
+            srtp_profile=self.negotiated.srtp_profile if self.negotiated else None)
         request = self.dialog.create_request(
             "INVITE", [("Contact", str(self._contact())), ("Content-Type", SDP)] + headers,
             pending.to_bytes())

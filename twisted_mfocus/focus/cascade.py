@@ -16,11 +16,18 @@ an echo.
   in the conference state and not counted in the load.  A lost link, a
   failed or departed focus ends it (``link_down``: BYE); a new link dials
   again.
+- The mix between foci is private like the members' (``[media] srtp``):
+  unless SRTP is off, the cascade offers RTP/SAVP.  Its keys travel in the
+  SDP, so only over TLS (RFC 4568 §8.3): when both foci have a TLS
+  listener (the peer's is in its focus record, so the dialler waits for
+  that record) the INVITE goes there; otherwise it goes over UDP, plain
+  with ``optional`` and not at all with ``mandatory`` (logged).
 """
 
 from twisted.logger import Logger
 
 from ..media.rtp import PortsExhausted
+from ..media.srtp import SECURE_PROFILES, Mode
 from ..sip.uri import URI
 from ..sip.values import NameAddr
 from .admission import answer_invite
@@ -42,13 +49,16 @@ class Cascades:
 
     log = Logger()
 
-    def __init__(self, room, node, ua, policy, rtp_pool):
+    def __init__(self, room, node, ua, policy, rtp_pool, focus_record):
         self.room = room
         self.node = node
         self.ua = ua
         self.policy = policy
         self.rtp_pool = rtp_pool
+        #: focus_record(uri): what a focus says of itself (None: not known yet)
+        self.focus_record = focus_record
         self.legs = {}
+        self.waiting = set()        # linked peers whose record we wait for
 
     def up(self):
         """The peers we have a confirmed cascade leg with, sorted."""
@@ -58,27 +68,57 @@ class Cascades:
     # -- dialling ------------------------------------------------------------
 
     def link_up(self, peer):
-        """Our subscription to ``peer`` is up: dial it if we are the lower id."""
-        node, room = self.node, self.room
+        """Our subscription to ``peer`` is up: dial it if we are the lower id
+        (once we know whether it takes TLS)."""
+        node = self.node
         if node.stopping or node.uri >= peer or peer in self.legs:
             return
+        if self.focus_record(peer) is None:
+            self.waiting.add(peer)
+            return
+        self._dial(peer)
+
+    def records_changed(self):
+        """Focus records arrived: dial the peers that waited for theirs."""
+        for peer in sorted(self.waiting):
+            if self.focus_record(peer) is not None:
+                self.waiting.discard(peer)
+                self.link_up(peer)
+
+    def target(self, peer):
+        """Where the cascade INVITE to ``peer`` goes: its TLS listener when
+        SRTP keys may be offered and both of us listen on TLS, else the
+        focus id (UDP)."""
+        record = self.focus_record(peer)
+        tls = record.tls if record is not None else None
+        if tls and self.node.tls and self.node.srtp.mode is not Mode.OFF:
+            host, _, port = tls.rpartition(":")
+            return URI("sip", user=self.room.name, host=host, port=int(port),
+                       params={"transport": "tls"})
+        return URI.parse(peer).replace(user=self.room.name)
+
+    def _dial(self, peer):
+        node, room = self.node, self.room
         try:
             rtp = self.rtp_pool.allocate()
         except PortsExhausted:
             self.log.info("{conf}: no RTP ports for the cascade to {peer}",
                           conf=room.name, peer=peer)
             return
-        leg = self.legs[peer] = CallLeg(self.ua, self.policy, room, rtp, "UDP", peer=peer)
+        target = self.target(peer)
+        leg = self.legs[peer] = CallLeg(self.ua, self.policy, room, rtp,
+                                        (target.transport or "udp").upper(), peer=peer)
 
         def report(status, reason):
             if status >= 300:
                 self.log.info("{conf}: cascade to {peer} refused: {status} {reason}",
                               conf=room.name, peer=peer, status=status, reason=reason)
-        target = URI.parse(peer).replace(user=room.name)
-        leg.dial(target, None, report, extra_headers=[(MARKER, f"<{node.uri}>")])
+        leg.dial(target, None, report, extra_headers=[(MARKER, f"<{node.uri}>")],
+                 srtp_profile=SECURE_PROFILES[0])
 
     def link_down(self, peer):
         """The link to ``peer`` is gone (lost, failed, left): end the leg."""
+        self.waiting.discard(peer)
         leg = self.legs.pop(peer, None)
         if leg is not None and leg.state is not LegState.ENDED:
             leg.hangup()
@@ -102,6 +142,7 @@ class Cascades:
             del self.legs[leg.peer]
 
     def stop(self):
+        self.waiting.clear()
         for leg in list(self.legs.values()):
             if leg.state is not LegState.ENDED:
                 leg.hangup()

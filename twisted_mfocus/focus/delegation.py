@@ -15,6 +15,10 @@ with the marker header (``X-Mfocus-Forwarded: <origin>;hops=N``) and
 ``Referred-By``; the sipfrag progress of the forwarded REFER is relayed to
 the original referrer.
 
+A member whose call is SRTP moves with ``;srtp=savp`` (``savpf``, ``avp``:
+its profile) on the marker, so the taker offers it SRTP again (a phone
+that must encrypt refuses a plain offer).
+
 Rules of this module:
 
 - Only foci of the conference's replicated state are targets; a focus gets
@@ -26,6 +30,7 @@ Rules of this module:
 """
 
 import enum
+from typing import NamedTuple, Optional
 
 from twisted.logger import Logger
 
@@ -34,7 +39,7 @@ from ..sip.values import NameAddr
 from .call import LegState
 from .subscriber import Subscriber, out_of_dialog_request
 
-__all__ = ["MARKER", "Delegator", "HandOver", "parse_marker", "sipfrag_status"]
+__all__ = ["MARKER", "Delegator", "Forwarded", "HandOver", "parse_marker", "sipfrag_status"]
 
 #: The forwarded-REFER marker (docs/design.md, "Case 2: a REFER reaches a full focus").
 MARKER = "X-Mfocus-Forwarded"
@@ -52,13 +57,38 @@ class HandOver(enum.Enum):
     OVERFILL = "overfill"   # we are leaving: the least loaded focus, room or not
 
 
+#: the marker's srtp parameter: a media profile as a SIP token
+_SRTP_TOKENS = {"RTP/SAVP": "savp", "RTP/SAVPF": "savpf", "RTP/AVP": "avp"}
+_SRTP_PROFILES = {token: profile for profile, token in _SRTP_TOKENS.items()}
+
+
+class Forwarded(NamedTuple):
+    """What a forwarded REFER's marker says: the focus that began the
+    forwarding, the hops so far, the moving member's SRTP profile (None:
+    plain or unknown)."""
+
+    origin: str
+    hops: int
+    srtp: Optional[str] = None
+
+    def header(self):
+        srtp = f";srtp={_SRTP_TOKENS[self.srtp]}" if self.srtp else ""
+        return f"<{self.origin}>;hops={self.hops}{srtp}"
+
+    def next_hop(self):
+        return self._replace(hops=self.hops + 1)
+
+
 def parse_marker(value):
-    """``<origin>;hops=N`` → (origin URI text, N); ValueError if garbled."""
+    """``<origin>;hops=N[;srtp=TOKEN]`` → Forwarded; ValueError if garbled."""
     addr = NameAddr.parse(value, MARKER)
     hops = addr.params.get("hops")
     if hops is None or not hops.isdigit():
         raise ValueError(f"{MARKER} needs hops=N")
-    return str(addr.uri), int(hops)
+    srtp = addr.params.get("srtp")
+    if srtp is not None and srtp not in _SRTP_PROFILES:
+        raise ValueError(f"{MARKER} srtp={srtp!r} is not savp, savpf or avp")
+    return Forwarded(str(addr.uri), int(hops), _SRTP_PROFILES.get(srtp))
 
 
 def sipfrag_status(body):
@@ -118,7 +148,9 @@ class Delegator:
                               member=leg.user_entity, status=status)
                 self.hand_over(leg, tuple(tried) + (target,), mode)
         mesh.reserve(target)
-        self.refer(target, refer_to, self.room.name_addr, self.node.uri, 1, done)
+        srtp = leg.negotiated.srtp_profile if leg.negotiated is not None else None
+        self.refer(target, refer_to, self.room.name_addr, Forwarded(self.node.uri, 1, srtp),
+                   done)
 
     def _end_replaced(self, leg):
         if leg.state is LegState.CONFIRMED:     # the phone kept the old call: end it
@@ -126,8 +158,9 @@ class Delegator:
 
     # -- case 2 ------------------------------------------------------------
 
-    def forward(self, target_uri, referred_by, origin, hops, report, tried=()):
-        """Forward a REFER for the conference (``report`` hears sipfrags)."""
+    def forward(self, target_uri, referred_by, forwarded, report, tried=()):
+        """Forward a REFER for the conference (``report`` hears sipfrags);
+        ``forwarded``: the marker it goes with (hops counted already)."""
         mesh = self.mesh
         focus_uri = mesh.pick(exclude=tried)
         if focus_uri is None:
@@ -138,18 +171,18 @@ class Delegator:
         def done(status, reason):
             mesh.release(focus_uri)
             if status in TRY_NEXT and len(tried) < MAX_FORWARD_TRIES:
-                self.forward(target_uri, referred_by, origin, hops, report,
+                self.forward(target_uri, referred_by, forwarded, report,
                              tuple(tried) + (focus_uri,))
             else:
                 report(status, reason)
         self.log.info("{conf}: forwarding REFER for {target} to {focus} (hops {hops})",
                       conf=self.room.name, target=str(target_uri), focus=focus_uri,
-                      hops=hops, event="forward")
-        self.refer(focus_uri, target_uri, referred_by, origin, hops, done, progress=report)
+                      hops=forwarded.hops, event="forward")
+        self.refer(focus_uri, target_uri, referred_by, forwarded, done, progress=report)
 
     # -- the REFER both cases send ------------------------------------------
 
-    def refer(self, focus_uri, refer_to, referred_by, origin, hops, done, progress=None):
+    def refer(self, focus_uri, refer_to, referred_by, forwarded, done, progress=None):
         """REFER ``focus_uri`` to bring ``refer_to`` into the conference;
         ``done(status, reason)`` hears the final outcome (the referred
         request's final response, or the REFER's own failure)."""
@@ -157,7 +190,7 @@ class Delegator:
         target = URI.parse(focus_uri).replace(user=self.room.name)
         headers = [("Refer-To", str(NameAddr(refer_to))),
                    ("Referred-By", str(referred_by)),
-                   (MARKER, f"<{origin}>;hops={hops}")]
+                   (MARKER, forwarded.header())]
         headers += list(self.policy.request_headers)
         request = out_of_dialog_request("REFER", target, me, self.room.uri,
                                         NameAddr(me), headers)

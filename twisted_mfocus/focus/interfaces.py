@@ -97,19 +97,23 @@ class IRoom(Interface):
     def link_down(peer):
         """Focus ``peer`` is gone for this conference."""
 
+    def foci_changed():
+        """Some focus record of the replicated state arrived or changed."""
+
     def hand_over(leg, mode):
         """Move ``leg``'s member to another focus (a delegation.HandOver mode)."""
 
     def handed_off(leg):
         """Another focus took ``leg``'s member: its place here is free."""
 
-    def forward(target, referred_by, origin, hops, report):
-        """Pass a REFER on to a focus with room."""
+    def forward(target, referred_by, forwarded, report):
+        """Pass a REFER on to a focus with room (``forwarded``: its marker)."""
 
     def room_elsewhere():
         """Has another focus room for one more member?"""
 
-    def dial_out(target, referred_by, report, replaces=None, adopt=None, to=None):
+    def dial_out(target, referred_by, report, replaces=None, adopt=None, to=None,
+                 srtp_profile=None):
         """Dial ``target`` into the conference; the new leg, or None."""
 
     def remove_legs(legs, report):

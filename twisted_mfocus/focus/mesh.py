@@ -292,7 +292,7 @@ class Mesh:
         if node.stopping and state == FocusState.ACTIVE:
             state = FocusState.LEAVING
         return FocusRecord(node.uri, failover.role, node.capacity, node.load, state,
-                           links, failover.epoch, failover.down_claims())
+                           links, failover.epoch, failover.down_claims(), node.tls)
 
     def member_joined(self, leg):
         self.write((SET, member_record(leg)), (FOCUS, self.own_record()))
@@ -368,6 +368,7 @@ class Mesh:
             self.room.publish_members()
         if foci_changed:
             self.failover.foci_changed()
+            self.room.foci_changed()
             self.connect_known()
             self.place_waiting()
             self.rebalance()
@@ -560,7 +561,8 @@ def member_record(leg):
         media=leg.media_status if leg.negotiated is not None else None,
         call_id=dialog.call_id, local_tag=dialog.local_tag, remote_tag=dialog.remote_tag,
         remote_target=str(leg.reachable_target()),
-        route=tuple(str(r) for r in dialog.route_set), epoch=leg.epoch)
+        route=tuple(str(r) for r in dialog.route_set), epoch=leg.epoch,
+        srtp=leg.negotiated.srtp_profile if leg.negotiated is not None else None)
 
 
 def model_endpoint(record):

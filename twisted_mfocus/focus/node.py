@@ -6,6 +6,7 @@ counted here as calls come and go (rooms report them), so asking for it
 costs nothing however many conferences there are.
 """
 
+from ..media import srtp
 from ..sip.uri import URI
 
 __all__ = ["Node", "focus_id"]
@@ -30,6 +31,8 @@ class Node:
         self.role = config.role
         #: the configured foci, as (focus id, URI to SUBSCRIBE)
         self.peers = [(focus_id(uri), uri) for uri in config.peers]
+        #: when a call is SRTP ([media] srtp, sdes_over_cleartext)
+        self.srtp = srtp.Policy(srtp.Mode(config.srtp), config.sdes_over_cleartext)
         self.stopping = False
         self._ua = None
         self._uri = None
@@ -48,6 +51,16 @@ class Node:
             host, port = self._ua.local_hostport("UDP")
             self._uri = focus_id(URI("sip", host=host, port=port))
         return self._uri
+
+    @property
+    def tls(self):
+        """``host:port`` of our TLS listener, None without one: where a
+        cascade carrying SRTP keys reaches us (cascade.py)."""
+        found = self._ua.transport.local_address("TLS")
+        if found is None:
+            return None
+        host, port = found
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
     def domain_host(self):

@@ -36,7 +36,7 @@ from ..sip.dialog import Dialog, DialogError, uas_response_headers
 from ..sip.errors import ParseError
 from ..sip.ids import new_tag
 from ..sip.values import NameAddr
-from .delegation import MARKER, parse_marker
+from .delegation import MARKER, Forwarded, parse_marker
 from .interfaces import IDialogUsage
 
 __all__ = ["ReferSubscription", "Referrals"]
@@ -215,15 +215,14 @@ class Referrals:
                                                for k, _ in target.headers)
         if method == "INVITE" and self.node.is_full() and not (
                 moving and self.node.within_overflow()):
-            hops = forwarded[1] if forwarded else 0
-            if hops >= self.config.max_hops:
+            forward_to = (forwarded or Forwarded(self.node.uri, 0)).next_hop()
+            if forward_to.hops > self.config.max_hops:
                 txn.respond(respond(request, 482, "Loop Detected: Too Many Forwarding Hops",
                                     to_tag=to_tag))
                 return
             if not room.room_elsewhere():
                 txn.respond(respond(request, 486, "Conference Focus Full", to_tag=to_tag))
                 return
-            forward_to = (forwarded[0] if forwarded else self.node.uri, hops + 1)
 
         # RFC 4488: honour Refer-Sub: false.
         no_sub = (request.headers.get("refer-sub") or "").strip().lower() == "false"
@@ -263,6 +262,7 @@ class Referrals:
             room.remove_legs(victims, report)
         elif forward_to is not None:
             target = target.replace(headers=carried)
-            room.forward(target, referred_by, *forward_to, report)
+            room.forward(target, referred_by, forward_to, report)
         else:
-            room.dial_out(target, referred_by, report, replaces=replaces, to=to)
+            room.dial_out(target, referred_by, report, replaces=replaces, to=to,
+                          srtp_profile=forwarded.srtp if forwarded else None)

@@ -88,7 +88,7 @@ class Room:
         self.binding = None         # registrar.Binding of our URI, if we hold it
         self.hosted = None          # agent.Hosted, in agent mode
         self.hold = None            # its creator's source budget (budget.Hold)
-        self.cascades = Cascades(self, s.node, s.ua, s.policy, s.rtp_pool)
+        self.cascades = Cascades(self, s.node, s.ua, s.policy, s.rtp_pool, self.focus_record)
         self.mesh = Mesh(self, s.node, s.ua, s.policy)
         self.delegator = Delegator(self, self.mesh, s.node, s.ua, s.policy)
 
@@ -318,6 +318,14 @@ class Room:
         """Our subscription to focus ``peer`` is up: the cascade may dial."""
         self.cascades.link_up(peer)
 
+    def foci_changed(self):
+        """Some focus record arrived or changed (a cascade may wait for one)."""
+        self.cascades.records_changed()
+
+    def focus_record(self, uri):
+        """What focus ``uri`` says of itself in the state (None: not yet)."""
+        return self.mesh.replica.focus(uri)
+
     def link_down(self, peer):
         """Focus ``peer`` is gone (lost, failed, left): its cascade ends."""
         self.cascades.link_down(peer)
@@ -326,9 +334,9 @@ class Room:
         """Move ``leg``'s member to another focus (delegation.py, case 1)."""
         self.delegator.hand_over(leg, mode=mode)
 
-    def forward(self, target, referred_by, origin, hops, report):
+    def forward(self, target, referred_by, forwarded, report):
         """Pass a REFER on to a focus with room (delegation.py, case 2)."""
-        self.delegator.forward(target, referred_by, origin, hops, report)
+        self.delegator.forward(target, referred_by, forwarded, report)
 
     def room_elsewhere(self):
         """Has another focus we hear from room for one more member?"""
@@ -349,7 +357,8 @@ class Room:
 
     # -- what the focus does for the conference ----------------------------------
 
-    def dial_out(self, target, referred_by, report, replaces=None, adopt=None, to=None):
+    def dial_out(self, target, referred_by, report, replaces=None, adopt=None, to=None,
+                 srtp_profile=None):
         """Dial ``target`` into the conference (REFER, RFC 4579 §5.5).
 
         With ``replaces`` (a handover) the INVITE carries it (RFC 3891); a
@@ -357,7 +366,11 @@ class Room:
         ends the first call with BYE).  ``adopt``: the MemberRecord of the
         member this call takes over (failover): its identity, and its
         ownership epoch + 1.  ``to``: the To header (the member's identity,
-        from a handover REFER), else the target."""
+        from a handover REFER), else the target.  ``srtp_profile``: the
+        member's call was SRTP on it (a handover's marker; ``adopt.srtp``
+        for a takeover): offered again."""
+        if adopt is not None and srtp_profile is None:
+            srtp_profile = adopt.srtp
         try:
             leg = self.new_leg((target.transport or "udp").upper())
         except PortsExhausted:
@@ -369,13 +382,14 @@ class Room:
                     not self.services.node.stopping:
                 self.log.info("{target} refused Replaces ({status}): inviting without",
                               target=str(target), status=status)
-                self.dial_out(target, referred_by, report, adopt=adopt, to=to)
+                self.dial_out(target, referred_by, report, adopt=adopt, to=to,
+                              srtp_profile=srtp_profile)
             else:
                 report(status, reason)
         if replaces:
             leg.replacing_call_id = replaces.split(";", 1)[0].strip()
         leg.dial(target, referred_by, without_replaces_on_refusal if replaces else report,
-                 replaces=replaces, to=to)
+                 replaces=replaces, to=to, srtp_profile=srtp_profile)
         if adopt is not None:
             leg.user_entity, leg.joining_method = adopt.user, adopt.joining_method
             leg.epoch = adopt.epoch + 1

@@ -22,7 +22,9 @@ Rules:
   offered, with a fresh key of ours (every answer, so a re-INVITE rekeys).
   Keys go only over TLS (§8.3): over a cleartext transport an SRTP offer
   is refused and an RTP/AVP one with a=crypto answered plain, unless
-  ``sdes_over_cleartext``.  Every 488 says why, also as a Warning text.
+  ``sdes_over_cleartext``.  ``[media] srtp`` (srtp.Policy): ``off``
+  refuses RTP/SAVP, ``mandatory`` refuses plain offers.  Every 488 says
+  why, also as a Warning text.
 """
 
 import ipaddress
@@ -308,6 +310,11 @@ class Negotiated:
     keys: Optional[srtp.Keys] = None
     profile: str = PLAIN_PROFILE
 
+    @property
+    def srtp_profile(self):
+        """The profile the keys were agreed on, None for plain RTP."""
+        return self.profile if self.keys is not None else None
+
 
 class LocalSession:
     """Our o= line across one dialog (RFC 3264 §8, RFC 4566 §5.2)."""
@@ -384,22 +391,34 @@ def _crypto_values(media):
     return [v for k, v in media.attributes if k == "crypto"]
 
 
-def _keys_for(m, transport, sdes_over_cleartext, random_bytes):
+def _keys_for(m, transport, policy, random_bytes):
     """The SRTP keys for accepting stream ``m`` (None: plain) and the
-    a=crypto line of our answer; SDPError (488) when it cannot be had."""
+    a=crypto line of our answer; SDPError (488) when it cannot be had.
+    ``policy`` (srtp.Policy): ``[media] srtp`` and where keys may travel."""
     secure = m.proto in srtp.SECURE_PROFILES
     offered = _crypto_values(m)
+    mandatory = policy.mode is srtp.Mode.MANDATORY
+    if policy.mode is srtp.Mode.OFF:
+        if secure:
+            raise SDPError("SRTP is off here", NOT_ACCEPTABLE_HERE,
+                           f"SRTP is off at this focus ([media] srtp = off): {m.proto} "
+                           f"is refused, offer RTP/AVP")
+        return None, None               # best-effort crypto lines are ignored
     if not (secure or offered):
+        if mandatory:
+            raise SDPError("SRTP required", NOT_ACCEPTABLE_HERE,
+                           "this focus takes SRTP only ([media] srtp = mandatory): "
+                           "offer RTP/SAVP with a=crypto (RFC 4568)")
         return None, None
-    if transport not in srtp.SECURE_TRANSPORTS and not sdes_over_cleartext:
-        if not secure:      # best-effort SRTP: answered plain, keys unsent
+    if not policy.keys_may_travel(transport):
+        if not (secure or mandatory):   # best-effort SRTP: answered plain, keys unsent
             return None, None
         raise SDPError("SDES keys need TLS", NOT_ACCEPTABLE_HERE,
                        f"SDES keys need TLS (RFC 4568 section 8.3): this request came "
-                       f"over {transport}, so {m.proto} is refused")
+                       f"over {transport}, so {m.proto} with keys is refused")
     chosen, why = srtp.choose(offered)
     if chosen is None:
-        if not secure:
+        if not (secure or mandatory):
             return None, None
         raise SDPError("no acceptable crypto suite", NOT_ACCEPTABLE_HERE,
                        f"no acceptable crypto suite in the {m.proto} offer: {why}")
@@ -408,7 +427,7 @@ def _keys_for(m, transport, sdes_over_cleartext, random_bytes):
     return keys, ("crypto", srtp.format_crypto(chosen.tag, chosen.suite, ours))
 
 
-def _accept(offer, m, rtp_port, transport, sdes_over_cleartext, random_bytes):
+def _accept(offer, m, rtp_port, transport, policy, random_bytes):
     """Our side of audio stream ``m``: (MediaDescription, Negotiated), or
     SDPError (488) saying why it cannot be taken."""
     if m.proto not in PROFILES:
@@ -417,7 +436,7 @@ def _accept(offer, m, rtp_port, transport, sdes_over_cleartext, random_bytes):
                        f"media profile {m.proto} not supported (we take "
                        f"{', '.join(PROFILES)})")
     codec, event = _pick(m, CODECS)
-    keys, crypto = _keys_for(m, transport, sdes_over_cleartext, random_bytes)
+    keys, crypto = _keys_for(m, transport, policy, random_bytes)
     if codec is None:
         raise SDPError("no acceptable audio codec", NOT_ACCEPTABLE_HERE,
                        "no acceptable audio codec: we take PCMU and PCMA at 8000 Hz")
@@ -441,22 +460,24 @@ def _accept(offer, m, rtp_port, transport, sdes_over_cleartext, random_bytes):
     return media, negotiated
 
 
-def answer(offer, local, rtp_port, transport="UDP", sdes_over_cleartext=False,
+def answer(offer, local, rtp_port, transport="UDP", policy=srtp.Policy(),
            random_bytes=os.urandom):
     """Answer ``offer`` (RFC 3264 §6): (our SessionDescription, Negotiated).
 
     ``transport`` is the one the offer came over: SDES keys are answered
-    only over TLS unless ``sdes_over_cleartext`` (RFC 4568 §8.3).  Raises
-    SDPError (488) when no audio stream can be accepted, with the reason of
-    the first audio stream refused ("SDES keys need TLS", "no acceptable
-    crypto suite", "no acceptable audio codec", an unsupported profile)."""
+    only over TLS unless ``policy.sdes_over_cleartext`` (RFC 4568 §8.3);
+    ``policy.mode`` may refuse SRTP or plain RTP.  Raises SDPError (488)
+    when no audio stream can be accepted, with the reason of the first
+    audio stream refused ("SDES keys need TLS", "SRTP required", "SRTP is
+    off here", "no acceptable crypto suite", "no acceptable audio codec",
+    an unsupported profile)."""
     negotiated = refused = None
     media = []
     for m in offer.media:
         if negotiated is None and m.media == "audio" and m.port:
             try:
-                ours, negotiated = _accept(offer, m, rtp_port, transport,
-                                           sdes_over_cleartext, random_bytes)
+                ours, negotiated = _accept(offer, m, rtp_port, transport, policy,
+                                           random_bytes)
                 media.append(ours)
                 continue
             except SDPError as e:
@@ -469,19 +490,19 @@ def answer(offer, local, rtp_port, transport="UDP", sdes_over_cleartext=False,
     return local.stamp(local.session(media)), negotiated
 
 
-def offer(local, rtp_port, direction="sendrecv", like=None, random_bytes=os.urandom):
+def offer(local, rtp_port, direction="sendrecv", srtp_profile=None, random_bytes=os.urandom):
     """Our offer: one audio stream, PCMU(0), PCMA(8), telephone-event(101).
 
-    ``like``: the Negotiated of the call so far; when it is SRTP the offer
-    is too (same profile, one a=crypto line per suite, fresh keys), so a
-    re-INVITE of ours never turns an encrypted call plain."""
+    ``srtp_profile`` (srtp.Policy.offer_profile): the offer is SRTP on
+    that profile, one a=crypto line per suite with fresh keys (RFC 4568
+    §7.1.1), so a re-INVITE of ours never turns an encrypted call plain
+    and a handed-over SRTP member is offered SRTP; None: plain RTP/AVP."""
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}")
     attrs = _audio_lines([("0", "PCMU"), ("8", "PCMA")], ("101", DTMF_EVENTS),
                          direction)
-    proto = PLAIN_PROFILE
-    if like is not None and like.keys is not None:
-        proto = like.profile
+    proto = srtp_profile or PLAIN_PROFILE
+    if srtp_profile is not None:
         attrs[:0] = [("crypto", srtp.format_crypto(tag, suite.name,
                                                    srtp.new_key(suite.name, random_bytes)))
                      for tag, suite in enumerate(srtp.PREFERENCE, 1)]

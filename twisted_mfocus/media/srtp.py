@@ -9,6 +9,8 @@ injected (``random_bytes``) so tests can fix keys.
   says why a well-formed line is not one we take (suite, MKI, KDR,
   UNENCRYPTED_*, an unknown mandatory session parameter).
 - ``choose`` picks the best acceptable line of an offer (``PREFERENCE``).
+- ``Policy``: ``[media] srtp`` (``Mode``) and ``sdes_over_cleartext``:
+  which offers a call may take and what the focus offers when it dials.
 - ``Keys``: the outcome of one offer/answer.  Each side's key protects
   what that side sends (RFC 4568 §7.1): ``local`` ours, ``remote`` theirs.
 - ``SrtpContext``: protect/unprotect RTP and RTCP; a failure raises
@@ -21,11 +23,12 @@ import binascii
 import os
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import NamedTuple, Optional, Tuple
 
 import pylibsrtp
 
-__all__ = ["CryptoError", "Crypto", "Keys", "PREFERENCE", "SECURE_PROFILES",
+__all__ = ["CryptoError", "Crypto", "Keys", "Mode", "NoSecureOffer", "Policy", "PREFERENCE", "SECURE_PROFILES",
            "SECURE_TRANSPORTS", "SUITES", "SrtpContext", "SrtpError", "choose",
            "format_crypto", "new_key", "parse_crypto", "unusable"]
 
@@ -38,6 +41,51 @@ MAX_SSRCS = 16              # inbound SSRCs (libsrtp streams) kept before starti
 SECURE_PROFILES = ("RTP/SAVP", "RTP/SAVPF")
 #: RFC 4568 §8.3: keys in SDP travel only over a transport that hides them.
 SECURE_TRANSPORTS = ("TLS",)
+
+
+class Mode(StrEnum):
+    """``[media] srtp``: never SRTP, SRTP when the other side asks, SRTP only."""
+
+    OFF = "off"
+    OPTIONAL = "optional"
+    MANDATORY = "mandatory"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """When a call is SRTP, from ``[media] srtp`` and ``sdes_over_cleartext``."""
+
+    mode: Mode = Mode.OPTIONAL
+    sdes_over_cleartext: bool = False
+
+    def keys_may_travel(self, transport):
+        """RFC 4568 §8.3: SDES keys only where the signalling is encrypted
+        (or where an operator said a lab may do without)."""
+        return transport.upper() in SECURE_TRANSPORTS or self.sdes_over_cleartext
+
+    def offer_profile(self, transport, known=None):
+        """The profile the focus offers keys on when it dials over
+        ``transport`` (None: a plain RTP/AVP offer).  ``known`` is the
+        profile of the member's call so far, if it was SRTP (a handover, a
+        takeover, our re-INVITE): the phone is offered what it took.
+        Without it, only ``mandatory`` offers SRTP (RTP/SAVP: a phone
+        that must encrypt refuses anything else).  Keys never go where
+        they may not travel: ``NoSecureOffer`` when ``mandatory`` needs
+        them there, else the offer is plain."""
+        if self.mode is Mode.OFF:
+            return None
+        if not self.keys_may_travel(transport):
+            if self.mode is Mode.MANDATORY:
+                raise NoSecureOffer(f"SRTP is mandatory and SDES keys need TLS "
+                                    f"(RFC 4568 section 8.3), not {transport.upper()}")
+            return None
+        if known is not None:
+            return known
+        return SECURE_PROFILES[0] if self.mode is Mode.MANDATORY else None
+
+
+class NoSecureOffer(Exception):
+    """The focus may not dial: SRTP is mandatory but keys cannot travel."""
 
 
 class Suite(NamedTuple):
