@@ -35,7 +35,7 @@ class Node:
         self.process = None
 
     def start(self, log_format="text"):
-        low, high = _rtp_range(self.capacity)
+        low, high = self.rtp_range = _rtp_range(self.capacity)
         # UDP and TCP: large NOTIFYs between foci go over TCP (RFC 3261 §18.1.1).
         args = ["--config", self.config, "--role", self.role,
                 "--listen", f"udp:127.0.0.1:{self.port}",

@@ -188,6 +188,59 @@ def test_srtp_over_udp_is_488_with_a_warning_then_taken_with_sdes_over_cleartext
     assert member["rtp"]["srtp"] is not None and member["rtp"]["dropped"]["auth"] == 0
 
 
+def refusals(pcap, focus):
+    """The 488s ``focus`` sent (UDP), as text."""
+    return [m.decode("utf-8", "replace") for _, sport, _, m in sip_messages(pcap)
+            if sport == focus.port and m.startswith(b"SIP/2.0 488")]
+
+
+def test_srtp_mandatory_refuses_a_plain_phone_and_off_refuses_an_srtp_one(tmp_path):
+    """``[media] srtp = mandatory``: a plain PCMU phone gets 488 with a
+    Warning naming the setting and leaves nothing behind (no member, no
+    conference), while an srtp-mand phone over TLS joins.  ``srtp = off``:
+    the srtp-mand phone gets 488 saying SRTP is off, the plain one joins."""
+    need("baresip", "dumpcap")
+    mandatory = Server(tmp_path, "30800-30899", "[media]\nsrtp = mandatory\n", tls=True)
+    off = Server(tmp_path, "30900-30999", "[media]\nsrtp = off\n")
+    alice = tone_phone(tmp_path, "alice", ALICE, mediaenc="srtp-mand",
+                       cafile=mandatory.certs["ca"])
+    bob = tone_phone(tmp_path, "bob", BOB)
+    capture = Capture(str(tmp_path / "sip.pcap"), ports=[mandatory.port, off.port])
+    try:
+        for phone in (alice, bob):
+            phone.start()
+        bob.dial(mandatory.uri())
+        bob_refused = bob.wait_event("CALL_CLOSED", 8)
+        status, _ = api_get(mandatory.http, f"/api/v1/conferences/{ROOM}")
+        alice.dial(off.uri())
+        alice_refused = alice.wait_event("CALL_CLOSED", 8)
+        alice.dial(mandatory.uri("tls"))
+        alice.wait_event("CALL_ESTABLISHED", 8)
+        bob.dial(off.uri())
+        bob.wait_event("CALL_ESTABLISHED", 8)
+        assert wait_for(lambda: alice.aor in mandatory.members() and bob.aor in off.members(),
+                        timeout=10)
+        joined = mandatory.members()[alice.aor]["rtp"], off.members()[bob.aor]["rtp"]
+        time.sleep(0.3)
+    finally:
+        capture.stop()
+        for phone in (alice, bob):
+            phone.stop()
+        mandatory.stop()
+        off.stop()
+    assert "488" in bob_refused.get("param", "") and "488" in alice_refused.get("param", "")
+    assert status == 404                # the refused call made no conference
+    (plain,) = refusals(capture.path, mandatory)
+    assert plain.split("\r\n", 1)[0] == "SIP/2.0 488 SDP: SRTP required", plain
+    warning = header(plain, "Warning")
+    assert warning.startswith(f'399 127.0.0.1:{mandatory.port} "this focus takes SRTP only '
+                              f'([media] srtp = mandatory)'), warning
+    (secure,) = refusals(capture.path, off)
+    assert secure.split("\r\n", 1)[0] == "SIP/2.0 488 SDP: SRTP is off here", secure
+    assert "[media] srtp = off" in header(secure, "Warning"), secure
+    assert joined[0]["srtp"] is not None and joined[1]["srtp"] is None, joined
+
+
 def test_an_injector_on_a_members_port_is_heard_by_nobody_and_gets_nothing(tmp_path):
     need("baresip", "dumpcap")
     focus = Server(tmp_path, "30700-30799")

@@ -57,16 +57,19 @@ class Baresip(ChildProcess):
     received as WAV files (``recordings()``).  ``mediaenc`` (``srtp``,
     ``srtp-mand``...) loads srtp.so and sets the account's media
     encryption; ``cafile`` (a PEM CA) is what it trusts for SIP over TLS
-    (dial ``...;transport=tls``).
+    (dial ``...;transport=tls``).  ``certificate`` (a PEM of certificate
+    and key) lets it accept TLS connections too, on ``sip_port + 1`` (a
+    focus that takes its call over must connect to it).
     """
 
     def __init__(self, workdir, name, sip_port, rtp_low, ctrl_port, tone_wav=None,
                  register_at=None, rtp_span=2, record=False, start_timeout=5.0,
                  outbound=None, answer="auto", password=None, regint=60, mediaenc=None,
-                 cafile=None):
+                 cafile=None, certificate=None):
         self.dir = os.path.abspath(str(workdir))
         self.name, self.sip_port, self.ctrl_port = name, sip_port, ctrl_port
         self.rtp_low, self.rtp_high = rtp_low, rtp_low + rtp_span - 1
+        self.tls_port = sip_port + 1 if certificate else None
         self.register_at = register_at
         self.start_timeout = start_timeout
         self.log_path = os.path.join(self.dir, "baresip.log")
@@ -94,7 +97,9 @@ class Baresip(ChildProcess):
                 rtp_high=self.rtp_high, tone_wav=self.tone_wav, module_path=BARESIP_MODULES,
                 rec_dir=self.rec_dir, sndfile="module\t\t\tsndfile.so\n" if record else "",
                 srtp="module\t\t\tsrtp.so\n" if mediaenc else "",
-                tls=f"sip_cafile\t\t{os.path.abspath(cafile)}\n" if cafile else ""))
+                tls=(f"sip_cafile\t\t{os.path.abspath(cafile)}\n" if cafile else "") + (
+                    f"sip_certificate\t\t{os.path.abspath(certificate)}\n" if certificate
+                    else "")))
         with open(os.path.join(self.dir, "accounts"), "w") as f:
             f.write(f"<{self.aor}>;" + ";".join(params) + "\n")
         open(os.path.join(self.dir, "contacts"), "w").close()
@@ -110,6 +115,9 @@ class Baresip(ChildProcess):
     # -- process
     def start(self):
         _require_free(f"baresip {self.name} SIP", self.sip_port)
+        if self.tls_port:
+            _require_free(f"baresip {self.name} SIP over TLS", self.tls_port,
+                          (socket.SOCK_STREAM,))
         _require_free(f"baresip {self.name} ctrl_tcp", self.ctrl_port, (socket.SOCK_STREAM,))
         _require_free(f"baresip {self.name} RTP", self.rtp_low, (socket.SOCK_DGRAM,))
         self._log = open(self.log_path, "wb")

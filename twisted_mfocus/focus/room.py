@@ -185,9 +185,10 @@ class Room:
     def leg_joined(self, leg):
         s = self.services
         if leg.is_cascade:                      # another focus: audio only
-            self.log.info("{conf}: cascade with {peer} up ({codec})", conf=self.name,
-                          peer=leg.peer, codec=leg.negotiated and leg.negotiated.codec,
-                          event="cascade")
+            n = leg.negotiated
+            self.log.info("{conf}: cascade with {peer} up ({codec}, {media})", conf=self.name,
+                          peer=leg.peer, codec=n and n.codec,
+                          media=n.keys.suite if n and n.keys else "plain RTP", event="cascade")
             s.audio.mix(leg)
             return
         if self.policy.pin and leg.joining_method == JoiningMethod.DIALED_IN and \
