@@ -21,6 +21,7 @@ factory_user = conference
 max_conferences = 1000
 create_rooms = any
 pin_timeout = 20
+qualify = 0
 refer_policy = members
 refer_targets = domain
 http =
@@ -182,6 +183,7 @@ class Config:
         self.max_conferences = self._int("focus", "max_conferences")
         self.create_rooms = self._choice("focus", "create_rooms", CREATE_ROOMS)
         self.pin_timeout = self._float("focus", "pin_timeout")
+        self.qualify = self._number("focus", "qualify")
         self.refer_policy = self._choice("focus", "refer_policy", REFER_POLICIES)
         self.refer_targets = self._choice("focus", "refer_targets", REFER_TARGETS)
         self.auth_realm = self._get("auth", "realm") or None

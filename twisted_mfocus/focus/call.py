@@ -50,6 +50,7 @@ from ..sip.values import NameAddr
 from ..tracing import TRACE
 from .interfaces import IDialogUsage
 from .pin import info_digit
+from .qualify import Qualifier
 from .session_timer import SessionTimer, for_answer, negotiate, response_headers
 from .ua import Retransmitter
 
@@ -115,6 +116,9 @@ class CallLeg:
         self.hold = None            # the caller's source budget for it (budget.Hold)
         #: RFC 4028: refreshed by the phone (we watch) or by us (session_timer.py)
         self.timer = SessionTimer(ua.clock, self._send_refresh, self._session_lapsed)
+        #: [focus] qualify: OPTIONS in the call now and then (qualify.py); not to a focus
+        self.qualifier = Qualifier(ua.clock, 0 if peer else room.services.node.config.qualify,
+                                   self._qualify, self._gone)
         self.allows_update = False  # the phone takes UPDATE (RFC 3311): our refreshes use it
         self._held = None           # the TCP/TLS connection we hold open for it (transport.hold)
         self.last_digit, self.last_digit_at = None, 0.0
@@ -240,6 +244,7 @@ class CallLeg:
             self._media_changed()
             return
         self._set_state(LegState.CONFIRMED)
+        self.qualifier.start()
         self.endpoint_entity = str(self.dialog.remote_target)
         self.room.leg_joined(self)
         if self.replaces is not None:          # RFC 3891 §3: end the old call
@@ -432,6 +437,19 @@ class CallLeg:
             lambda reason: on_final(None, None), self._flow()).addErrback(
                 lambda f: on_final(None, None))
 
+    # -- qualify (qualify.py) ------------------------------------------------
+
+    def _qualify(self, answered):
+        request = self.dialog.create_request(
+            "OPTIONS", [("Accept", SDP)] + list(self.policy.request_headers))
+        self.ua.send_request(
+            request, lambda r: r.status >= 200 and answered(r.status),
+            lambda reason: answered(None), self._flow()).addErrback(lambda f: answered(None))
+
+    def _gone(self, why):
+        self.log.info("{call}: {why}: ending the call", call=self.call_id, why=why)
+        self.hangup()
+
     def _session_lapsed(self, session):
         self.log.info("{call}: no session refresh within {s} s: ending the call",
                       call=self.call_id, s=session.interval)
@@ -536,6 +554,7 @@ class CallLeg:
         was = self.state
         self._set_state(LegState.ENDED)
         self.timer.close()
+        self.qualifier.stop()
         if self._held is not None:
             self.ua.transport.release(self._held)
         if self._retransmitter is not None:
