@@ -193,7 +193,7 @@ def test_srtp_over_cleartext_is_488_naming_the_transport_unless_allowed(transpor
     (sdp_offer("RTP/SAVP", [line(1, "AES_CM_128_HMAC_SHA1_80")], formats="9 18"),
      "no acceptable audio codec", "PCMU and PCMA"),
     (sdp_offer("UDP/TLS/RTP/SAVP", [], formats="0"),
-     "unsupported media profile UDP/TLS/RTP/SAVP", "not supported"),
+     "DTLS-SRTP not supported", "RFC 5764"),
     (sdp_offer("RTP/AVPF", [], formats="0"), "unsupported media profile RTP/AVPF", ""),
 ])
 def test_every_488_names_its_cause(offered, reason, warning):

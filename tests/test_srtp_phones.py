@@ -241,6 +241,27 @@ def test_srtp_mandatory_refuses_a_plain_phone_and_off_refuses_an_srtp_one(tmp_pa
     assert joined[0]["srtp"] is not None and joined[1]["srtp"] is None, joined
 
 
+def test_a_dtls_srtp_phone_is_told_what_to_offer_instead(tmp_path):
+    """DTLS-SRTP (RFC 5764) is not built: baresip with ``dtls_srtp`` gets
+    a 488 that says so, with a Warning naming what would be taken."""
+    need("baresip", "dumpcap")
+    focus = Server(tmp_path, "31200-31299")
+    alice = tone_phone(tmp_path, "alice", ALICE, mediaenc="dtls_srtp")
+    capture = Capture(str(tmp_path / "sip.pcap"), ports=[focus.port])
+    try:
+        alice.start()
+        alice.dial(focus.uri())
+        closed = alice.wait_event("CALL_CLOSED", 8)
+        time.sleep(0.3)
+    finally:
+        capture.stop()
+        alice.stop()
+        focus.stop()
+    assert "488 SDP: DTLS-SRTP not supported" in closed.get("param", ""), closed
+    (refusal,) = refusals(capture.path, focus)
+    assert "RFC 5764" in header(refusal, "Warning") and "a=crypto" in header(refusal, "Warning")
+
+
 def test_an_injector_on_a_members_port_is_heard_by_nobody_and_gets_nothing(tmp_path):
     need("baresip", "dumpcap")
     focus = Server(tmp_path, "30700-30799")

@@ -44,6 +44,10 @@ snd_path\t\t{rec_dir}
 {tls}"""
 
 
+#: baresip's mediaenc names whose module is not srtp.so
+_MEDIAENC_MODULES = {"dtls_srtp": "dtls_srtp", "dtls_srtpf": "dtls_srtp", "srtp-mandf": "srtp"}
+
+
 class Baresip(ChildProcess):
     """One baresip user agent, auto-answering, driven over ctrl_tcp (JSON netstrings).
 
@@ -96,7 +100,8 @@ class Baresip(ChildProcess):
                 host=HOST, sip_port=sip_port, ctrl_port=ctrl_port, rtp_low=self.rtp_low,
                 rtp_high=self.rtp_high, tone_wav=self.tone_wav, module_path=BARESIP_MODULES,
                 rec_dir=self.rec_dir, sndfile="module\t\t\tsndfile.so\n" if record else "",
-                srtp="module\t\t\tsrtp.so\n" if mediaenc else "",
+                srtp=f"module\t\t\t{_MEDIAENC_MODULES.get(mediaenc, 'srtp')}.so\n"
+                if mediaenc else "",
                 tls=(f"sip_cafile\t\t{os.path.abspath(cafile)}\n" if cafile else "") + (
                     f"sip_certificate\t\t{os.path.abspath(certificate)}\n" if certificate
                     else "")))

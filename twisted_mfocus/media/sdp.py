@@ -430,6 +430,10 @@ def _keys_for(m, transport, policy, random_bytes):
 def _accept(offer, m, rtp_port, transport, policy, random_bytes):
     """Our side of audio stream ``m``: (MediaDescription, Negotiated), or
     SDPError (488) saying why it cannot be taken."""
+    if m.proto.startswith("UDP/TLS/"):  # RFC 5764 §8: DTLS-SRTP keys from a handshake
+        raise SDPError("DTLS-SRTP not supported", NOT_ACCEPTABLE_HERE,
+                       f"DTLS-SRTP ({m.proto}, RFC 5764) is not supported: offer RTP/SAVP "
+                       f"with SDES keys (a=crypto, RFC 4568) over TLS")
     if m.proto not in PROFILES:
         raise SDPError(f"unsupported media profile {_show(m.proto)[1:-1]}",
                        NOT_ACCEPTABLE_HERE,
