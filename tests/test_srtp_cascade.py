@@ -8,11 +8,13 @@ was RTP/SAVP; ``[media] srtp`` is only ``optional``, so nothing else would
 make it) and reach the phone over TLS, at the phone's own TLS listener.
 The cascade between the foci goes over TLS too (each focus advertises its
 TLS listener in its focus record) and carries SRTP: a capture of the
-RTP between the foci' ports holds no tone.  What each phone heard is
-judged from what it decoded (sndfile's ``-dec.wav``)."""
+RTP between the foci' ports holds no tone.  When the secondary is killed,
+the primary takes bob over with SRTP again (the profile is in bob's
+replicated record).  What each phone heard is judged from what it decoded
+(sndfile's ``-dec.wav``)."""
 
+import struct
 import time
-import wave
 
 import numpy as np
 
@@ -33,9 +35,13 @@ SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32",
 def last_decoded(phone, seconds=2):
     """The last ``seconds`` of what ``phone`` decoded in its latest call."""
     path = max(phone.recordings()["dec"])       # dump-<time>-dec.wav: the newest call
-    with wave.open(path) as w:
-        samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        rate = w.getframerate()
+    with open(path, "rb") as f:     # read raw: a file still written has no sizes yet
+        data = f.read()
+    fmt = data.index(b"fmt ")
+    channels, rate = struct.unpack_from("<HI", data, fmt + 10)
+    assert channels == 1, (path, channels)
+    start = data.index(b"data", fmt) + 8
+    samples = np.frombuffer(data[start:len(data) - (len(data) - start) % 2], dtype="<i2")
     assert len(samples) >= rate * (seconds + 1), (phone.name, path, len(samples))
     return samples[-rate * seconds:]
 
@@ -106,6 +112,17 @@ def test_two_srtp_members_on_two_foci_hear_each_other_over_an_srtp_cascade(tmp_p
             for m in node.conference(ROOM)["members"]:
                 if m.get("rtp"):
                     members[m["uri"]] = m["rtp"]
+        heard_before = heard(alice), heard(bob)
+        # The secondary dies: the primary takes bob over, SRTP again (the
+        # profile is in bob's replicated record), over TLS to bob.
+        secondary.process.proc.kill()
+        def taken():
+            view = primary.conference(ROOM) or {"members": []}
+            return any(m["uri"] == bob.aor and (m.get("rtp") or {}).get("srtp") in SUITES
+                       and (m.get("rtp") or {}).get("received", 0) > 50
+                       for m in view["members"])
+        assert wait_for(taken, timeout=20), primary.conference(ROOM)
+        time.sleep(3)
     finally:
         if capture is not None:
             capture.stop()
@@ -116,7 +133,10 @@ def test_two_srtp_members_on_two_foci_hear_each_other_over_an_srtp_cascade(tmp_p
     assert members[alice.aor]["srtp"] in SUITES, members
     assert members[bob.aor]["srtp"] in SUITES, members
     assert members[bob.aor]["received"] > 100, members
-    # What each phone decoded: the other's tone, across the two foci.
+    # What each phone decoded: the other's tone, across the two foci, and
+    # again (in bob's new call) once the primary took bob over.
+    assert heard_before[0][0] == {BOB}, heard_before
+    assert heard_before[1][0] == {ALICE}, heard_before
     assert heard(alice)[0] == {BOB}, heard(alice)
     assert heard(bob)[0] == {ALICE}, heard(bob)
     # The cascade is SRTP: both foci say so, and its payloads read as noise.
