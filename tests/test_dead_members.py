@@ -21,14 +21,17 @@ NS = {"ci": "urn:ietf:params:xml:ns:conference-info"}
 
 
 @pytest.mark.slow
-def test_a_killed_baresip_and_a_silent_sipp_member_are_removed(tmp_path, capsys):
+def test_a_killed_baresip_and_a_silent_sipp_member_are_removed(tmp_path, schema, capsys):
     need("baresip", "sipp")
     node = Node("focus", "primary", 2, tmp_path, "[media]\nrtp_timeout = 5\n").start()
     alice, bob = (tone_phone(tmp_path, name, freq) for name, freq in
                   (("alice", 440.0), ("bob", 660.0)))
     carol = tone_phone(tmp_path, "carol", 880.0)
-    sipp = None
+    sipp = watcher = None
     try:
+        watcher = Sipp("subscriber.xml", f"127.0.0.1:{node.port}", tmp_path,
+                       ["-s", "room", "-m", "1", "-set", "expires", "600", "-set", "partials",
+                        "1000000", "-set", "refresh", "0", "-set", "unsubscribe", "0"])
         dial_all([alice, bob], f"sip:room@127.0.0.1:{node.port}")
         assert wait_for(lambda: len((node.conference("room") or {}).get("members", [])) == 2)
         # The focus is full (capacity 2): kill -9 bob, no BYE.
@@ -58,13 +61,19 @@ def test_a_killed_baresip_and_a_silent_sipp_member_are_removed(tmp_path, capsys)
                     ["-s", "room", "-m", "1", "-set", "wait_bye", "1"], timeout=30)
         assert sipp.wait() == 0, sipp.errors()    # it got the focus's BYE
         assert "BYE from the focus" in "\n".join(sipp.logs())
+        node.process.stop()             # SIGTERM: the watcher's NOTIFY terminated
+        assert watcher.wait() == 0, watcher.errors()
         with capsys.disabled():
             print(f"\n  killed baresip member removed {gone:.1f} s after SIGKILL "
                   f"(rtp_timeout 5 s, checked every 5 s)")
     finally:
         for p in (alice, bob, carol):
             p.stop()
-        stop_all([node], *(s for s in [sipp] if s))
+        stop_all([node], *(s for s in [sipp, watcher] if s))
+    # The watcher's conference-info showed both dead members deleted.
+    deleted = {u.get("entity") for _, doc in notify_documents(watcher, schema)
+               for u in doc.iterfind("ci:users/ci:user", NS) if u.get("state") == "deleted"}
+    assert {bob.aor, f"sip:member1@127.0.0.1:{sipp.port}"} <= deleted, deleted
 
 
 def test_qualify_finds_a_killed_sipp_member_and_keeps_a_live_phone(tmp_path, schema, capsys):
