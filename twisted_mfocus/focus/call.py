@@ -115,10 +115,11 @@ class CallLeg:
         self.contact = None         # our Contact in this call (agent.py), else the focus's
         self.hold = None            # the caller's source budget for it (budget.Hold)
         #: RFC 4028: refreshed by the phone (we watch) or by us (session_timer.py)
-        self.timer = SessionTimer(ua.clock, self._send_refresh, self._session_lapsed)
+        self.timer = SessionTimer(ua.clock, self._send_refresh, lambda session: self._give_up(
+            f"no session refresh within {session.interval} s"))
         #: [focus] qualify: OPTIONS in the call now and then (qualify.py); not to a focus
         self.qualifier = Qualifier(ua.clock, 0 if peer else room.services.node.config.qualify,
-                                   self._qualify, self._gone)
+                                   self._qualify, self._give_up)
         self.allows_update = False  # the phone takes UPDATE (RFC 3311): our refreshes use it
         self._held = None           # the TCP/TLS connection we hold open for it (transport.hold)
         self.last_digit, self.last_digit_at = None, 0.0
@@ -422,7 +423,7 @@ class CallLeg:
         self.ua.send_request(request, on_response, on_error, self._flow()).addErrback(
             lambda f: on_error(f.getErrorMessage()))
 
-    # -- session timers (RFC 4028, session_timer.py) --------------------------
+    # -- keeping the call honest (session_timer.py, qualify.py) ----------------
 
     def _send_refresh(self, headers, on_final):
         """A session refresh of ours (RFC 4028 §7.4): UPDATE if the phone
@@ -430,29 +431,23 @@ class CallLeg:
         if not self.allows_update:
             self._reinvite_out(headers, on_final, lambda: self._send_refresh(headers, on_final))
             return
-        request = self.dialog.create_request("UPDATE", [("Contact", str(self._contact()))]
-                                             + headers)
+        self._ask("UPDATE", [("Contact", str(self._contact()))] + headers, on_final)
+
+    def _qualify(self, answered):
+        self._ask("OPTIONS", [("Accept", SDP)] + list(self.policy.request_headers),
+                  lambda status, response: answered(status))
+
+    def _ask(self, method, headers, on_final):
+        """A request in the call; ``on_final(status, response)``, (None,
+        None) when no final response came."""
         self.ua.send_request(
-            request, lambda r: r.status >= 200 and on_final(r.status, r),
+            self.dialog.create_request(method, headers),
+            lambda r: r.status >= 200 and on_final(r.status, r),
             lambda reason: on_final(None, None), self._flow()).addErrback(
                 lambda f: on_final(None, None))
 
-    # -- qualify (qualify.py) ------------------------------------------------
-
-    def _qualify(self, answered):
-        request = self.dialog.create_request(
-            "OPTIONS", [("Accept", SDP)] + list(self.policy.request_headers))
-        self.ua.send_request(
-            request, lambda r: r.status >= 200 and answered(r.status),
-            lambda reason: answered(None), self._flow()).addErrback(lambda f: answered(None))
-
-    def _gone(self, why):
+    def _give_up(self, why):
         self.log.info("{call}: {why}: ending the call", call=self.call_id, why=why)
-        self.hangup()
-
-    def _session_lapsed(self, session):
-        self.log.info("{call}: no session refresh within {s} s: ending the call",
-                      call=self.call_id, s=session.interval)
         self.hangup()
 
     def _failed(self, status, reason, progress):
