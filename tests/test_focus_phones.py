@@ -14,6 +14,8 @@ import pytest
 
 from .harness import Focus, Sipp, api_get, free_port, wait_for
 from .peers import Baresip, Kamailio, Linphonec, free_sip_port, port_free, write_tone_wav
+from .peers.linphonec import linphone_messages
+from .sipclient import header
 from .peers.process import need, rtp_base
 from .peers.kamailio import _KAMAILIO_CFG
 
@@ -141,42 +143,6 @@ def kamailio(workdir, focus_port):
         assert cfg.count(old) == 1, old
         cfg = cfg.replace(old, new)
     return Kamailio(workdir, port, focus_port, cfg=cfg)
-
-
-_BELLESIP_IO = re.compile(r"^\S+ \S+ belle-sip-message-channel \[\w+\]: (?:message sent to "
-                          r"\[(?P<to>[^\]]+)\]|"
-                          r"received \[\d+\] new bytes from \[(?P<frm>[^\]]+)\])")
-_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3} ")
-
-
-def linphone_messages(log):
-    """The SIP messages in a liblinphone debug log: ``(sent, peer, text)``, in order.
-
-    belle-sip logs each one after a ``message sent to [UDP://h:p]`` or
-    ``received [N] new bytes from [UDP://h:p]:`` line, up to the next
-    timestamped log line."""
-    out, current = [], None
-    for line in log.splitlines():
-        m = _BELLESIP_IO.match(line)
-        if m or _LOG_LINE.match(line):
-            if current is not None:
-                out.append((current[0], current[1], "\n".join(current[2]).strip()))
-                current = None
-            if m:
-                current = (m.group("to") is not None, m.group("to") or m.group("frm"), [])
-        elif current is not None:
-            current[2].append(line)
-    if current is not None:
-        out.append((current[0], current[1], "\n".join(current[2]).strip()))
-    return out
-
-
-def header(message, name):
-    for line in message.split("\n\n", 1)[0].split("\n")[1:]:
-        key, _, value = line.partition(":")
-        if key.strip().lower() == name.lower():
-            return value.strip()
-    return None
 
 
 def test_linphonec_through_kamailio_subscribes_to_the_conference(focus, tmp_path):

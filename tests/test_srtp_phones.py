@@ -12,72 +12,16 @@ ephemeral ports, where the phones' ports come from, and away from
 import re
 import socket
 import time
-import wave
 
 import numpy as np
 
-from .certs import make_ca_and_leaf
-from .harness import Focus, api_get, free_port, wait_for, write_config
+from .harness import api_get, wait_for
+from .onefocus import ALICE, BOB, INJECTED, ROOM, Server, tones_heard
 from .pcap import Capture, sip_messages, udp_datagrams
 from .peers import tone_phone
 from .peers.process import need
 from .sipclient import header
-from .tones import band_levels
 
-ROOM = "secure"
-ALICE, BOB, INJECTED = 440, 1000, 1500
-
-
-class Server:
-    """One ``twistd mfocus`` on UDP (and TLS with ``tls``), with its API."""
-
-    def __init__(self, tmp_path, rtp_ports, config="", tls=False):
-        self.dir = tmp_path / f"focus-{rtp_ports}"
-        self.dir.mkdir()
-        self.port, self.http = free_port(), free_port()
-        self.tls = free_port() if tls else None
-        args = ["--listen", f"udp:127.0.0.1:{self.port}", "--rtp-ports", rtp_ports,
-                "--http", f"tcp:{self.http}:interface=127.0.0.1"]
-        if tls:
-            self.certs = make_ca_and_leaf(self.dir)
-            config += (f"[tls]\ncertificate = {self.certs['cert']}\n"
-                       f"key = {self.certs['key']}\n")
-            args += ["--listen", f"tls:127.0.0.1:{self.tls}"]
-        args += ["--config", write_config(self.dir, "[events]\nnotify_interval = 0.05\n" +
-                                          config)]
-        self.process = Focus(args, self.dir)
-        self.process.wait_ready(self.port)
-
-    def uri(self, transport="udp"):
-        if transport == "tls":
-            return f"sip:{ROOM}@127.0.0.1:{self.tls};transport=tls"
-        return f"sip:{ROOM}@127.0.0.1:{self.port}"
-
-    def members(self):
-        status, body = api_get(self.http, f"/api/v1/conferences/{ROOM}")
-        return {m["uri"]: m for m in body["members"]} if status == 200 else {}
-
-    def stop(self):
-        self.process.stop()
-
-
-def decoded(phone):
-    """The last 2 s of what ``phone`` decoded (sndfile's -dec.wav)."""
-    (path,) = phone.recordings()["dec"]
-    with wave.open(path) as w:
-        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
-        samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    assert len(samples) >= 8000 * 3, (phone.name, len(samples))
-    return samples[-8000 * 2:]
-
-
-def tones_heard(phone, freqs=(ALICE, BOB, INJECTED)):
-    """The tones in what ``phone`` decoded (> 0.2 of the strongest), the
-    others clearly absent (< 0.01)."""
-    levels = band_levels(decoded(phone), freqs)
-    loud = {f for f, level in levels.items() if level > 0.2}
-    assert all(levels[f] < 0.01 for f in freqs if f not in loud), (phone.name, levels)
-    return loud
 
 
 def tonality(payloads, freq):
@@ -138,7 +82,10 @@ def test_an_srtp_member_over_tls_and_a_plain_member_hear_each_other(tmp_path):
     assert a["srtp"] in ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32",
                          "AEAD_AES_128_GCM", "AEAD_AES_256_GCM"), a
     assert b["srtp"] is None and a["received"] > 150 and b["received"] > 150
-    assert a["dropped"] == {"source": 0, "auth": 0, "replay": 0, "malformed": 0}, a
+    # baresip's first RTCP (an APP packet at the start) may go out before its
+    # SRTCP is set up: plain, so dropped as malformed; nothing else is dropped.
+    assert {k: v for k, v in a["dropped"].items() if k != "malformed"} == {
+        "source": 0, "auth": 0, "replay": 0} and a["dropped"]["malformed"] <= 2, a
     # What each phone decoded: the other's tone, not its own.
     assert tones_heard(alice) == {BOB}
     assert tones_heard(bob) == {ALICE}

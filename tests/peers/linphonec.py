@@ -15,7 +15,7 @@ _LINPHONERC = """\
 [sip]
 sip_port={sip_port}
 sip_tcp_port=0
-sip_tls_port=0
+sip_tls_port={tls_port}
 bind_address={host}
 contact="{name}" <sip:{name}@{host}:{sip_port}>
 guess_hostname=0
@@ -25,7 +25,7 @@ ipv6_enabled=0
 use_ipv6=0
 ipv6_migration_done=1
 inc_timeout=60
-
+{sip_extra}
 [rtp]
 bind_address={host}
 audio_rtp_port={rtp_port}
@@ -68,13 +68,26 @@ class Linphonec(ChildProcess):
     there and uses it as outbound proxy; ``start()`` then waits for the
     registration.  ``auto_answer`` answers incoming calls while idle.
     ``session_expires`` (seconds) turns its RFC 4028 session timers on.
+
+    ``tls_port`` opens a SIP over TLS listening point (belle-sip sends
+    nothing over TLS without one: dial ``...;transport=tls``); ``root_ca``
+    (a PEM file) is what it trusts, and ``verify_cn=False`` skips the name
+    check (mbedtls 2.28, under liblinphone 5.1, matches no IP address SAN,
+    so a certificate for 127.0.0.1 fails it).  ``media_encryption``
+    (``srtp``...) with ``encryption_mandatory`` offers RTP/SAVP only.
+    ``dtmf_info`` sends keys as SIP INFO ``application/dtmf-relay``
+    instead of RFC 2833 events.
     """
 
     def __init__(self, workdir, name, sip_port, register_via=None, rtp_port=None,
                  auto_answer=False, reg_expires=60, start_timeout=10.0, password=None,
-                 realm=None, algorithm=None, session_expires=None):
+                 realm=None, algorithm=None, session_expires=None, tls_port=None,
+                 root_ca=None, verify_cn=True, media_encryption=None,
+                 encryption_mandatory=False, dtmf_info=False):
         self.dir = os.path.abspath(str(workdir))
         self.name, self.sip_port, self.register_via = name, sip_port, register_via
+        self.aor = f"sip:{name}@{HOST}"     # its From: liblinphone drops the contact's port
+        self.tls_port = tls_port
         self.auto_answer = auto_answer
         self.start_timeout = start_timeout
         self.rc_path = os.path.join(self.dir, "linphonerc")
@@ -82,8 +95,20 @@ class Linphonec(ChildProcess):
         self.out_path = os.path.join(self.dir, "stdout.log")
         os.makedirs(os.path.join(self.dir, ".local", "share", "linphone"), exist_ok=True)
         self.rtp_port = rtp_port or free_port()
+        sip_extra = {}
+        if root_ca:
+            sip_extra.update(root_ca=os.path.abspath(str(root_ca)), verify_server_certs=1,
+                             verify_server_cn=int(verify_cn))
+        if media_encryption:
+            sip_extra.update(media_encryption=media_encryption,
+                             media_encryption_mandatory=int(encryption_mandatory))
+        if dtmf_info:
+            sip_extra.update(use_info=1, use_rfc2833=0)
         with open(self.rc_path, "w") as f:
             f.write(_LINPHONERC.format(host=HOST, name=name, sip_port=sip_port,
+                                       tls_port=tls_port or 0,
+                                       sip_extra="".join(f"{k}={v}\n"
+                                                         for k, v in sip_extra.items()),
                                        rtp_port=self.rtp_port, video_port=free_port(),
                                        text_port=free_port()))
             if session_expires:         # RFC 4028 session timers, refreshed by linphonec
@@ -113,6 +138,8 @@ class Linphonec(ChildProcess):
 
     def _start(self):
         _require_free(f"linphonec {self.name} SIP", self.sip_port, (socket.SOCK_DGRAM,))
+        if self.tls_port:
+            _require_free(f"linphonec {self.name} SIP/TLS", self.tls_port, (socket.SOCK_STREAM,))
         args = ["linphonec", "-c", self.rc_path, "-d", "6", "-l", self.log_path]
         if self.auto_answer:
             args.append("-a")
@@ -155,6 +182,27 @@ class Linphonec(ChildProcess):
 
     def call(self, uri):
         self.send(f"call {uri}")
+
+    def use_files(self, play=None, record=None):
+        """No sound card: the microphone plays WAV ``play``, what it hears
+        goes to WAV ``record`` (16-bit mono, at the call's rate)."""
+        self.send("soundcard use files")
+        self.wait_output(r"Using wav files", 3.0)
+        if play:
+            self.send(f"play {os.path.abspath(str(play))}")
+        if record:
+            self.send(f"record {os.path.abspath(str(record))}")
+
+    def send_dtmf(self, keys):
+        """Press ``keys`` in the current call: linphonec takes a line of
+        only keys as DTMF.  It sleeps 1 s after each key without running
+        its SIP stack, so with ``use_info`` an INFO's 200 is read late and
+        the next key's INFO waits for it: two keys in one line leave about
+        2 s apart (more on a busy machine); a key sent once the previous
+        INFO is answered leaves at once, about 1 s after it."""
+        if not keys or any(k not in "0123456789*#" for k in keys):
+            raise ValueError(f"not DTMF keys: {keys!r}")
+        self.send(keys)
 
     def output(self):
         with self._cond:
@@ -216,6 +264,36 @@ class Linphonec(ChildProcess):
             self._out.close()
             self._out = None
         return self.proc.returncode if self.proc else None
+
+
+# ---- reading its debug log ------------------------------------------------------
+
+_BELLESIP_IO = re.compile(r"^\S+ \S+ belle-sip-message-channel \[\w+\]: (?:message sent to "
+                          r"\[(?P<to>[^\]]+)\]|"
+                          r"received \[\d+\] new bytes from \[(?P<frm>[^\]]+)\])")
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3} ")
+
+
+def linphone_messages(log):
+    """The SIP messages in a liblinphone debug log: ``(sent, peer, text)``, in order.
+
+    belle-sip logs each one after a ``message sent to [UDP://h:p]`` or
+    ``received [N] new bytes from [UDP://h:p]:`` line, up to the next
+    timestamped log line."""
+    out, current = [], None
+    for line in log.splitlines():
+        m = _BELLESIP_IO.match(line)
+        if m or _LOG_LINE.match(line):
+            if current is not None:
+                out.append((current[0], current[1], "\n".join(current[2]).strip()))
+                current = None
+            if m:
+                current = (m.group("to") is not None, m.group("to") or m.group("frm"), [])
+        elif current is not None:
+            current[2].append(line)
+    if current is not None:
+        out.append((current[0], current[1], "\n".join(current[2]).strip()))
+    return out
 
 
 # ---- kamailio -----------------------------------------------------------------
