@@ -91,6 +91,8 @@ GOAL_MEMBERS = 300
 GOAL_P99 = 0.005
 KEEP_UP = 0.98
 NOISY = 0.10            # others' share of core 1 above which a run is redone
+PAYLOAD_TYPES = {"PCMU": 0, "G722": 9, "OPUS": 96}  # what the senders send
+TICKS = {"PCMU": 160, "G722": 160, "OPUS": 960}      # RTP timestamp units per 20 ms
 PINNED = (os.cpu_count() or 1) > 1 and hasattr(os, "sched_setaffinity")
 
 
@@ -183,9 +185,10 @@ def role_engine():
         if suite:
             ours, theirs = srtp_keys(cfg["seed"], i, suite)
             keys = Keys(suite, local=ours, remote=theirs)
+        codec = cfg.get("codec", "PCMU")
         engine.add("bench", f"m{i}", endpoint,
-                   Negotiated("PCMU", 0, 101, remote, "sendrecv", False, keys=keys,
-                              profile="RTP/SAVP" if suite else "RTP/AVP"))
+                   Negotiated(codec, PAYLOAD_TYPES[codec], 101, remote, "sendrecv", False,
+                              keys=keys, profile="RTP/SAVP" if suite else "RTP/AVP"))
     failure = []
 
     def failed(f):
@@ -271,10 +274,24 @@ def bind_pair(start):
     raise RuntimeError("no free UDP port pair for the senders")
 
 
-def role_senders(n, per_socket, base_port, seed, suite=None):
-    pin(0)
+def sender_payloads(codec, freq):
+    """One second (50 frames) of ``freq`` Hz (0: silence) as ``codec``
+    payloads, looped by the senders (a whole number of periods per second)."""
     import numpy as np
+    from twisted_mfocus.media.codecs import CODECS, Transcoder
     from twisted_mfocus.media.g711 import encode
+    if codec == "PCMU":
+        t = np.arange(160) / 8000
+        return [encode("PCMU", (1000 * np.sin(2 * np.pi * freq * t)).astype(np.int16))
+                .tobytes()] * 50
+    coder = Transcoder(CODECS[codec])       # as a phone would code it, at 16 kHz
+    t = np.arange(16000) / 16000
+    wave = (1000 * np.sin(2 * np.pi * freq * t)).astype(np.int16).reshape(50, 320)
+    return [coder.encode(frame) for frame in wave]
+
+
+def role_senders(n, per_socket, base_port, seed, suite=None, codec="PCMU", speakers=0):
+    pin(0)
     from twisted_mfocus.media.packet import build_rtp
     from twisted_mfocus.media.srtp import Keys, SrtpContext
 
@@ -292,14 +309,15 @@ def role_senders(n, per_socket, base_port, seed, suite=None):
     print(json.dumps({"remotes": [list(socks[owner[i]].getsockname()) for i in range(n)]}),
           flush=True)
     ports = json.loads(sys.stdin.readline())["ports"]
-    t = np.arange(160) / 8000
     payloads = {}
     streams = []
+    pt, ticks = PAYLOAD_TYPES[codec], TICKS[codec]
     for i in range(n):
         freq = 250 + 50 * (i % 16)     # a whole number of periods in 20 ms
+        if speakers and i >= speakers:
+            freq = 0                    # --speakers: the others send silence
         if freq not in payloads:
-            payloads[freq] = encode("PCMU", (1000 * np.sin(2 * np.pi * freq * t))
-                                    .astype(np.int16)).tobytes()
+            payloads[freq] = sender_payloads(codec, freq)
         protect = None
         if suite:           # the member's side of the keys (RFC 4568: each its own)
             engine_key, sender_key = srtp_keys(seed, i, suite)
@@ -355,13 +373,13 @@ def role_senders(n, per_socket, base_port, seed, suite=None):
             continue
         st = streams[order[j]]
         try:
-            packet = build_rtp(0, st[3], st[4], st[2], st[5])
+            packet = build_rtp(pt, st[3], st[4], st[2], st[5][cycle % 50])
             st[0].sendto(st[6](packet) if st[6] else packet, st[1])
             sent += 1
         except OSError:
             errors += 1
         st[3] = (st[3] + 1) & 0xFFFF
-        st[4] = (st[4] + 160) & 0xFFFFFFFF
+        st[4] = (st[4] + ticks) & 0xFFFFFFFF
         lateness.append(now - due)
         j += 1
         if j == n:
@@ -478,17 +496,18 @@ def _ask(proc, command, what, err):
     return result
 
 
-def run_members(n, args, logdir, suite=None):
-    """Start senders and engine for ``n`` members (SRTP with ``suite``);
-    (engine result, sender result)."""
+def run_members(n, args, logdir, suite=None, codec="PCMU"):
+    """Start senders and engine for ``n`` members (SRTP with ``suite``) on
+    ``codec``; (engine result, sender result)."""
     low, high = (int(x) for x in args.ports.split("-"))
-    mode = "srtp" if suite else "plain"
+    mode = ("srtp" if suite else "plain") + "-" + codec
     err = open(os.path.join(logdir, f"engine-{n}-{mode}.log"), "w")
     serr = open(os.path.join(logdir, f"senders-{n}-{mode}.log"), "w")
     senders = subprocess.Popen(
         [sys.executable, __file__, "--role", "senders", "--n", str(n),
          "--per-socket", str(args.per_socket), "--sender-port", str(args.sender_port),
-         "--seed", str(args.seed + n)] + (["--srtp-suite", suite] if suite else []),
+         "--seed", str(args.seed + n), "--codec", codec, "--speakers", str(args.speakers)]
+        + (["--srtp-suite", suite] if suite else []),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=serr, text=True)
     engine = subprocess.Popen([sys.executable, __file__, "--role", "engine"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
@@ -497,6 +516,7 @@ def run_members(n, args, logdir, suite=None):
         remotes = json.loads(senders.stdout.readline())["remotes"]
         engine.stdin.write(json.dumps({"remotes": remotes, "low": low, "high": high,
                                        "warmup": args.warmup, "srtp": suite,
+                                       "codec": codec,
                                        "seed": args.seed + n,
                                        "seconds": args.seconds}) + "\n")
         engine.stdin.flush()
@@ -546,6 +566,13 @@ def main():
                     help="run every N also with SRTP members; print SRTP vs plain per core")
     ap.add_argument("--srtp-suite", default=None, help="the SRTP suite (default "
                     "AES_CM_128_HMAC_SHA1_80; the senders' role gets it from the driver)")
+    ap.add_argument("--codec", default="PCMU", help=argparse.SUPPRESS)
+    ap.add_argument("--codecs", default="PCMU",
+                    help="run every N with members on each of these codecs (PCMU, OPUS, "
+                    "G722), the first the reference of the others' ratio")
+    ap.add_argument("--speakers", type=int, default=0,
+                    help="only the first K members send a tone, the others silence "
+                    "(0: all send a tone)")
     ap.add_argument("--retries", type=int, default=2,
                     help="runs again an N whose window others disturbed (> 10 %% of core 1)")
     args = ap.parse_args()
@@ -553,7 +580,7 @@ def main():
         return role_engine()
     if args.role == "senders":
         return role_senders(args.n, args.per_socket, args.sender_port, args.seed,
-                            args.srtp_suite)
+                            args.srtp_suite, args.codec, args.speakers)
     if args.role == "echo":
         return role_echo()
     if args.quick:
@@ -588,11 +615,16 @@ def main():
     secure = {}                 # N -> the same with SRTP members (--srtp)
     suite = (args.srtp_suite or "AES_CM_128_HMAC_SHA1_80") if args.srtp else None
 
-    def measure(n, suite, into):
+    codecs = [c.strip().upper() for c in args.codecs.split(",") if c.strip()]
+    others = {c: {} for c in codecs[1:]}    # --codecs: codec -> N -> (engine, senders)
+
+    def measure(n, suite, into, codec=codecs[0]):
         label = f"{n} {'SRTP' if suite else 'plain'} members" if args.srtp else f"{n} members"
+        if len(codecs) > 1:
+            label += f" on {codec}"
         for attempt in range(1 + args.retries):
             try:
-                e, s = run_members(n, args, logdir, suite)
+                e, s = run_members(n, args, logdir, suite, codec)
             except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as ex:
                 errors.append(f"{label}: {ex}")
                 print(f"{label}: ERROR {ex}", flush=True)
@@ -634,6 +666,8 @@ def main():
         measure(n, None, results)
         if suite:
             measure(n, suite, secure)
+        for codec, into in others.items():
+            measure(n, None, into, codec)
     ceiling("after")
 
     per_core = statistics.mean(c["per_core"] for c in echoes) if echoes else None
@@ -675,6 +709,22 @@ def main():
             print(f"at {n} members: {srtp_core:.0f} SRTP members per core against "
                   f"{plain_core:.0f} plain ones (ratio {srtp_core / plain_core:.3f}; "
                   f"SRTP costs {100 * (plain_core / srtp_core - 1):.0f} % more CPU per member)")
+    if others:
+        print()
+        print(f"members per core (N / CPU fraction of one core) by codec, same run, against "
+              f"{codecs[0]}" + (f"; {args.speakers} members speak, the others send silence"
+                                if args.speakers else "; every member sends a tone"))
+        print("members  codec  CPU%core  members/core  ratio  lateness p99 ms  goal")
+        for n, (e, _) in results.items():
+            ref = n / max(e["cpu"], 1e-6)
+            rows = [(codecs[0], e)] + [(c, into[n][0]) for c, into in others.items()
+                                        if n in into]
+            for codec, r in rows:
+                per = n / max(r["cpu"], 1e-6)
+                print(f"{n:7d}  {codec:5s}  {100 * r['cpu']:8.1f}  {per:12.0f}  "
+                      f"{per / ref:5.2f}  {1e3 * r['lat_p99']:15.2f}  "
+                      f"{'met' if meets(r, n) else 'MISSED'}"
+                      + ("  (noisy)" if r.get("others", 0) > NOISY else ""))
     ok = [n for n, (e, _) in results.items() if meets(e, n)]
     good = max(ok) if ok else None
     print(f"goal (CPU <= 1 core, p99 lateness < {1e3 * GOAL_P99:.0f} ms, >= {100 * KEEP_UP:.0f} % "

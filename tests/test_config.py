@@ -43,6 +43,8 @@ def test_example_config_file_is_the_default(shared_dir):
     ("[focus]\nrefer_policy = friends\n", "focus.refer_policy"),
     ("[focus]\nlog_format = xml\n", "focus.log_format"),
     ("[media]\nrtp_ports = 30000\n", "media.rtp_ports"),
+    ("[media]\ncodecs = opus, GSM\n", "media.codecs"),
+    ("[media]\nsrtp = sometimes\n", "media.srtp"),
     ("[media]\nrtp_ports = 40000-30000\n", "media.rtp_ports"),
     ("[events]\nnotify_interval = -1\n", "events.notify_interval"),
 ])

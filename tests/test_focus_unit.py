@@ -199,7 +199,7 @@ def test_late_offer_is_answered_in_the_ack(rig):
     phone = Phone(5060)
     rig.deliver(phone.request("INVITE", ROOM), phone.peer)
     ok = rig.wire.take(200)[-1]
-    assert b"m=audio " in ok.body and b"RTP/AVP 0 8 101" in ok.body   # our offer
+    assert b"m=audio " in ok.body and b"RTP/AVP 96 9 0 8 102 101" in ok.body   # our offer
     assert conference(rig).user_count == 0
     rig.deliver(phone.request("ACK", ROOM, to_tag=ok.to.tag, body=SDP), phone.peer)
     assert conference(rig).user_count == 1

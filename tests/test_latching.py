@@ -218,4 +218,5 @@ def test_the_api_shows_what_a_member_took_and_dropped():
     assert member["media"] == "sendrecv"                # the keys it had are kept
     assert member["rtp"] == {"received": 10, "source": "127.0.0.1:4000", "latch": "locked",
                              "dropped": {"source": 10, "auth": 0, "replay": 0,
-                                         "malformed": 0}, "srtp": None}
+                                         "malformed": 0}, "srtp": None,
+                             "codec": "PCMU/8000", "recovered": 0}

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 
 from twisted_mfocus.focus.pin import PinGate, info_digit
 from twisted_mfocus.media import g711, prompts
+from twisted_mfocus.media.codecs import CODECS, FRAME, MIX_RATE, Transcoder
 from twisted_mfocus.media.engine import MediaEngine
 from twisted_mfocus.media.packet import build_rtp, parse_rtp
 from twisted_mfocus.media.prompts import ENTER, WELCOME, WRONG, Player, duration
@@ -131,19 +132,25 @@ def test_dtmf_bodies():
 # -- the prompts -----------------------------------------------------------------
 
 
-def spectrum_of(samples):
+def spectrum_of(samples, rate=MIX_RATE):
     spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples)))) ** 2
-    return np.fft.rfftfreq(len(samples), 1 / 8000), spectrum
+    return np.fft.rfftfreq(len(samples), 1 / rate), spectrum
 
 
-@pytest.mark.parametrize("codec", [g711.PCMU, g711.PCMA])
+@pytest.mark.parametrize("codec", [None, g711.PCMU, g711.PCMA])
 def test_prompts_differ_by_dominant_frequency_and_avoid_the_member_bands(codec):
+    """As made (16 kHz), and as a G.711 caller decodes them."""
     dominant = {}
     for name in (ENTER, WRONG, WELCOME):
-        coded = prompts.frames(name, codec)
-        assert all(len(f) == 160 for f in coded)
-        assert prompts.frames(name, codec) is coded         # cached
-        bins, power = spectrum_of(np.concatenate([g711.decode(codec, f) for f in coded]))
+        made = prompts.frames(name)
+        assert all(len(f) == FRAME for f in made)
+        assert prompts.frames(name) is made                 # cached
+        if codec is None:
+            bins, power = spectrum_of(np.concatenate(made))
+        else:
+            coder = Transcoder(CODECS[codec])
+            bins, power = spectrum_of(np.concatenate(
+                [g711.decode(codec, coder.encode(f)) for f in made]), 8000)
         dominant[name] = float(bins[np.argmax(power)])
         for band in MEMBER_BANDS:
             inside = power[(bins > band - 60) & (bins < band + 60)].sum()
@@ -154,13 +161,13 @@ def test_prompts_differ_by_dominant_frequency_and_avoid_the_member_bands(codec):
 
 
 def test_player_plays_a_prompt_then_silence():
-    player = Player(g711.PCMU)
-    silence = bytes([g711.SILENCE[g711.PCMU]]) * 160
-    assert player.next_payload() == silence
+    player = Player()
+    assert not player.next_frame().any() and len(player.next_frame()) == FRAME
     seconds = player.play(WRONG)
-    coded = [player.next_payload() for _ in range(int(seconds / 0.02))]
-    assert coded == list(prompts.frames(WRONG, g711.PCMU))
-    assert player.next_payload() == silence
+    played = [player.next_frame() for _ in range(int(round(seconds / 0.02)))]
+    assert all(a is b for a, b in zip(played, prompts.frames(WRONG)))
+    assert len(played) == len(prompts.frames(WRONG))
+    assert not player.next_frame().any()
 
 
 # -- the media engine's lobby -------------------------------------------------------
@@ -188,8 +195,8 @@ def test_a_lobby_stream_is_sent_its_source_and_mixed_only_once_admitted():
     n = Negotiated("PCMU", 0, 101, ("127.0.0.1", 4000), "sendrecv", False)
     member, caller = Endpoint(), Endpoint()
     engine.add("conf", "member", member, n)
-    player = Player("PCMU")
-    engine.add_lobby("caller", caller, n, player.next_payload)
+    player = Player()
+    engine.add_lobby("caller", caller, n, player.next_frame)
     player.play(ENTER)
     seq = 0
 
@@ -208,7 +215,9 @@ def test_a_lobby_stream_is_sent_its_source_and_mixed_only_once_admitted():
     assert "caller" not in engine.mixers["conf"].parties
     heard = np.concatenate([g711.decode("PCMU", p.payload) for p in member.sent])
     assert not heard.any()
-    assert [p.payload for p in caller.sent[:5]] == list(prompts.frames(ENTER, "PCMU")[:5])
+    prompt = Transcoder(CODECS["PCMU"])     # the prompt, coded as the caller's call does
+    assert [p.payload for p in caller.sent[:5]] == [prompt.encode(f)
+                                                     for f in prompts.frames(ENTER)[:5]]
     ssrc = caller.sent[0].ssrc
     engine.add("conf", "caller", caller, n)                 # admitted: the same stream
     assert not engine.lobby and "caller" in engine.mixers["conf"].parties
@@ -336,7 +345,7 @@ def test_rfc4733_digits_and_the_prompts_on_the_wire(rig):
     rig.clock.advance(0.5)
     lobby = [parse_rtp(p) for p, _ in leg.rtp.sent]
     audio = np.concatenate([g711.decode("PCMU", p.payload) for p in lobby])
-    bins, power = spectrum_of(audio)
+    bins, power = spectrum_of(audio, 8000)
     assert abs(bins[np.argmax(power)] - 660) < 10           # "enter PIN"
     for i, digit in enumerate("1234#"):
         event = "0123456789*#".index(digit)

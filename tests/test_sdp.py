@@ -197,24 +197,34 @@ def test_oversized():
 
 def test_answer_baresip():
     ours, negotiated = answer(SessionDescription.parse(BARESIP), local(), 40000)
-    assert negotiated.codec == "PCMU" and negotiated.payload_type == 0
-    assert negotiated.telephone_event == 101
+    assert negotiated.codec == "OPUS" and negotiated.payload_type == 96     # wideband first
+    assert negotiated.media_codec.clock == 48000
+    assert negotiated.telephone_event == 101        # offered at 8000 only: taken anyway
     assert negotiated.remote == ("192.168.1.10", 10258)
     assert negotiated.direction == "sendrecv" and not negotiated.on_hold
     assert ours.to_bytes() == sdp(
         "v=0", "o=mfocus 777 1 IN IP4 198.51.100.1", "s=mfocus",
-        "c=IN IP4 198.51.100.1", "t=0 0", "m=audio 40000 RTP/AVP 0 101",
-        "a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000",
-        "a=fmtp:101 0-15", "a=ptime:20", "a=sendrecv")
+        "c=IN IP4 198.51.100.1", "t=0 0", "m=audio 40000 RTP/AVP 96 101",
+        "a=rtpmap:96 opus/48000/2",
+        "a=fmtp:96 maxplaybackrate=16000;sprop-maxcapturerate=16000;stereo=0;"
+        "useinbandfec=1;usedtx=1",
+        "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-15", "a=ptime:20", "a=sendrecv")
+    narrow, n = answer(SessionDescription.parse(BARESIP), local(), 40000,
+                       codecs=("PCMU", "PCMA"))
+    assert (n.codec, n.payload_type) == ("PCMU", 0) and b"a=rtpmap:0 PCMU/8000" in \
+        narrow.to_bytes()
 
 
-def test_answer_linphone_rejects_video_and_picks_8k_telephone_event():
+def test_answer_linphone_rejects_video_and_picks_the_codecs_telephone_event():
     ours, negotiated = answer(SessionDescription.parse(LINPHONE), local(), 40000)
-    assert (negotiated.codec, negotiated.payload_type) == ("PCMU", 0)
-    assert negotiated.telephone_event == 100
+    assert (negotiated.codec, negotiated.payload_type) == ("OPUS", 96)
+    assert negotiated.telephone_event == 101        # the one at 48000, Opus's clock
     audio, video = ours.media
-    assert (audio.port, audio.formats) == (40000, ["0", "100"])
-    assert audio.fmtp == {"100": "0-15"}
+    assert (audio.port, audio.formats) == (40000, ["96", "101"])
+    assert audio.fmtp["101"] == "0-15"
+    _, narrow = answer(SessionDescription.parse(LINPHONE), local(), 40000,
+                       codecs=("PCMU",))
+    assert (narrow.codec, narrow.telephone_event) == ("PCMU", 100)     # the 8000 one
     assert (video.media, video.port, video.proto) == ("video", 0, "RTP/AVP")
     assert video.formats == ["96"]
     # what we send parses back
@@ -222,10 +232,10 @@ def test_answer_linphone_rejects_video_and_picks_8k_telephone_event():
 
 
 @pytest.mark.parametrize("formats, codec, pt", [
-    ("0", "PCMU", 0), ("8", "PCMA", 8), ("0 8", "PCMU", 0), ("8 0", "PCMA", 8),
-    ("18 8 0", "PCMA", 8),
+    ("0", "PCMU", 0), ("8", "PCMA", 8), ("0 8", "PCMU", 0), ("8 0", "PCMU", 0),
+    ("18 8", "PCMA", 8), ("8 0 9", "G722", 9),
 ])
-def test_codec_choice_follows_offerers_order(formats, codec, pt):
+def test_codec_choice_follows_our_preference(formats, codec, pt):
     ours, negotiated = answer(audio_offer(formats), local(), 5000)
     assert (negotiated.codec, negotiated.payload_type) == (codec, pt)
     assert negotiated.telephone_event is None
@@ -258,7 +268,7 @@ def test_video_first_then_audio():
 
 
 @pytest.mark.parametrize("offered", [
-    audio_offer("9 18", "rtpmap:9 G722/8000"),
+    audio_offer("3 18", "rtpmap:3 GSM/8000"),
     audio_offer("96", "rtpmap:96 PCMU/16000"),
     audio_offer("0", port=0),
     SessionDescription.parse(sdp(
@@ -316,10 +326,15 @@ def test_offer():
     made = offer(local(), 6000)
     assert made.to_bytes() == sdp(
         "v=0", "o=mfocus 777 1 IN IP4 198.51.100.1", "s=mfocus",
-        "c=IN IP4 198.51.100.1", "t=0 0", "m=audio 6000 RTP/AVP 0 8 101",
-        "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000",
+        "c=IN IP4 198.51.100.1", "t=0 0", "m=audio 6000 RTP/AVP 96 9 0 8 102 101",
+        "a=rtpmap:96 opus/48000/2",
+        "a=fmtp:96 maxplaybackrate=16000;sprop-maxcapturerate=16000;stereo=0;"
+        "useinbandfec=1;usedtx=1",
+        "a=rtpmap:9 G722/8000", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000",
+        "a=rtpmap:102 telephone-event/48000", "a=fmtp:102 0-15",
         "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-15", "a=ptime:20",
         "a=sendrecv")
+    assert offer(local(), 6000, codecs=("PCMA",)).media[0].formats == ["8", "101"]
     assert offer(local(), 6000, "sendonly").media[0].direction == "sendonly"
     with pytest.raises(ValueError):
         offer(local(), 6000, "sideways")
@@ -340,7 +355,7 @@ def test_accept_answer():
     assert got.direction == "sendrecv" and not got.on_hold
     # our own answer to our own offer fits
     ours, _ = answer(made, LocalSession("192.0.2.7"), 8000)
-    assert accept_answer(made, ours).codec == "PCMU"
+    assert accept_answer(made, ours).codec == "OPUS"
 
 
 @pytest.mark.parametrize("ours, theirs, mine, on_hold, remote", [
@@ -371,7 +386,7 @@ def test_accept_answer_rejecting_audio():
     (["m=audio 7000 RTP/AVP 0", "m=video 0 RTP/AVP 96"],
      "answer has 2 m= lines, the offer had 1"),
     (["m=video 7000 RTP/AVP 96"], "answer has m=video where the offer had m=audio"),
-    (["m=audio 7000 RTP/AVP 9", "a=rtpmap:9 G722/8000"],
+    (["m=audio 7000 RTP/AVP 3", "a=rtpmap:3 GSM/8000"],
      "answer has no codec from the offer"),
 ])
 def test_answer_that_does_not_fit(lines, reason):

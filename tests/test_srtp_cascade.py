@@ -75,7 +75,8 @@ def test_two_srtp_members_on_two_foci_hear_each_other_over_an_srtp_cascade(tmp_p
     phone_pem = tmp_path / "phone.pem"
     phone_pem.write_text(open(certs["phone-cert"]).read() + open(certs["phone-key"]).read())
     config = (f"[tls]\ncertificate = {certs['cert']}\nkey = {certs['key']}\n"
-              f"ca = {certs['ca']}\n[media]\nsrtp = optional\n")
+              f"ca = {certs['ca']}\n[media]\nsrtp = optional\n"
+              f"codecs = PCMU\n")         # a G.711 cascade: its wire is readable if plain
     primary = Node("primary", "primary", 1, tmp_path, config)
     secondary = Node("s1", "secondary", 2, tmp_path, config)
     primary.peers, secondary.peers = [secondary.uri], [primary.uri]

@@ -64,6 +64,7 @@ max_bindings = 4
 [media]
 address =
 rtp_ports = 20000-29999
+codecs = opus, G722, PCMU, PCMA
 srtp = optional
 sdes_over_cleartext = no
 relatch_after = 10
@@ -123,7 +124,8 @@ REFER_TARGETS = ("domain", "any")
 CREATE_ROOMS = ("any", "configured")
 ESCALATE = ("anyone", "authenticated", "nobody")
 SUBSCRIBERS = ("anyone", "members")
-SRTP_MODES = ("off", "optional", "mandatory")     # [media] srtp: media/srtp.py Mode
+SRTP_MODES = ("off", "optional", "mandatory")
+CODEC_NAMES = ("OPUS", "G722", "PCMU", "PCMA")   # [media] codecs: media/codecs.py CODECS     # [media] srtp: media/srtp.py Mode
 ROOM_KEYS = ("pin", "max_members", "locked", "members", "subject", "subscribers")
 
 
@@ -205,6 +207,7 @@ class Config:
         self.media_address = self._get("media", "address") or \
             self.listen[0].split(":", 1)[1].rsplit(":", 1)[0].strip("[]")
         self.srtp = self._choice("media", "srtp", SRTP_MODES)
+        self.codecs = self._codecs()
         try:        # RFC 4568 §8.3: SDES keys in SDP over UDP/TCP only if asked
             self.sdes_over_cleartext = self._parser.getboolean("media", "sdes_over_cleartext")
         except ValueError:
@@ -318,6 +321,15 @@ class Config:
             raise ConfigError(f"{section}.{key} must be one of {', '.join(choices)}, "
                               f"not {value!r}")
         return value
+
+    def _codecs(self):
+        """[media] codecs: names of media/codecs.py, best first, upper-cased."""
+        names = [n.strip().upper() for n in self._get("media", "codecs").replace(",", " ").split()]
+        unknown = [n for n in names if n not in CODEC_NAMES]
+        if unknown or not names:
+            raise ConfigError(f"media.codecs: {', '.join(unknown) or 'none'} is not one of "
+                              f"opus, G722, PCMU, PCMA")
+        return tuple(dict.fromkeys(names))
 
     def _number(self, section, key):
         """A number that may be zero."""

@@ -23,7 +23,7 @@ call_max_calls\t\t4
 audio_player\t\talsa,null
 audio_alert\t\talsa,null
 audio_source\t\taufile,{tone_wav}
-ausrc_srate\t\t8000
+ausrc_srate\t\t{srate}
 ausrc_channels\t\t1
 audio_buffer\t\t20-160
 rtp_ports\t\t{rtp_low}-{rtp_high}
@@ -33,7 +33,7 @@ net_interface\t\t{host}
 dns_server\t\t{host}:53
 module_path\t\t{module_path}
 module\t\t\tg711.so
-module\t\t\taufile.so
+{codec_modules}module\t\t\taufile.so
 module\t\t\talsa.so
 {sndfile}{srtp}module_tmp\t\tuuid.so
 module_tmp\t\taccount.so
@@ -63,13 +63,15 @@ class Baresip(ChildProcess):
     encryption; ``cafile`` (a PEM CA) is what it trusts for SIP over TLS
     (dial ``...;transport=tls``).  ``certificate`` (a PEM of certificate
     and key) lets it accept TLS connections too, on ``sip_port + 1`` (a
-    focus that takes its call over must connect to it).
+    focus that takes its call over must connect to it).  ``codecs``: what
+    it offers (baresip's names, e.g. ``opus``, ``G722``, ``PCMU``), with
+    ``srate`` its microphone's rate (the tone WAV's).
     """
 
     def __init__(self, workdir, name, sip_port, rtp_low, ctrl_port, tone_wav=None,
                  register_at=None, rtp_span=2, record=False, start_timeout=5.0,
                  outbound=None, answer="auto", password=None, regint=60, mediaenc=None,
-                 cafile=None, certificate=None):
+                 cafile=None, certificate=None, codecs="PCMU", srate=8000):
         self.dir = os.path.abspath(str(workdir))
         self.name, self.sip_port, self.ctrl_port = name, sip_port, ctrl_port
         self.rtp_low, self.rtp_high = rtp_low, rtp_low + rtp_span - 1
@@ -88,7 +90,7 @@ class Baresip(ChildProcess):
         else:
             self.aor = f"sip:{name}@{HOST}:{sip_port}"
             params = ["regint=0"]
-        params = ["audio_codecs=PCMU"] + params + [f"answermode={answer}"]
+        params = [f"audio_codecs={codecs}"] + params + [f"answermode={answer}"]
         if outbound:                # every call goes through this proxy
             params.append(f'outbound="{outbound}"')
         if password:                # digest credentials (RFC 3261 §22)
@@ -99,6 +101,9 @@ class Baresip(ChildProcess):
             f.write(_BARESIP_CONFIG.format(
                 host=HOST, sip_port=sip_port, ctrl_port=ctrl_port, rtp_low=self.rtp_low,
                 rtp_high=self.rtp_high, tone_wav=self.tone_wav, module_path=BARESIP_MODULES,
+                srate=srate, codec_modules="".join(
+                    f"module\t\t\t{m}.so\n" for m in ("opus", "g722")
+                    if m in codecs.lower()),
                 rec_dir=self.rec_dir, sndfile="module\t\t\tsndfile.so\n" if record else "",
                 srtp=f"module\t\t\t{_MEDIAENC_MODULES.get(mediaenc, 'srtp')}.so\n"
                 if mediaenc else "",
@@ -290,7 +295,8 @@ class Baresip(ChildProcess):
 
 
 def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds=90,
-               outbound=None, answer="auto", password=None, regint=60, **options):
+               outbound=None, answer="auto", password=None, regint=60, srate=8000,
+               **options):
     """A baresip phone in ``tmp_path/name`` sending a ``freq`` Hz tone, with
     free SIP, control and RTP ports (``rtp_span`` RTP ports: a handover
     needs room for the second call)."""
@@ -301,7 +307,7 @@ def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds
                if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + rtp_span)))
     return Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
                    tone_wav=write_tone_wav(os.path.join(work, "tone.wav"), freq=freq,
-                                           seconds=seconds),
+                                           seconds=seconds, rate=srate), srate=srate,
                    register_at=register_at, rtp_span=rtp_span, outbound=outbound,
                    answer=answer, password=password, regint=regint, **options)
 

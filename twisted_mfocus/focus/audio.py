@@ -2,7 +2,7 @@
 self-mute code (the mixing itself is media/engine.py).
 
 - A call is in its room's mix while the focus holds its member (confirmed,
-  not handed to another focus) and its answer settled on G.711; a cascade
+  not handed to another focus) and its answer settled on a codec; a cascade
   leg (another focus, cascade.py) is mixed as a peer.  Re-INVITEs update it
   (hold, codec, address).  Each room's mixer is the engine's, keyed by the
   room.
@@ -53,12 +53,11 @@ class Audio:
         elif leg.in_lobby:
             player = self._players.get(leg)
             if player is None:
-                player = self._players[leg] = Player(n.codec)
-            player.codec = n.codec
+                player = self._players[leg] = Player()
             if leg in engine.lobby:
                 engine.update(leg, n)
             else:
-                engine.add_lobby(leg, leg.rtp, n, player.next_payload)
+                engine.add_lobby(leg, leg.rtp, n, player.next_frame)
         elif leg in engine.streams:
             engine.update(leg, n)
         else:

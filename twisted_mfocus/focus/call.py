@@ -29,17 +29,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..conference.model import JoiningMethod
-from ..media.srtp import NoSecureOffer
 from ..media.sdp import (
     NOT_ACCEPTABLE_HERE,
-    LocalSession,
     SDPError,
     SessionDescription,
     accept_answer,
-    answer,
-    offer,
     warning_headers,
 )
+from ..media.srtp import NoSecureOffer
 from ..sip.dialog import Dialog, DialogError, uas_response_headers
 from ..sip.errors import SIPError
 from ..sip.headers import Headers
@@ -49,6 +46,7 @@ from ..sip.uas import Refused, allows
 from ..sip.values import NameAddr
 from ..tracing import TRACE
 from .interfaces import IDialogUsage
+from .offers import CallMedia
 from .pin import info_digit
 from .qualify import Qualifier
 from .session_timer import SessionTimer, for_answer, negotiate, response_headers
@@ -91,7 +89,8 @@ class CallLeg:
         self.peer = peer            # the focus id of a cascade leg, else None
         self.source = None          # where the member's requests in this call come from
         self.identity = None        # the user its digest proved (identity.py), if asked
-        self.sdp = LocalSession(room.media_address)
+        #: our offers and answers ([media] codecs, srtp: offers.py)
+        self.media = CallMedia(room.services.node, room.media_address, rtp.port)
         self.dialog = None
         self.state = LegState.EARLY
         self.negotiated = None
@@ -169,16 +168,10 @@ class CallLeg:
         return negotiate(request, cfg.min_se, cfg.session_expires)
 
     def _answer_or_offer(self, offer_sdp):
-        policy = self.room.services.node.srtp
         if offer_sdp is None:                   # late offer: ours in the 200
-            try:
-                profile = policy.offer_profile(self.transport)
-            except NoSecureOffer as e:
-                raise SDPError("SDES keys need TLS", NOT_ACCEPTABLE_HERE, str(e)) from None
-            self.pending_offer = offer(self.sdp, self.rtp.port, srtp_profile=profile)
+            self.pending_offer = self.media.late_offer(self.transport)
             return self.pending_offer.to_bytes()
-        sdp, self.negotiated = answer(offer_sdp, self.sdp, self.rtp.port, self.transport,
-                                      policy)
+        sdp, self.negotiated = self.media.answer(offer_sdp, self.transport)
         return sdp.to_bytes()
 
     def _contact(self):
@@ -289,13 +282,12 @@ class CallLeg:
         self.transport = (target.transport or "udp").upper()
         progress = on_progress or (lambda status, reason: None)
         try:
-            profile = self.room.services.node.srtp.offer_profile(self.transport, srtp_profile)
+            self.pending_offer = self.media.offer(self.transport, srtp_profile)
         except NoSecureOffer as e:
             self.log.info("{conf}: not dialling {target}: {why}", conf=self.room.name,
                           target=str(target), why=str(e))
             self._failed(NOT_ACCEPTABLE_HERE, "SRTP Needs TLS", progress)
             return
-        self.pending_offer = offer(self.sdp, self.rtp.port, srtp_profile=profile)
         conference_uri = self.room.uri
         h = Headers()
         h.add("Max-Forwards", MAX_FORWARDS)
@@ -395,9 +387,8 @@ class CallLeg:
         if self.pending_offer is not None or self._retransmitter is not None:
             self.ua.clock.callLater(1.0, retry)
             return
-        self.pending_offer = pending = offer(
-            self.sdp, self.rtp.port,
-            srtp_profile=self.negotiated.srtp_profile if self.negotiated else None)
+        self.pending_offer = pending = self.media.offer(self.transport,
+                                                        negotiated=self.negotiated)
         request = self.dialog.create_request(
             "INVITE", [("Contact", str(self._contact())), ("Content-Type", SDP)] + headers,
             pending.to_bytes())

@@ -20,7 +20,8 @@ def _iso(t):
 
 def _rtp(stream):
     """What the member's RTP stream here took and dropped (media/engine.py),
-    so a hijack attempt (an injector on its port) shows; None elsewhere."""
+    so a hijack attempt (an injector on its port) shows, and its codec as
+    SDP names it; None elsewhere."""
     if stream is None:
         return None
     source = stream.latched
@@ -28,6 +29,8 @@ def _rtp(stream):
             "dropped": {reason.value: n for reason, n in stream.dropped.items()},
             "source": f"{source[0]}:{source[1]}" if source else None,
             "latch": stream.latch.value,
+            "codec": stream.coder.codec.rtpmap(),
+            "recovered": stream.receiver.recovered,
             "srtp": stream.srtp.suite if stream.srtp is not None else None}
 
 

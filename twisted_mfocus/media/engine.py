@@ -4,8 +4,9 @@
 ``MediaEngine`` owns one ``Mixer`` per conference and one ``Stream`` per
 party (a member's call, or a cascade leg to another focus).  Every tick
 (``LoopingCall`` on the reactor's clock, 20 ms) it pulls each party's next
-frame from its jitter buffer into the mixer, mixes, and sends each party
-its payload from the party's own RTP port.  Ticks the reactor ran late
+frame from its jitter buffer into the mixer (decoded to the mixer's rate,
+16 kHz), mixes, and sends each party what it hears, coded by its call's
+codec (codecs.py), from the party's own RTP port.  Ticks the reactor ran late
 are caught up (at most ``MAX_CATCH_UP`` frames), so the audio keeps its
 rate; how late each tick ran is kept for the benchmark.
 
@@ -40,12 +41,13 @@ from twisted.logger import Logger
 
 from .mixer import Mixer
 from .packet import PacketError, build_rtp, parse_rtcp, parse_rtp, sender_report
-from .receiver import FRAME, Receiver
+from .codecs import CODECS, Transcoder
+from .receiver import Receiver
 from .srtp import SrtpContext, SrtpError
 
 __all__ = ["Drop", "Latch", "MediaEngine", "Stream", "TICK"]
 
-TICK = FRAME / 8000             # 20 ms
+TICK = 0.020                    # seconds of audio in one frame
 RTCP_INTERVAL = 5.0
 MAX_CATCH_UP = 5                # frames produced at most for one late tick
 LATENESS_KEPT = 100000          # tick lateness samples kept for the benchmark
@@ -92,7 +94,10 @@ class Stream:
         self.engine = engine
         self.key = key
         self.endpoint = endpoint
-        self.receiver = Receiver(event_pt=negotiated.telephone_event or 101)
+        codec = CODECS[negotiated.codec]
+        self.receiver = Receiver({negotiated.payload_type: codec},
+                                 event_pt=negotiated.telephone_event or 101)
+        self.coder = Transcoder(codec)
         self.ssrc = _random32()
         self.seq = _random32() & 0xFFFF
         self.timestamp = _random32()
@@ -119,6 +124,12 @@ class Stream:
             self.latch, self._candidate = Latch.LEARNING, None
             self.quiet_since = self.engine.clock.seconds()  # resumed: time to send again
         self.negotiated = negotiated
+        codec = CODECS[negotiated.codec]
+        if codec.name != self.coder.name:       # a new codec: new coding state
+            self.coder = Transcoder(codec)
+        self.receiver.retune({negotiated.payload_type: codec},
+                             negotiated.telephone_event or self.receiver.event_pt)
+        self.ticks = codec.ticks_per_frame      # RTP timestamp units per frame
         self.payload_type = negotiated.payload_type
         self.expected = {negotiated.payload_type, self.receiver.event_pt} - {None}
         self.remote = negotiated.remote
@@ -218,13 +229,15 @@ class Stream:
 
     # -- out -----------------------------------------------------------------
 
-    def send(self, payload):
+    def send(self, frame):
+        """Send one 20 ms frame (int16 at the mixer's rate), coded."""
         dest = self.latched or self.remote
         if dest is None or self.payload_type is None:
             return
+        payload = self.coder.encode(frame)
         packet = build_rtp(self.payload_type, self.seq, self.timestamp, self.ssrc, payload)
         self.seq = (self.seq + 1) & 0xFFFF
-        self.timestamp = (self.timestamp + FRAME) & 0xFFFFFFFF
+        self.timestamp = (self.timestamp + self.ticks) & 0xFFFFFFFF
         self.sent_packets += 1
         self.sent_octets += len(payload)
         try:
@@ -280,13 +293,13 @@ class MediaEngine:
     # -- parties ---------------------------------------------------------------
 
     def add(self, conference, key, endpoint, negotiated, peer=False):
-        """Mix ``key`` (a call with a negotiated G.711 codec) into ``conference``."""
+        """Mix ``key`` (a call with a negotiated codec) into ``conference``."""
         waiting = self.lobby.pop(key, None)
         self.remove(key)
         mixer = self.mixers.get(conference)
         if mixer is None:
             mixer = self.mixers[conference] = Mixer()
-        mixer.add(key, negotiated.codec, peer=peer)
+        mixer.add(key, peer=peer)
         if waiting is not None:                 # out of the lobby: the same stream
             stream = waiting[0]
             stream.update(negotiated)
@@ -299,7 +312,7 @@ class MediaEngine:
 
     def add_lobby(self, key, endpoint, negotiated, source):
         """Keep ``key`` out of every mix; each tick it is sent ``source()``
-        (a payload, or None: nothing)."""
+        (a frame at the mixer's rate, or None: nothing)."""
         self.remove(key)
         self.lobby[key] = (Stream(self, key, endpoint, negotiated), source)
         self._start()
@@ -319,8 +332,7 @@ class MediaEngine:
         # We send only where our direction allows; a party on hold (its
         # music on hold included) is not heard.
         receives = negotiated.direction in ("sendrecv", "sendonly")
-        self.mixers[conference].set(key, receives=receives, codec=negotiated.codec,
-                                    held=negotiated.on_hold)
+        self.mixers[conference].set(key, receives=receives, held=negotiated.on_hold)
 
     def mute(self, key, muted):
         entry = self.streams.get(key)
@@ -407,8 +419,8 @@ class MediaEngine:
         for conference, mixer in self.mixers.items():
             for key in mixer.parties:
                 mixer.put(key, streams[key][1].receiver.pull())
-            for key, payload in mixer.mix().items():
-                streams[key][1].send(payload)
+            for key, frame in mixer.mix().items():
+                streams[key][1].send(frame)
         if self.lobby:
             self._tick_lobby()
 
@@ -416,9 +428,9 @@ class MediaEngine:
         """The lobby streams' frame: drained, and sent their source's payload."""
         for stream, source in list(self.lobby.values()):
             stream.receiver.pull()
-            payload = source()
-            if payload is not None and stream.sends:
-                stream.send(payload)
+            frame = source()
+            if frame is not None and stream.sends:
+                stream.send(frame)
 
     def stop(self):
         for key in list(self.streams) + list(self.lobby):

@@ -1,11 +1,14 @@
 """N-1 mixing of one conference at one focus, vectorised.
 
-Sans-IO: the caller puts each party's decoded frame for this tick in its
-row (``frame(key)[:] = samples``, or marks it silent) and calls ``mix()``
-once per 20 ms tick; it returns, for every party that receives, the G.711
-payload to send.  numpy does the work: one sum over the rows, one
-subtraction, one clip, one table lookup per codec, for all parties at
-once; Python only loops to hand the payloads out.
+Sans-IO: the caller puts each party's decoded frame for this tick
+(int16 at codecs.MIX_RATE, 16 kHz) in its row, or marks it silent, and
+calls ``mix()`` once per 20 ms tick; it returns, for every party that
+receives, the frame it hears, which its own call codes (engine.py, the
+call's Transcoder).  numpy does the work: one sum over the rows, one
+subtraction for the parties that spoke, one clip; parties that hear the
+same thing (everyone silent this tick hears the whole mix; every peer
+hears our members) get the very same array, so what codes it once may
+serve them all.
 
 Parties are *members* (phones this focus holds) and *peers* (the other foci
 of the conference, one cascade leg each: docs/design.md, "Cascade"):
@@ -15,29 +18,33 @@ of the conference, one cascade leg each: docs/design.md, "Cascade"):
 - a peer hears the mix of *our members only* (never another peer's
   stream, never its own), so across the mesh each voice reaches each
   member once and nobody hears an echo;
-- a party that is muted, on hold, or had nothing to play this tick
-  contributes nothing; one that does not receive (hold: ``receives``
-  False) gets no payload.
+- a party that is muted, on hold, had nothing to play this tick, or sent
+  silence (its peak below ``QUIET``) contributes nothing; one that does
+  not receive (hold: ``receives`` False) gets no frame;
+- of the members speaking, only the ``speakers`` loudest are mixed (0:
+  all), so the mix stays intelligible and all but a few members hear the
+  one shared mix: what each distinct mix costs to code is paid once per
+  codec (engine.py), not once per member.
 
-Sums are int32 (no overflow below 65536 parties), clipped to int16 before
-encoding (G.711 cannot carry more).
+Sums are int32 (no overflow below 65536 parties), clipped to int16.
 """
 
 import numpy as np
 
-from .g711 import ALAW_ENCODE, PCMA, PCMU, ULAW_ENCODE
-from .receiver import FRAME
+from .codecs import FRAME
 
-__all__ = ["Mixer", "Party"]
+__all__ = ["Mixer", "Party", "QUIET"]
+
+QUIET = 64          # a frame whose peak is below this is silence (about -54 dBFS)
 
 
 class Party:
     """One row of the mixer."""
 
-    __slots__ = ("key", "row", "codec", "peer", "muted", "held", "receives")
+    __slots__ = ("key", "row", "peer", "muted", "held", "receives")
 
-    def __init__(self, key, row, codec, peer):
-        self.key, self.row, self.codec, self.peer = key, row, codec, peer
+    def __init__(self, key, row, peer):
+        self.key, self.row, self.peer = key, row, peer
         self.muted = False              # by the API or *6
         self.held = False               # the party put us on hold
         self.receives = True
@@ -46,8 +53,11 @@ class Party:
 class Mixer:
     """See the module docstring.  ``capacity``: rows preallocated (grows)."""
 
-    def __init__(self, capacity=64):
+    def __init__(self, capacity=64, speakers=0):
         self.parties = {}               # key -> Party
+        self.speakers = speakers        # the loudest members mixed (0: all)
+        #: this tick's shared frames: what silent members hear, what peers hear
+        self.whole = self.ours = None
         self._frames = np.zeros((capacity, FRAME), dtype=np.int32)
         self._voice = np.zeros(capacity, dtype=bool)    # row has audio this tick
         self._free = list(range(capacity - 1, -1, -1))
@@ -55,14 +65,12 @@ class Mixer:
 
     # -- parties ------------------------------------------------------------
 
-    def add(self, key, codec=PCMU, peer=False):
+    def add(self, key, peer=False):
         if key in self.parties:
             raise ValueError(f"{key!r} is already mixed")
-        if codec not in (PCMU, PCMA):
-            raise ValueError(f"cannot mix codec {codec!r}")
         if not self._free:
             self._grow()
-        party = self.parties[key] = Party(key, self._free.pop(), codec, peer)
+        party = self.parties[key] = Party(key, self._free.pop(), peer)
         self._frames[party.row] = 0
         self._voice[party.row] = False
         self._layout = None
@@ -75,7 +83,7 @@ class Mixer:
             self._free.append(party.row)
             self._layout = None
 
-    def set(self, key, muted=None, receives=None, codec=None, held=None):
+    def set(self, key, muted=None, receives=None, held=None):
         party = self.parties[key]
         if muted is not None:
             party.muted = muted
@@ -83,8 +91,6 @@ class Mixer:
             party.held = held
         if receives is not None:
             party.receives = receives
-        if codec is not None:
-            party.codec = codec
         self._layout = None
 
     def _grow(self):
@@ -105,43 +111,40 @@ class Mixer:
             self._voice[party.row] = True
 
     def mix(self):
-        """{key: G.711 payload} for every receiving party; clears the tick."""
-        out16, layout = self._mix()
-        result = {}
-        if out16 is None:
-            return result
-        _, _, _, mu_rows, a_rows, keys_mu, keys_a = layout
-        if len(mu_rows):
-            result.update(zip(keys_mu, (row.tobytes() for row in ULAW_ENCODE[out16[mu_rows]])))
-        if len(a_rows):
-            result.update(zip(keys_a, (row.tobytes() for row in ALAW_ENCODE[out16[a_rows]])))
-        return result
-
-    def mix_linear(self):
-        """{key: int16 samples} of what each receiving party hears, before
-        coding (tests, recordings); clears the tick."""
-        out16, layout = self._mix()
-        if out16 is None:
-            return {}
-        _, _, _, mu_rows, a_rows, keys_mu, keys_a = layout
-        samples = out16.view(np.int16)
-        return dict(zip(keys_mu + keys_a, samples[np.concatenate([mu_rows, a_rows])]))
-
-    def _mix(self):
-        """(clipped mix as uint16 rows, layout), or (None, layout): no parties."""
+        """{key: int16 frame} of what each receiving party hears this tick;
+        clears the tick.  Parties hearing the same get the same array."""
         layout = self._layout or self._plan()
-        rows, members, heard = layout[:3]
+        rows, members, heard, receiving, keys = layout
         if not len(rows):
-            return None, layout
-        # What each row contributes: its frame where it speaks and may.
-        weight = (self._voice & heard)[rows]
-        speaking = self._frames[rows] * weight[:, None]
-        own = speaking[members].sum(axis=0)                 # our members only
-        total = own + speaking[~members].sum(axis=0)        # + the peers' streams
-        out = np.where(members[:, None], total - speaking, own)
-        np.clip(out, -32768, 32767, out=out)
+            return {}
+        frames = self._frames[rows]
+        weight = self._speaking(frames, (self._voice & heard)[rows], members)
+        own = frames[weight & members].sum(axis=0, dtype=np.int32)      # our members
+        total = own + frames[weight & ~members].sum(axis=0, dtype=np.int32)  # + peers
         self._voice[:] = False
-        return out.astype(np.int16).view(np.uint16), layout
+        self.whole, self.ours = whole, ours = _clip(total), _clip(own)
+        out = {}
+        for i, key in zip(receiving, keys):
+            if not members[i]:
+                out[key] = ours                 # a peer: our members, shared
+            elif weight[i]:
+                out[key] = _clip(total - frames[i])     # all but its own voice
+            else:
+                out[key] = whole                # silent: the whole mix, shared
+        return out
+
+    def _speaking(self, frames, weight, members):
+        """Which rows are mixed: those with a frame, heard, not silence; of
+        the members among them, the ``speakers`` loudest."""
+        if not weight.any():
+            return weight
+        loud = np.abs(frames).max(axis=1)
+        weight &= loud >= QUIET
+        talking = np.flatnonzero(weight & members)
+        if self.speakers and len(talking) > self.speakers:
+            weight[talking] = False
+            weight[talking[np.argsort(loud[talking])[-self.speakers:]]] = True
+        return weight
 
     def _plan(self):
         """Row index arrays for the current parties (rebuilt on a change)."""
@@ -150,9 +153,10 @@ class Mixer:
         members = np.array([not p.peer for p in parties], dtype=bool)
         heard = np.zeros(len(self._frames), dtype=bool)
         heard[[p.row for p in parties if not (p.muted or p.held)]] = True
-        mu = [i for i, p in enumerate(parties) if p.receives and p.codec == PCMU]
-        al = [i for i, p in enumerate(parties) if p.receives and p.codec == PCMA]
-        self._layout = (rows, members, heard, np.array(mu, dtype=np.intp),
-                        np.array(al, dtype=np.intp), [parties[i].key for i in mu],
-                        [parties[i].key for i in al])
+        receiving = [i for i, p in enumerate(parties) if p.receives]
+        self._layout = (rows, members, heard, receiving, [parties[i].key for i in receiving])
         return self._layout
+
+
+def _clip(samples):
+    return np.clip(samples, -32768, 32767).astype(np.int16)

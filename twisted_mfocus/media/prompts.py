@@ -9,22 +9,22 @@ and by FFT, all outside the bands members' tones use in the tests (440,
 - ``WELCOME``: a rising pair, 780 Hz then 1180 Hz (two steps, not a
   sweep: a sweep would cross 1000 Hz).
 
-Each is 8 kHz 16-bit PCM in 20 ms frames (160 samples) with 10 ms
-raised-cosine edges (an abrupt edge splashes energy over every band),
-encoded with g711.py once per codec and cached.  A ``Player`` gives one
-caller a payload per tick: the prompt playing, else silence.
+Each is 16-bit PCM at the mixer's rate in 20 ms frames (codecs.py
+``FRAME``) with 10 ms raised-cosine edges (an abrupt edge splashes
+energy over every band), made once and cached; the caller's own call
+codes it.  A ``Player`` gives one caller a frame per tick: the prompt
+playing, else silence.
 """
 
 import functools
 
 import numpy as np
 
-from .g711 import SILENCE, encode
-from .receiver import FRAME
+from .codecs import FRAME, MIX_RATE
 
 __all__ = ["ENTER", "PROMPTS", "WELCOME", "WRONG", "Player", "duration", "frames", "samples"]
 
-RATE = 8000
+RATE = MIX_RATE
 LEVEL = 0.25 * 32767            # -12 dBFS
 EDGE = 0.010                    # seconds of fade in and out
 
@@ -61,15 +61,13 @@ def samples(name):
 
 
 @functools.cache
-def frames(name, codec):
-    """Prompt ``name`` as G.711 payloads, one per 20 ms frame."""
-    coded = encode(codec, samples(name).reshape(-1, FRAME))
-    return tuple(row.tobytes() for row in coded)
+def frames(name):
+    """Prompt ``name`` as one int16 array per 20 ms frame."""
+    return tuple(samples(name).reshape(-1, FRAME))
 
 
-@functools.cache
-def _silence(codec):
-    return bytes([SILENCE[codec]]) * FRAME
+SILENCE = np.zeros(FRAME, dtype=np.int16)
+SILENCE.setflags(write=False)
 
 
 def duration(name):
@@ -79,10 +77,9 @@ def duration(name):
 
 class Player:
     """One lobby caller's audio: ``play`` a prompt (it replaces the one
-    playing), ``next_payload`` once per tick."""
+    playing), ``next_frame`` once per tick."""
 
-    def __init__(self, codec):
-        self.codec = codec
+    def __init__(self):
         self.playing = None
         self._next = 0
 
@@ -91,12 +88,13 @@ class Player:
         self.playing, self._next = name, 0
         return duration(name)
 
-    def next_payload(self):
-        """This tick's payload: the prompt's next frame, else silence."""
+    def next_frame(self):
+        """This tick's frame: the prompt's next one, else silence (sent all
+        the same: a phone and its NAT expect media)."""
         if self.playing is not None:
-            coded = frames(self.playing, self.codec)
+            coded = frames(self.playing)
             if self._next < len(coded):
                 self._next += 1
                 return coded[self._next - 1]
             self.playing = None
-        return _silence(self.codec)
+        return SILENCE

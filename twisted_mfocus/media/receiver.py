@@ -1,62 +1,90 @@
-"""One member's inbound RTP: source tracking, statistics, an adaptive jitter
-buffer, loss concealment and telephone-events (RFC 3550, RFC 4733).
+"""One party's inbound RTP: source tracking, statistics, an adaptive jitter
+buffer, loss recovery and telephone-events (RFC 3550, RFC 4733).
 
 Sans-IO: ``push(packet, arrival)`` with the arrival time in seconds from
-the caller's clock, ``pull()`` once per mixer tick.  Frames are 20 ms
-(160 samples at 8000 Hz); packets of other durations are cut into the
-frame slots their timestamps fall in.
+the caller's clock, ``pull()`` once per mixer tick for the next 20 ms at
+the mixer's rate (codecs.py ``FRAME`` samples at ``MIX_RATE``).
 
 - **Sources** (RFC 3550 §8.2, A.1): the first SSRC heard is followed; a
   different SSRC that keeps sending (``NEW_SOURCE_PACKETS`` in a row)
   replaces it (a phone that restarted its stream) and resets the buffer.
 - **Statistics** (A.1, A.3, A.8): extended highest sequence number,
-  expected and lost packets, interarrival jitter; ``report_block`` gives
-  the RTCP report block.
-- **Jitter buffer**: playout starts ``delay`` frames behind the first
-  packet and advances one frame per ``pull``.  A packet older than the
-  playout point is late (counted, dropped) and makes the delay one frame
-  longer (up to ``max_delay``: one concealment frame is played while the
-  playout point waits); when more is buffered than the jitter needs
-  (about three times it, in frames, at least ``min_delay``) one frame is
-  skipped.  A packet far ahead (a silence, a clock jump) restarts playout.
-- **Concealment**: a missing frame repeats the last one at half level,
-  then a quarter; after ``CONCEAL_FRAMES`` silence (the member contributes
-  nothing).
+  expected and lost packets, interarrival jitter (in the codec's clock);
+  ``report_block`` gives the RTCP report block.
+- **Jitter buffer**: packets are kept coded, by RTP timestamp, and decoded
+  in timestamp order when their turn comes (Opus and G.722 decoders keep
+  state: they must see their packets in order).  Playout starts ``delay``
+  frames behind the first packet and advances one frame per ``pull``,
+  in the codec's clock (a frame is ``ticks_per_frame`` units: 160 at
+  8000, 960 for Opus at 48000), so the buffer adapts at any clock rate.
+  A packet older than the playout point is late (counted, dropped) and
+  makes the delay one frame longer (up to ``max_delay``: one recovered
+  frame is played while the playout point waits); when more is buffered
+  than the jitter needs (about three times it, in frames, at least
+  ``min_delay``) one frame is skipped, so a sender whose clock runs fast
+  cannot make the delay grow without bound.  A packet far ahead (a
+  silence, a clock jump) restarts playout.
+- **Loss**: a missing frame is recovered by the codec where it can (Opus:
+  the next packet's in-band FEC, else its PLC), else the last frame is
+  repeated at half level, then a quarter; after ``CONCEAL_FRAMES``
+  silence (the party contributes nothing).
 - **Events** (RFC 4733 §2.5): a telephone-event is reported once, when
   its first packet (a new event timestamp) arrives.
 """
 
 import numpy as np
 
-from .g711 import CODECS, decode
+from .codecs import CODECS, FRAME, CodecError, Transcoder
 from .packet import PacketError, ReportBlock, parse_event
 
 __all__ = ["Receiver", "FRAME", "DIGITS"]
 
-FRAME = 160                     # samples per 20 ms tick at 8000 Hz
 NEW_SOURCE_PACKETS = 3
 CONCEAL_FRAMES = 2
 MAX_SLOTS = 64                  # frames ahead of playout at most (1.28 s), else resync
+MAX_PACKETS = 128               # packets held at most (a flood of tiny ones)
 DIGITS = "0123456789*#ABCD"
+G711_TYPES = {0: CODECS["PCMU"], 8: CODECS["PCMA"]}
 
 
 class Receiver:
-    """See the module docstring."""
+    """See the module docstring.  ``codecs``: payload type -> codecs.Codec
+    (the answer's); all must share one RTP clock rate."""
 
     def __init__(self, codecs=None, event_pt=None, min_delay=1, max_delay=8):
-        self.codecs = dict(CODECS if codecs is None else codecs)   # PT -> codec name
+        self.codecs = dict(G711_TYPES if codecs is None else codecs)
+        clocks = {c.clock for c in self.codecs.values()}
+        if len(clocks) != 1:
+            raise ValueError(f"payload types of more than one clock rate: {sorted(clocks)}")
+        self.clock = clocks.pop()
+        self.tpf = self.clock // 50                 # RTP ticks in one 20 ms frame
         self.event_pt = event_pt
         self.min_delay, self.max_delay = min_delay, max_delay
+        self._coders = {}           # codec name -> Transcoder (decoder state)
         self.ssrc = None
         self._candidate, self._candidate_count = None, 0
         self._reset()
         self.late = 0
         self.bad = 0
+        self.recovered = 0          # frames the codec recovered (FEC, PLC)
+
+    def retune(self, codecs, event_pt):
+        """A new answer: its payload types (a new clock rate starts afresh)."""
+        clocks = {c.clock for c in codecs.values()}
+        if len(clocks) != 1:
+            raise ValueError(f"payload types of more than one clock rate: {sorted(clocks)}")
+        clock = clocks.pop()
+        self.codecs, self.event_pt = dict(codecs), event_pt
+        if clock != self.clock:
+            self.clock, self.tpf = clock, clock // 50
+            self._coders.clear()
+            self._reset()
 
     def _reset(self):
-        self.slots = {}             # frame timestamp -> int16 samples (FRAME)
+        self.packets = {}           # RTP timestamp -> (codec, payload)
+        self.pcm = None             # decoded samples beyond the last frame played
         self.playout = None         # timestamp of the next frame to play
-        self.newest = None          # highest frame timestamp received
+        self.newest = None          # highest timestamp received
         self.delay = self.min_delay
         self.last = None            # last frame played (for concealment)
         self.concealed = 0
@@ -83,7 +111,7 @@ class Receiver:
         if codec is None or not packet.payload:
             self.bad += 1
             return None
-        self._store(packet.timestamp, decode(codec, packet.payload))
+        self._store(packet.timestamp, codec, packet.payload)
         return None
 
     def _source(self, ssrc):
@@ -112,7 +140,7 @@ class Receiver:
                 self.max_seq = seq
         self.received += 1
         # Interarrival jitter, RFC 3550 A.8 (in timestamp units).
-        transit = arrival * 8000 - timestamp
+        transit = arrival * self.clock - timestamp
         if self._transit is not None:
             d = abs(transit - self._transit)
             self.jitter += (d - self.jitter) / 16
@@ -129,34 +157,29 @@ class Receiver:
         self._last_event = packet.timestamp
         return DIGITS[event.event]
 
-    def _store(self, timestamp, samples):
+    def _store(self, timestamp, codec, payload):
         if self.playout is None or self._far(timestamp):
             # First packet, or a jump (a long silence, a restarted clock):
             # play this one ``delay`` frames from now.
-            self.slots.clear()
-            self.playout = (timestamp - self.delay * FRAME) & 0xFFFFFFFF
-        start = 0
-        while start < len(samples):
-            ahead = self._ahead(timestamp + start)
-            if ahead >= 0x80000000:             # before the playout point: late
-                self.late += 1
-                self._late_pending = True
-                return
-            slot = (self.playout + (ahead // FRAME) * FRAME) & 0xFFFFFFFF
-            offset = ahead % FRAME
-            take = min(FRAME - offset, len(samples) - start)
-            frame = self.slots.get(slot)
-            if frame is None:
-                frame = self.slots[slot] = np.zeros(FRAME, dtype=np.int16)
-            frame[offset:offset + take] = samples[start:start + take]
-            if self.newest is None or self._ahead(slot) > self._ahead(self.newest):
-                self.newest = slot
-            start += take
+            self.packets.clear()
+            self.pcm = None
+            self.playout = (timestamp - self.delay * self.tpf) & 0xFFFFFFFF
+        ahead = self._ahead(timestamp)
+        if ahead >= 0x80000000:                 # before the playout point: late
+            self.late += 1
+            self._late_pending = True
+            return
+        if len(self.packets) >= MAX_PACKETS and timestamp not in self.packets:
+            self.bad += 1
+            return
+        self.packets[timestamp] = (codec, payload)
+        if self.newest is None or ahead > self._ahead(self.newest):
+            self.newest = timestamp
 
     def _far(self, timestamp):
         """More than MAX_SLOTS frames from the playout point, either way."""
         ahead = self._ahead(timestamp)
-        return min(ahead, 0x100000000 - ahead) >= MAX_SLOTS * FRAME
+        return min(ahead, 0x100000000 - ahead) >= MAX_SLOTS * self.tpf
 
     def _ahead(self, timestamp):
         """How far ``timestamp`` is past the playout point (mod 2^32: a
@@ -166,27 +189,83 @@ class Receiver:
     # -- output ----------------------------------------------------------------
 
     def pull(self):
-        """The next 20 ms frame (int16 samples), or None: nothing to play."""
+        """The next 20 ms frame (int16 samples at MIX_RATE), or None: nothing to play."""
         if self.playout is None:
             return None
         if self._late_pending:
             self._late_pending = False
             if self.delay < self.max_delay:     # packets come late: one frame more delay
                 self.delay += 1
-                return self._conceal()          # (the playout point stays)
-        frame = self.slots.pop(self.playout, None)
-        self.playout = (self.playout + FRAME) & 0xFFFFFFFF
+                return self._lost()             # (the playout point stays)
+        frame = self._take()
+        self.playout = (self.playout + self.tpf) & 0xFFFFFFFF
         if frame is None:
-            return self._conceal()
-        target = max(self.min_delay, min(self.max_delay, int(3 * self.jitter / FRAME) + 1))
+            return self._lost()
+        target = max(self.min_delay, min(self.max_delay, int(3 * self.jitter / self.tpf) + 1))
         if self.delay > target and self.newest is not None and \
                 self._ahead(self.newest) < 0x80000000 and \
-                self._ahead(self.newest) // FRAME + 1 > target + 1:
-            self.slots.pop(self.playout, None)  # more buffered than needed: skip one
-            self.playout = (self.playout + FRAME) & 0xFFFFFFFF
+                self._ahead(self.newest) // self.tpf + 1 > target + 1:
+            self._take()                        # more buffered than needed: skip one
+            self.playout = (self.playout + self.tpf) & 0xFFFFFFFF
             self.delay -= 1
         self.last, self.concealed = frame, 0
         return frame
+
+    def _take(self):
+        """Decode what plays at the playout point into one frame (None:
+        nothing there).  Packets shorter than a frame are joined; what a
+        longer one decodes to beyond the frame is kept for the next."""
+        pcm = self.pcm if self.pcm is not None else np.zeros(0, dtype=np.int16)
+        self.pcm = None
+        at = (self.playout + len(pcm) * self.tpf // FRAME) & 0xFFFFFFFF
+        while len(pcm) < FRAME:
+            entry = self.packets.pop(at, None)
+            if entry is None:
+                break
+            codec, payload = entry
+            try:
+                decoded = self._coder(codec).decode(payload)
+            except (CodecError, ValueError):
+                self.bad += 1
+                break
+            if not len(decoded):
+                break
+            pcm = np.concatenate((pcm, decoded)) if len(pcm) else decoded
+            at = (at + len(decoded) * self.tpf // FRAME) & 0xFFFFFFFF
+        # Packets whose time has passed within this frame are gone.
+        for stale in [t for t in self.packets
+                      if self._ahead(t) < self.tpf or self._ahead(t) >= 0x80000000]:
+            del self.packets[stale]
+        if not len(pcm):
+            return None
+        if len(pcm) > FRAME:
+            self.pcm = pcm[FRAME:]
+        elif len(pcm) < FRAME:
+            pcm = np.concatenate((pcm, np.zeros(FRAME - len(pcm), dtype=np.int16)))
+        return pcm[:FRAME]
+
+    def _coder(self, codec):
+        coder = self._coders.get(codec.name)
+        if coder is None:
+            coder = self._coders[codec.name] = Transcoder(codec)
+        return coder
+
+    def _lost(self):
+        """A frame that did not come: the codec's recovery (Opus: the next
+        packet's FEC, else PLC), else the last one fading out."""
+        next_packet = self.packets.get(self.playout)
+        codec = next_packet[0] if next_packet else next(iter(self.codecs.values()))
+        if self.last is not None and self.concealed < CONCEAL_FRAMES:
+            try:
+                frame = self._coder(codec).recover(next_packet and next_packet[1])
+            except CodecError:
+                frame = None
+            if frame is not None:
+                self.concealed += 1
+                self.recovered += 1
+                self.last = frame
+                return frame
+        return self._conceal()
 
     def _conceal(self):
         if self.last is None or self.concealed >= CONCEAL_FRAMES:

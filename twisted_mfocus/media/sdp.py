@@ -1,9 +1,12 @@
 """SDP (RFC 4566) and the RFC 3264 offer/answer model for the focus' audio.
 
-Sans-IO: bytes in, objects out, no reactor.  The focus speaks G.711 only
-(PCMU/PCMA at 8000 Hz, 20 ms) plus RFC 4733 telephone-event, over RTP/AVP,
-or SRTP keyed by SDES (RTP/SAVP, RTP/SAVPF, or RTP/AVP with a=crypto;
-the grammar and the keys are srtp.py).
+Sans-IO: bytes in, objects out, no reactor.  The focus speaks Opus,
+G.722, PCMU and PCMA (codecs.py; 20 ms) plus RFC 4733 telephone-event at
+the codec's clock, over RTP/AVP, or SRTP keyed by SDES (RTP/SAVP,
+RTP/SAVPF, or RTP/AVP with a=crypto; the grammar and the keys are
+srtp.py).  An answer takes the codec the focus prefers among those
+offered (``[media] codecs``, best first), so two wideband sides talk
+wideband; our offer lists them in that order.
 
 Rules:
 - Parsing is strict where a mistake would mislead us (``v=0`` first, known
@@ -35,7 +38,8 @@ from collections import namedtuple
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from . import srtp
+from . import codecs as _codecs
+from . import sdes, srtp
 
 MAX_SIZE = 16 * 1024
 MAX_MEDIA = 16
@@ -46,10 +50,11 @@ MIRROR = {"sendrecv": "sendrecv", "sendonly": "recvonly",
 STATIC_AUDIO = {"0": ("PCMU", 8000, 1), "3": ("GSM", 8000, 1),
                 "4": ("G723", 8000, 1), "8": ("PCMA", 8000, 1),
                 "9": ("G722", 8000, 1), "18": ("G729", 8000, 1)}
-CODECS = ("PCMU", "PCMA")
 PTIME = "20"
 UNSPECIFIED = ("0.0.0.0", "::")     # RFC 3264 §8.4: "do not send to me"
 DTMF_EVENTS = "0-15"     # RFC 4733 §3.2: the DTMF events 0-9, *, #, A-D
+OPUS_PT = 96             # our dynamic payload type for Opus (RFC 3551 §3: 96-127)
+EVENT_PTS = {8000: 101, 48000: 102, 16000: 103}   # telephone-event at each clock
 
 _LINE = re.compile(r"([a-z])=(.*)\Z", re.S)
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
@@ -309,6 +314,12 @@ class Negotiated:
     on_hold: bool
     keys: Optional[srtp.Keys] = None
     profile: str = PLAIN_PROFILE
+    format: Optional[_codecs.Codec] = None  # the codec as its rtpmap named it
+
+    @property
+    def media_codec(self):
+        """The codecs.Codec to code with (None: no audio)."""
+        return self.format or (_codecs.CODECS.get(self.codec) if self.codec else None)
 
     @property
     def srtp_profile(self):
@@ -354,29 +365,42 @@ def _direction(send, recv):
     return DIRECTIONS[2 * (not send) + (not recv)]
 
 
-def _pick(media, codecs):
-    """The first format of ``media`` whose rtpmap is one of ``codecs`` at
-    8000 Hz mono, and the telephone-event format at 8000 Hz, if any."""
+def _pick(media, preference=None):
+    """The codec to use from ``media``'s formats: our most preferred one of
+    ``preference`` (names) it has, or with None its first one we take
+    (reading an answer: the answerer chose); (Codec, pt) or None, and the
+    telephone-event format, (pt, clock) or None: the one at that codec's
+    clock (RFC 4733 §2.1), else any (baresip offers only 8000 beside Opus)."""
     rtpmap = media.rtpmap
-    codec = event = None
+    found, events = {}, {}
     for pt in media.formats:
         encoding, rate, channels = rtpmap.get(pt, (None, 0, 0))
-        if rate != 8000 or not pt.isdigit():
+        if not pt.isdigit():
             continue
-        if codec is None and encoding in codecs and channels == 1:
-            codec = (encoding, pt)
-        elif event is None and encoding == "TELEPHONE-EVENT":
-            event = pt
-    return codec, event
+        if encoding == "TELEPHONE-EVENT":
+            events.setdefault(rate, pt)
+            continue
+        codec = _codecs.match(encoding, rate, channels)
+        if codec is not None and codec.name not in found:
+            found[codec.name] = (codec, pt)
+    names = [n for n in (preference or found) if n in found]
+    if not names:
+        return None, None
+    codec, pt = found[names[0]]
+    clock = codec.clock if codec.clock in events else next(iter(events), None)
+    return (codec, pt), (None if clock is None else (events[clock], clock))
 
 
-def _audio_lines(codecs, event, direction):
-    """a= lines of our audio stream: ``codecs`` is [(pt, encoding)]."""
-    attributes = [("rtpmap", f"{pt} {enc}/8000") for pt, enc in codecs]
-    if event is not None:
-        pt, fmtp = event
-        attributes += [("rtpmap", f"{pt} telephone-event/8000"),
-                       ("fmtp", f"{pt} {fmtp}")]
+def _audio_lines(formats, events, direction):
+    """a= lines of our audio stream: ``formats`` [(pt, rtpmap text, fmtp)],
+    ``events`` [(pt, clock, fmtp)]."""
+    attributes = []
+    for pt, rtpmap, fmtp in formats:
+        attributes.append(("rtpmap", f"{pt} {rtpmap}"))
+        if fmtp:
+            attributes.append(("fmtp", f"{pt} {fmtp}"))
+    for pt, clock, fmtp in events:
+        attributes += [("rtpmap", f"{pt} telephone-event/{clock}"), ("fmtp", f"{pt} {fmtp}")]
     return attributes + [("ptime", PTIME), (direction, None)]
 
 
@@ -391,43 +415,7 @@ def _crypto_values(media):
     return [v for k, v in media.attributes if k == "crypto"]
 
 
-def _keys_for(m, transport, policy, random_bytes):
-    """The SRTP keys for accepting stream ``m`` (None: plain) and the
-    a=crypto line of our answer; SDPError (488) when it cannot be had.
-    ``policy`` (srtp.Policy): ``[media] srtp`` and where keys may travel."""
-    secure = m.proto in srtp.SECURE_PROFILES
-    offered = _crypto_values(m)
-    mandatory = policy.mode is srtp.Mode.MANDATORY
-    if policy.mode is srtp.Mode.OFF:
-        if secure:
-            raise SDPError("SRTP is off here", NOT_ACCEPTABLE_HERE,
-                           f"SRTP is off at this focus ([media] srtp = off): {m.proto} "
-                           f"is refused, offer RTP/AVP")
-        return None, None               # best-effort crypto lines are ignored
-    if not (secure or offered):
-        if mandatory:
-            raise SDPError("SRTP required", NOT_ACCEPTABLE_HERE,
-                           "this focus takes SRTP only ([media] srtp = mandatory): "
-                           "offer RTP/SAVP with a=crypto (RFC 4568)")
-        return None, None
-    if not policy.keys_may_travel(transport):
-        if not (secure or mandatory):   # best-effort SRTP: answered plain, keys unsent
-            return None, None
-        raise SDPError("SDES keys need TLS", NOT_ACCEPTABLE_HERE,
-                       f"SDES keys need TLS (RFC 4568 section 8.3): this request came "
-                       f"over {transport}, so {m.proto} with keys is refused")
-    chosen, why = srtp.choose(offered)
-    if chosen is None:
-        if not (secure or mandatory):
-            return None, None
-        raise SDPError("no acceptable crypto suite", NOT_ACCEPTABLE_HERE,
-                       f"no acceptable crypto suite in the {m.proto} offer: {why}")
-    ours = srtp.new_key(chosen.suite, random_bytes)
-    keys = srtp.Keys(chosen.suite, local=ours, remote=chosen.key, tag=chosen.tag)
-    return keys, ("crypto", srtp.format_crypto(chosen.tag, chosen.suite, ours))
-
-
-def _accept(offer, m, rtp_port, transport, policy, random_bytes):
+def _accept(offer, m, rtp_port, transport, policy, random_bytes, preference):
     """Our side of audio stream ``m``: (MediaDescription, Negotiated), or
     SDPError (488) saying why it cannot be taken."""
     if m.proto.startswith("UDP/TLS/"):  # RFC 5764 §8: DTLS-SRTP keys from a handshake
@@ -439,33 +427,43 @@ def _accept(offer, m, rtp_port, transport, policy, random_bytes):
                        NOT_ACCEPTABLE_HERE,
                        f"media profile {m.proto} not supported (we take "
                        f"{', '.join(PROFILES)})")
-    codec, event = _pick(m, CODECS)
-    keys, crypto = _keys_for(m, transport, policy, random_bytes)
-    if codec is None:
+    chosen, event = _pick(m, preference)
+    try:
+        keys, crypto = sdes.answer_keys(m.proto, _crypto_values(m), transport, policy,
+                                        random_bytes)
+    except sdes.Refused as e:
+        raise SDPError(e.reason, NOT_ACCEPTABLE_HERE, e.warning) from None
+    if chosen is None:
         raise SDPError("no acceptable audio codec", NOT_ACCEPTABLE_HERE,
-                       "no acceptable audio codec: we take PCMU and PCMA at 8000 Hz")
-    encoding, pt = codec
+                       f"no acceptable audio codec: we take "
+                       f"{', '.join(_codecs.CODECS[n].rtpmap() for n in preference)}")
+    codec, pt = chosen
+    encoding, rate, channels = m.rtpmap[pt]
+    named = f"{encoding if encoding != codec.name else codec.encoding}/{rate}" + (
+        f"/{channels}" if channels != 1 else "")        # as the offer wrote it
     theirs = m.direction
     unspecified = offer.connection_of(m) in UNSPECIFIED
     send, recv = _flags(MIRROR[theirs])
     mine = _direction(send and not unspecified, recv)  # RFC 3264 §8.4
-    fmtp = m.fmtp.get(event) or DTMF_EVENTS
-    attrs = _audio_lines([(pt, encoding)], event and (event, fmtp), mine)
+    if event:
+        event, event_clock = event
+    events = [(event, event_clock, m.fmtp.get(event) or DTMF_EVENTS)] if event else []
+    attrs = _audio_lines([(pt, named, codec.fmtp)], events, mine)
     if crypto is not None:      # RFC 4568 §7.1.2: exactly one, the offer's tag
-        attrs.insert(0, crypto)
+        attrs.insert(0, ("crypto", crypto))
     media = MediaDescription("audio", rtp_port, m.proto, [pt] + ([event] if event else []),
                              attributes=attrs)
     negotiated = Negotiated(
-        codec=encoding, payload_type=int(pt),
+        codec=codec.name, payload_type=int(pt),
         telephone_event=int(event) if event else None,
         remote=_remote(offer, m), direction=mine,
         on_hold=theirs in ("sendonly", "inactive") or unspecified,
-        keys=keys, profile=m.proto)
+        keys=keys, profile=m.proto, format=codec)
     return media, negotiated
 
 
 def answer(offer, local, rtp_port, transport="UDP", policy=srtp.Policy(),
-           random_bytes=os.urandom):
+           random_bytes=os.urandom, codecs=_codecs.DEFAULT):
     """Answer ``offer`` (RFC 3264 §6): (our SessionDescription, Negotiated).
 
     ``transport`` is the one the offer came over: SDES keys are answered
@@ -474,14 +472,15 @@ def answer(offer, local, rtp_port, transport="UDP", policy=srtp.Policy(),
     when no audio stream can be accepted, with the reason of the first
     audio stream refused ("SDES keys need TLS", "SRTP required", "SRTP is
     off here", "no acceptable crypto suite", "no acceptable audio codec",
-    an unsupported profile)."""
+    an unsupported profile).  ``codecs``: the names we take, best first
+    ([media] codecs)."""
     negotiated = refused = None
     media = []
     for m in offer.media:
         if negotiated is None and m.media == "audio" and m.port:
             try:
                 ours, negotiated = _accept(offer, m, rtp_port, transport, policy,
-                                           random_bytes)
+                                           random_bytes, codecs)
                 media.append(ours)
                 continue
             except SDPError as e:
@@ -494,8 +493,11 @@ def answer(offer, local, rtp_port, transport="UDP", policy=srtp.Policy(),
     return local.stamp(local.session(media)), negotiated
 
 
-def offer(local, rtp_port, direction="sendrecv", srtp_profile=None, random_bytes=os.urandom):
-    """Our offer: one audio stream, PCMU(0), PCMA(8), telephone-event(101).
+def offer(local, rtp_port, direction="sendrecv", srtp_profile=None, random_bytes=os.urandom,
+          codecs=_codecs.DEFAULT):
+    """Our offer: one audio stream, the ``codecs`` (names, best first:
+    opus 96, G722 9, PCMU 0, PCMA 8) and telephone-event at each of their
+    clocks (101 at 8000, 102 at 48000).
 
     ``srtp_profile`` (srtp.Policy.offer_profile): the offer is SRTP on
     that profile, one a=crypto line per suite with fresh keys (RFC 4568
@@ -503,41 +505,22 @@ def offer(local, rtp_port, direction="sendrecv", srtp_profile=None, random_bytes
     and a handed-over SRTP member is offered SRTP; None: plain RTP/AVP."""
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}")
-    attrs = _audio_lines([("0", "PCMU"), ("8", "PCMA")], ("101", DTMF_EVENTS),
-                         direction)
+    formats, clocks = [], []
+    for name in codecs:
+        codec = _codecs.CODECS[name]
+        pt = str(codec.static_pt if codec.static_pt is not None else OPUS_PT)
+        formats.append((pt, codec.rtpmap(), codec.fmtp))
+        if codec.clock not in clocks:
+            clocks.append(codec.clock)
+    events = [(str(EVENT_PTS[clock]), clock, DTMF_EVENTS) for clock in clocks]
+    attrs = _audio_lines(formats, events, direction)
     proto = srtp_profile or PLAIN_PROFILE
     if srtp_profile is not None:
-        attrs[:0] = [("crypto", srtp.format_crypto(tag, suite.name,
-                                                   srtp.new_key(suite.name, random_bytes)))
-                     for tag, suite in enumerate(srtp.PREFERENCE, 1)]
-    media = MediaDescription("audio", rtp_port, proto, ["0", "8", "101"],
+        attrs[:0] = [("crypto", line) for line in sdes.offer_lines(random_bytes)]
+    media = MediaDescription("audio", rtp_port, proto,
+                             [f[0] for f in formats] + [e[0] for e in events],
                              attributes=attrs)
     return local.stamp(local.session([media]))
-
-
-def _answered_keys(ours, theirs):
-    """The keys of the answer ``theirs`` to our stream ``ours`` (None: plain)."""
-    mine = {}
-    for value in _crypto_values(ours):
-        crypto = srtp.parse_crypto(value)       # our own lines: well-formed
-        mine[crypto.tag] = crypto
-    if not mine:
-        return None
-    values = _crypto_values(theirs)
-    if not values:
-        if ours.proto in srtp.SECURE_PROFILES:
-            raise SDPError(f"answer to our {ours.proto} offer has no a=crypto line")
-        return None                             # best-effort SRTP declined
-    try:
-        crypto = srtp.parse_crypto(values[0])
-    except srtp.CryptoError as e:
-        raise SDPError(f"answer has a bad a=crypto line: {e}") from None
-    offered = mine.get(crypto.tag)
-    why = srtp.unusable(crypto)
-    if offered is None or offered.suite != crypto.suite or why:
-        raise SDPError(f"answer's a=crypto {crypto.tag} {_show(crypto.suite)} does not "
-                       f"fit our offer" + (f" ({why})" if why else ""))
-    return srtp.Keys(crypto.suite, local=offered.key, remote=crypto.key, tag=crypto.tag)
 
 
 def accept_answer(offer, answer):
@@ -561,12 +544,15 @@ def accept_answer(offer, answer):
         if not theirs.port:
             return Negotiated(None, None, None, None, "inactive", False)
         offered = {enc for enc, _, _ in ours.rtpmap.values()}
-        codec, event = _pick(theirs, tuple(c for c in CODECS if c in offered))
-        if codec is None:
+        chosen, event = _pick(theirs)
+        if chosen is None or chosen[0].name not in offered:
             raise SDPError("answer has no codec from the offer")
-        if event is not None and "TELEPHONE-EVENT" not in offered:
-            event = None
-        keys = _answered_keys(ours, theirs)
+        codec, pt = chosen
+        event = event and event[0] if "TELEPHONE-EVENT" in offered else None
+        try:
+            keys = sdes.answered_keys(ours.proto, _crypto_values(ours), _crypto_values(theirs))
+        except sdes.Refused as e:
+            raise SDPError(e.reason) from None
         unspecified = answer.connection_of(theirs) in UNSPECIFIED
         send, recv = _flags(ours.direction)
         peer_send, peer_recv = _flags(theirs.direction)
@@ -574,9 +560,9 @@ def accept_answer(offer, answer):
         # only what we offered (the intersection of both directions).
         mine = _direction(send and peer_recv and not unspecified, recv and peer_send)
         return Negotiated(
-            codec=codec[0], payload_type=int(codec[1]),
+            codec=codec.name, payload_type=int(pt),
             telephone_event=int(event) if event else None,
             remote=_remote(answer, theirs), direction=mine,
             on_hold=theirs.direction in ("sendonly", "inactive") or unspecified,
-            keys=keys, profile=ours.proto)
+            keys=keys, profile=ours.proto, format=codec)
     raise SDPError("the offer has no audio stream", NOT_ACCEPTABLE_HERE)

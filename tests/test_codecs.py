@@ -1,0 +1,92 @@
+"""Codecs at the mixer's rate (twisted_mfocus/media/codecs.py): each codec
+carries a tone through; what goes to a narrowband phone has no alias of
+what it cannot carry; Opus recovers a lost frame from the next packet."""
+
+import numpy as np
+import pytest
+
+from twisted_mfocus.config import Config, ConfigError
+from twisted_mfocus.media.codecs import CODECS, FRAME, MIX_RATE, Transcoder, match
+from twisted_mfocus.media.g711 import decode as g711_decode
+
+
+
+def tone(freq, frames, level=8000):
+    t = np.arange(frames * FRAME) / MIX_RATE
+    return (level * np.sin(2 * np.pi * freq * t)).astype(np.int16).reshape(frames, FRAME)
+
+
+def levels(samples, freqs, rate):
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples)))) ** 2
+    bins = np.fft.rfftfreq(len(samples), 1 / rate)
+    total = spectrum.sum()
+    return {f: float(spectrum[np.abs(bins - f) < 30].sum() / total) for f in freqs}
+
+
+def round_trip(name, frames):
+    """Encode with one call's coder, decode with another's (a phone's)."""
+    out, back = Transcoder(CODECS[name]), Transcoder(CODECS[name])
+    return np.concatenate([back.decode(out.encode(f)) for f in frames])
+
+
+@pytest.mark.parametrize("name, freq", [("PCMU", 1000), ("PCMA", 440), ("G722", 5000),
+                                        ("G722", 6000), ("OPUS", 6000), ("OPUS", 300)])
+def test_a_tone_the_codec_can_carry_comes_through(name, freq):
+    got = round_trip(name, tone(freq, 50))[FRAME * 10:]
+    assert levels(got, [freq], MIX_RATE)[freq] > 0.9, name
+
+
+@pytest.mark.parametrize("name", ["PCMU", "PCMA"])
+def test_a_narrowband_phone_gets_no_alias_of_high_tones(name):
+    out = Transcoder(CODECS[name])
+    for freq, alias in [(6000, 2000), (5000, 3000)]:
+        frames = tone(freq, 50, level=16000)
+        sent = np.concatenate([g711_decode(name, out.encode(f)) for f in frames])[1600:]
+        # What the phone decodes at 8 kHz: nothing at the alias (nor anywhere loud).
+        assert np.sqrt(np.mean(sent.astype(np.float64) ** 2)) < 30, (freq, name)
+    mixed = tone(6000, 50, 16000) // 2 + tone(1000, 50, 16000) // 2
+    sent = np.concatenate([g711_decode(name, out.encode(f)) for f in mixed])[1600:]
+    got = levels(sent, [1000, 2000], 8000)
+    assert got[1000] > 0.9 and got[2000] < 1e-4, got
+
+
+def test_g711_in_is_upsampled_without_images():
+    into = Transcoder(CODECS["PCMU"])
+    phone = Transcoder(CODECS["PCMU"])          # a phone's 1 kHz, as it sends it
+    frames = [phone.encode(f) for f in tone(1000, 50)]
+    wide = np.concatenate([into.decode(p) for p in frames])[FRAME * 5:]
+    got = levels(wide, [1000, 7000], MIX_RATE)  # 7 kHz: the image of 1 kHz at 8 kHz
+    assert len(wide) == 45 * FRAME and got[1000] > 0.95 and got[7000] < 1e-4, got
+
+
+def test_opus_recovers_a_lost_frame_from_the_next_packets_fec():
+    phone = Transcoder(CODECS["OPUS"])
+    packets = [phone.encode(f) for f in tone(1000, 30)]
+    ours = Transcoder(CODECS["OPUS"])
+    out = []
+    for i, packet in enumerate(packets):
+        if i == 20:
+            continue                            # lost
+        if i == 21:
+            out.append(ours.recover(packet))    # from 21's FEC
+        out.append(ours.decode(packet))
+    got = np.concatenate(out)
+    assert len(got) == 30 * FRAME
+    lost = got[20 * FRAME:21 * FRAME]
+    assert np.sqrt(np.mean(lost.astype(np.float64) ** 2)) > 2000    # not silence
+    assert ours.recover(None).shape == (FRAME,)                      # PLC without a packet
+    assert Transcoder(CODECS["PCMU"]).recover(packets[0]) is None
+
+
+def test_codec_names(tmp_path):
+    def config(text):
+        path = tmp_path / "c.conf"
+        path.write_text(f"[media]\ncodecs = {text}\n")
+        return Config(str(path))
+    assert config("opus, G722 pcmu").codecs == ("OPUS", "G722", "PCMU")
+    with pytest.raises(ConfigError, match="GSM"):
+        config("opus, GSM")
+    assert match("OPUS", 48000, 1) is CODECS["OPUS"] and match("G722", 16000).clock == 16000
+    assert match("PCMU", 16000) is None and match("SPEEX", 8000) is None
+    assert CODECS["OPUS"].rtpmap() == "opus/48000/2" and CODECS["G722"].rtpmap() == "G722/8000"
+    assert [CODECS[n].ticks_per_frame for n in ("OPUS", "G722", "PCMU")] == [960, 160, 160]

@@ -1,0 +1,207 @@
+"""The audio codecs a call may use, and one call's coding state.
+
+Sans-IO: bytes and numpy arrays in and out.  The mixer works at
+``MIX_RATE`` (16 kHz: wideband, so a 6 kHz tone of one wideband member
+reaches the others); each call's ``Transcoder`` turns its payloads into
+20 ms frames at that rate (``FRAME`` samples) and back.
+
+- **G.711** (PCMU, PCMA; g711.py): 8 kHz.  Up to the mixer by a 2x
+  interpolating low-pass; down by the same low-pass then every other
+  sample, so what a narrowband phone hears has nothing above 4 kHz folded
+  into it (a 5 or 6 kHz tone would come back as a 3 or 2 kHz alias).
+- **G.722** (ITU-T G.722 at 64 kbit/s) through libg722 (the ``G722``
+  package, sippy's; public domain): 16 kHz audio, an RTP clock of 8000
+  (RFC 3551 §4.5.2, kept for compatibility with RFC 1890).
+- **Opus** (RFC 6716, RFC 7587) through libopus (``opuslib_next``, with
+  the library bundled): always ``opus/48000/2`` in SDP, coded here in mono
+  at the mixer's rate (libopus resamples); a lost frame is recovered from
+  the next packet's in-band FEC when it is there, else concealed (PLC).
+
+The ``Codec`` records are what SDP offers and answers name; ``CODECS``
+the ones known, by upper-cased encoding name.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import G722
+import numpy as np
+import opuslib_next
+from opuslib_next.api import decoder as opus_decoder
+
+from . import g711
+
+__all__ = ["CODECS", "DEFAULT", "Codec", "CodecError", "FRAME", "MIX_RATE", "Transcoder",
+           "match"]
+
+MIX_RATE = 16000                # the mixer's rate: wideband
+OPUS_BITRATE = 32000            # what we send in Opus (FEC included)
+FRAME = MIX_RATE // 50          # 20 ms
+PTIME_MS = 20
+
+
+class CodecError(ValueError):
+    """A payload that does not decode, or a codec name we do not know."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A codec as SDP names it (RFC 4566 §6 rtpmap) and what it carries."""
+
+    encoding: str               # as we write it: "PCMU", "PCMA", "G722", "opus"
+    clock: int                  # the RTP clock rate (the rtpmap's)
+    rate: int                   # the audio sample rate it carries
+    channels: int = 1           # the rtpmap's channels (opus: always 2, RFC 7587 §7)
+    static_pt: Optional[int] = None     # RFC 3551 §6 table 4
+    fmtp: str = ""              # our a=fmtp parameters for it
+
+    @property
+    def name(self):
+        return self.encoding.upper()
+
+    @property
+    def ticks_per_frame(self):
+        """RTP timestamp units in one 20 ms frame."""
+        return self.clock * PTIME_MS // 1000
+
+    @property
+    def wideband(self):
+        return self.rate > 8000
+
+    def rtpmap(self):
+        channels = f"/{self.channels}" if self.channels != 1 else ""
+        return f"{self.encoding}/{self.clock}{channels}"
+
+
+#: RFC 7587 §7: mono is preferred (stereo=0), FEC welcome, up to 16 kHz
+#: audio is all the mixer has; DTX lets a silent phone send almost nothing.
+OPUS_FMTP = "maxplaybackrate=16000;sprop-maxcapturerate=16000;stereo=0;useinbandfec=1;usedtx=1"
+
+CODECS = {c.name: c for c in (
+    Codec("opus", 48000, 48000, channels=2, fmtp=OPUS_FMTP),
+    Codec("G722", 8000, 16000, static_pt=9),
+    Codec("PCMU", 8000, 8000, static_pt=0),
+    Codec("PCMA", 8000, 8000, static_pt=8),
+)}
+
+
+def match(encoding, clock, channels=1):
+    """The Codec an rtpmap names (encoding upper-cased), None if not ours.
+    Lenient where phones differ: G.722 at a clock of 16000 (its sample
+    rate, which some phones write; their timestamps then count at it),
+    Opus with 1 channel (RFC 7587 §7 says 2 whatever is sent)."""
+    codec = CODECS.get(encoding)
+    if codec is None:
+        return None
+    if codec.name == "G722" and clock == 16000:
+        return _G722_16K
+    if clock != codec.clock or channels not in (1, codec.channels):
+        return None
+    return codec
+
+
+_G722_16K = Codec("G722", 16000, 16000, static_pt=9)
+DEFAULT = ("OPUS", "G722", "PCMU", "PCMA")
+
+
+# -- 8 kHz <-> 16 kHz -------------------------------------------------------------
+
+def _lowpass(taps=63, cutoff=3700.0, rate=MIX_RATE):
+    """A windowed-sinc low-pass (Blackman: about 74 dB down in the stop
+    band, which begins near 4.4 kHz here), unity gain at DC."""
+    n = np.arange(taps) - (taps - 1) / 2
+    h = np.sinc(2 * cutoff / rate * n) * np.blackman(taps)
+    return h / h.sum()
+
+
+_LOWPASS = _lowpass()
+_HISTORY = len(_LOWPASS) - 1
+
+
+class _Halfband:
+    """The low-pass over a stream of 16 kHz frames, its history kept
+    between frames (a filter restarted every 20 ms would click)."""
+
+    def __init__(self):
+        self._tail = np.zeros(_HISTORY, dtype=np.float64)
+
+    def run(self, x):
+        data = np.concatenate((self._tail, x))
+        self._tail = data[-_HISTORY:]
+        return np.convolve(data, _LOWPASS, mode="valid")
+
+
+def _clip16(x):
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+class Transcoder:
+    """One call's coding state both ways (codecs with memory: G.722's
+    ADPCM, Opus; the resampling filters)."""
+
+    def __init__(self, codec):
+        self.codec = codec
+        self.name = codec.name
+        self._up = self._down = None
+        if self.name in (g711.PCMU, g711.PCMA):
+            self._up, self._down = _Halfband(), _Halfband()
+        elif self.name == "G722":
+            self._g722_in, self._g722_out = G722.G722(16000, 64000), G722.G722(16000, 64000)
+        elif self.name == "OPUS":
+            self._opus_in = opuslib_next.Decoder(MIX_RATE, 1)
+            self._opus_out = opuslib_next.Encoder(MIX_RATE, 1, opuslib_next.APPLICATION_VOIP)
+            # FEC costs bits: at libopus's default rate with FEC on, the
+            # encoder drops to narrowband; 32 kbit/s keeps wideband with it.
+            self._opus_out.bitrate = OPUS_BITRATE
+            self._opus_out.inband_fec = 1
+            self._opus_out.packet_loss_perc = 10
+            self._opus_out.complexity = 5
+        else:
+            raise CodecError(f"no coder for {codec.encoding}")
+
+    # -- in ---------------------------------------------------------------
+
+    def decode(self, payload):
+        """int16 samples at MIX_RATE; CodecError if it does not decode."""
+        name = self.name
+        if name == "OPUS":
+            return self._opus(payload, False)
+        if name == "G722":
+            return np.asarray(self._g722_in.decode(payload), dtype=np.int16)
+        narrow = g711.decode(name, payload).astype(np.float64)
+        wide = np.zeros(2 * len(narrow))
+        wide[::2] = 2 * narrow                  # zeros between, gain restored
+        return _clip16(self._up.run(wide))
+
+    def recover(self, next_payload=None):
+        """The frame before ``next_payload``, which was lost: from its
+        in-band FEC (Opus), else concealed; None where the codec has no
+        concealment of its own (the receiver fades the last frame)."""
+        if self.name != "OPUS":
+            return None
+        if next_payload:
+            try:
+                return self._opus(next_payload, True)
+            except CodecError:
+                pass
+        return self._opus(None, False)
+
+    def _opus(self, payload, fec):
+        try:
+            pcm = opus_decoder.decode(self._opus_in.decoder_state, payload,
+                                      len(payload) if payload else 0, FRAME, fec, channels=1)
+        except opuslib_next.OpusError as e:
+            raise CodecError(f"opus: {e}") from None
+        return np.frombuffer(pcm, dtype=np.int16)
+
+    # -- out --------------------------------------------------------------
+
+    def encode(self, frame):
+        """The payload for one 20 ms frame of int16 samples at MIX_RATE."""
+        name = self.name
+        if name == "OPUS":
+            return self._opus_out.encode(frame.tobytes(), FRAME)
+        if name == "G722":
+            return self._g722_out.encode(frame)
+        narrow = _clip16(self._down.run(frame.astype(np.float64))[::2])
+        return g711.encode(name, narrow).tobytes()
