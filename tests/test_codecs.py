@@ -90,3 +90,46 @@ def test_codec_names(tmp_path):
     assert match("PCMU", 16000) is None and match("SPEEX", 8000) is None
     assert CODECS["OPUS"].rtpmap() == "opus/48000/2" and CODECS["G722"].rtpmap() == "G722/8000"
     assert [CODECS[n].ticks_per_frame for n in ("OPUS", "G722", "PCMU")] == [960, 160, 160]
+
+
+# -- the engine codes a mix heard by many once ----------------------------------
+
+class Endpoint:
+    def __init__(self):
+        self.sink, self.rtp = None, []
+
+    def send_rtp(self, packet, dest):
+        self.rtp.append(packet)
+
+    def send_rtcp(self, packet, dest):
+        pass
+
+
+def test_members_who_hear_the_same_mix_get_one_coded_payload_per_codec():
+    from twisted.internet.task import Clock
+
+    from twisted_mfocus.media.engine import MediaEngine
+    from twisted_mfocus.media.packet import build_rtp, parse_rtp
+    from twisted_mfocus.media.sdp import Negotiated
+
+    clock = Clock()
+    engine = MediaEngine(clock, speakers=3)
+    members = {}
+    for i, (name, pt) in enumerate([("OPUS", 96)] * 3 + [("PCMU", 0)] * 2):
+        members[i] = Endpoint()
+        engine.add("conf", i, members[i], Negotiated(name, pt, 101, ("127.0.0.1", 4000 + 2 * i),
+                                                     "sendrecv", False))
+    talker = Transcoder(CODECS["OPUS"])        # member 0 talks, in Opus
+    for n, frame in enumerate(tone(440, 20)):
+        members[0].sink.rtp_received(build_rtp(96, n, 960 * n, 9, talker.encode(frame)),
+                                     ("127.0.0.1", 4000))
+        clock.advance(0.02)
+    last = {i: parse_rtp(e.rtp[-1]) for i, e in members.items()}
+    assert last[1].payload == last[2].payload               # silent Opus members: shared
+    assert last[3].payload == last[4].payload               # silent PCMU members: shared
+    assert last[0].payload != last[1].payload               # the talker: its own mix
+    assert len({last[i].ssrc for i in members}) == 5        # each its own stream
+    heard = Transcoder(CODECS["PCMU"])
+    assert levels(np.concatenate([heard.decode(parse_rtp(p).payload)
+                                  for p in members[3].rtp[-10:]]), [440], MIX_RATE)[440] > 0.9
+    engine.stop()

@@ -65,6 +65,7 @@ max_bindings = 4
 address =
 rtp_ports = 20000-29999
 codecs = opus, G722, PCMU, PCMA
+speakers = 3
 srtp = optional
 sdes_over_cleartext = no
 relatch_after = 10
@@ -208,6 +209,7 @@ class Config:
             self.listen[0].split(":", 1)[1].rsplit(":", 1)[0].strip("[]")
         self.srtp = self._choice("media", "srtp", SRTP_MODES)
         self.codecs = self._codecs()
+        self.speakers = self._count("media", "speakers")
         try:        # RFC 4568 §8.3: SDES keys in SDP over UDP/TCP only if asked
             self.sdes_over_cleartext = self._parser.getboolean("media", "sdes_over_cleartext")
         except ValueError:

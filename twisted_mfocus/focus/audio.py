@@ -36,7 +36,8 @@ class Audio:
         self.clock = clock
         self.engine = MediaEngine(clock, self._digit, relatch_after=config.relatch_after,
                                   rtp_timeout=config.rtp_timeout,
-                                  hold_timeout=config.hold_timeout, on_silent=self._silent)
+                                  hold_timeout=config.hold_timeout, on_silent=self._silent,
+                                  speakers=config.speakers)
         self._players = {}      # lobby leg -> prompts.Player
 
     def stop(self):

@@ -25,6 +25,11 @@ rate; how late each tick ran is kept for the benchmark.
 - A malformed datagram is counted and dropped (logged once per stream and
   reason).
 - RFC 4733 digits go to ``on_digit(key, digit)``.
+- What many parties hear alike (the whole mix, for every member not
+  speaking; our members' mix, for every peer) is coded once per tick and
+  codec by a coder of the mix's own (``shared``), not once per party: a
+  member moves between its own coder and the shared one as it starts and
+  stops speaking (Opus decoders take that as a brief glitch).
 - A lobby stream (a caller asked for a PIN, focus/pin.py) is in no mixer:
   each tick it is sent what its source gives (prompts, silence) and its
   receiver is drained, so its digits keep coming; ``add`` moves it into a
@@ -230,11 +235,15 @@ class Stream:
     # -- out -----------------------------------------------------------------
 
     def send(self, frame):
-        """Send one 20 ms frame (int16 at the mixer's rate), coded."""
+        """Send one 20 ms frame (int16 at the mixer's rate), coded by ours."""
+        if (self.latched or self.remote) is not None and self.payload_type is not None:
+            self.send_payload(self.coder.encode(frame))
+
+    def send_payload(self, payload):
+        """Send one 20 ms payload in our codec (coded once for many)."""
         dest = self.latched or self.remote
         if dest is None or self.payload_type is None:
             return
-        payload = self.coder.encode(frame)
         packet = build_rtp(self.payload_type, self.seq, self.timestamp, self.ssrc, payload)
         self.seq = (self.seq + 1) & 0xFFFF
         self.timestamp = (self.timestamp + self.ticks) & 0xFFFFFFFF
@@ -274,8 +283,9 @@ class MediaEngine:
     log = Logger()
 
     def __init__(self, clock, on_digit=lambda key, digit: None, relatch_after=RELATCH_AFTER,
-                 rtp_timeout=0, hold_timeout=0, on_silent=lambda key: None):
+                 rtp_timeout=0, hold_timeout=0, on_silent=lambda key: None, speakers=0):
         self.clock = clock
+        self.speakers = speakers                # [media] speakers: the loudest mixed
         self.on_digit = on_digit
         self.relatch_after = relatch_after      # [media] relatch_after
         #: [media] rtp_timeout / hold_timeout (0: none): seconds without a packet
@@ -283,6 +293,8 @@ class MediaEngine:
         self.rtp_timeout, self.hold_timeout = rtp_timeout, hold_timeout
         self.on_silent = on_silent
         self.mixers = {}                # conference -> Mixer
+        #: (conference, peers?, Codec) -> the Transcoder of a shared mix
+        self.shared = {}
         self.streams = {}               # key -> (conference, Stream)
         self.lobby = {}                 # key -> (Stream, source): in no mixer
         self.lateness = []              # seconds each tick ran late
@@ -298,7 +310,7 @@ class MediaEngine:
         self.remove(key)
         mixer = self.mixers.get(conference)
         if mixer is None:
-            mixer = self.mixers[conference] = Mixer()
+            mixer = self.mixers[conference] = Mixer(speakers=self.speakers)
         mixer.add(key, peer=peer)
         if waiting is not None:                 # out of the lobby: the same stream
             stream = waiting[0]
@@ -355,6 +367,8 @@ class MediaEngine:
             mixer.remove(key)
             if not mixer.parties:
                 del self.mixers[conference]
+                for slot in [s for s in self.shared if s[0] == conference]:
+                    del self.shared[slot]
         elif waiting is None:
             return
         if not self.streams and not self.lobby:
@@ -419,8 +433,21 @@ class MediaEngine:
         for conference, mixer in self.mixers.items():
             for key in mixer.parties:
                 mixer.put(key, streams[key][1].receiver.pull())
+            coded = {}                  # this tick's shared payloads, by coder
             for key, frame in mixer.mix().items():
-                streams[key][1].send(frame)
+                stream = streams[key][1]
+                if frame is mixer.whole or frame is mixer.ours:
+                    # Heard by many: coded once per codec, one shared coder.
+                    slot = (conference, frame is mixer.ours, stream.coder.codec)
+                    payload = coded.get(slot)
+                    if payload is None:
+                        coder = self.shared.get(slot)
+                        if coder is None:
+                            coder = self.shared[slot] = Transcoder(slot[2])
+                        payload = coded[slot] = coder.encode(frame)
+                    stream.send_payload(payload)
+                else:
+                    stream.send(frame)
         if self.lobby:
             self._tick_lobby()
 
