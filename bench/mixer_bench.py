@@ -159,7 +159,7 @@ def role_engine():
     if sys.stdin.readline().strip() != "go":
         return 1
 
-    engine = MediaEngine(reactor)
+    engine = MediaEngine(reactor, speakers=cfg.get("mixed", 3))
     work = array("d")
     gc_pauses = {0: array("d"), 1: array("d"), 2: array("d")}
     gc_start = [0.0]
@@ -516,7 +516,7 @@ def run_members(n, args, logdir, suite=None, codec="PCMU"):
         remotes = json.loads(senders.stdout.readline())["remotes"]
         engine.stdin.write(json.dumps({"remotes": remotes, "low": low, "high": high,
                                        "warmup": args.warmup, "srtp": suite,
-                                       "codec": codec,
+                                       "codec": codec, "mixed": args.mixed,
                                        "seed": args.seed + n,
                                        "seconds": args.seconds}) + "\n")
         engine.stdin.flush()
@@ -573,6 +573,8 @@ def main():
     ap.add_argument("--speakers", type=int, default=0,
                     help="only the first K members send a tone, the others silence "
                     "(0: all send a tone)")
+    ap.add_argument("--mixed", type=int, default=3,
+                    help="the engine mixes the loudest this many ([media] speakers; 0: all)")
     ap.add_argument("--retries", type=int, default=2,
                     help="runs again an N whose window others disturbed (> 10 %% of core 1)")
     args = ap.parse_args()

@@ -216,7 +216,8 @@ _members = st.builds(
     st.none() | st.floats(allow_nan=False, allow_infinity=False), _opt,
     st.none() | st.sampled_from(["sendrecv", "inactive"]), _opt, _opt, _opt, _opt,
     st.lists(_xml_text, max_size=3).map(tuple), st.integers(0, 2 ** 32 - 1),
-    st.none() | st.sampled_from(["RTP/SAVP", "RTP/SAVPF", "RTP/AVP"]))
+    st.none() | st.sampled_from(["RTP/SAVP", "RTP/SAVPF", "RTP/AVP"]),
+    st.none() | st.sampled_from(["opus/48000/2", "G722/8000", "PCMU/8000"]))
 _foci = st.builds(FocusRecord, _sip, st.sampled_from(["primary", "secondary"]),
                   st.integers(0, 2 ** 32 - 1), st.integers(0, 2 ** 32 - 1),
                   st.sampled_from(["active", "leaving", "failed", "left"]),
@@ -253,6 +254,7 @@ def test_rendering_refuses_records_no_peer_would_accept():
                 Snapshot({A: Partition(1, None, {"e": member(when=float("nan"))})}),
                 Snapshot({A: Partition(1, None, {"e": member(media="loud")})}),
                 Snapshot({A: Partition(1, None, {"e": member(srtp="RTP/SAVPX")})}),
+                Snapshot({A: Partition(1, None, {"e": member(codec="opus 48000")})}),
                 Snapshot({A: Partition(1, focus(tls="127.0.0.1"), {})}),
                 Snapshot({A: Partition(1, focus(tls="a b:5061"), {})})]:
         with pytest.raises(ValueError):

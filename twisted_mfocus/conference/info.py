@@ -70,6 +70,7 @@ def _element(out, name, value):
 
 def _media(out, media):
     out.append(f'<media id="{_attr(media.id)}">')
+    _element(out, "display-text", media.display_text)
     _element(out, "type", media.type)
     _element(out, "label", media.label)
     _element(out, "src-id", media.src_id)

@@ -56,17 +56,20 @@ class Media:
 
     ``id`` is the media's identifier (the ``id`` attribute), ``src_id`` the
     SSRC or other source id the mixer gives it, ``label`` the SDP label
-    (RFC 4574) when there is one.
+    (RFC 4574) when there is one; ``display_text`` (RFC 4575 §5.7.4
+    display-text) names its codec as SDP does (``opus/48000/2``).
     """
 
-    __slots__ = ("id", "type", "src_id", "status", "label")
+    __slots__ = ("id", "type", "src_id", "status", "label", "display_text")
 
-    def __init__(self, id, type="audio", src_id=None, status="sendrecv", label=None):
+    def __init__(self, id, type="audio", src_id=None, status="sendrecv", label=None,
+                 display_text=None):
         self.id = str(id)
         self.type = type
         self.src_id = None if src_id is None else str(src_id)
         self.status = _choice("media status", status, MEDIA_STATUSES)
         self.label = label
+        self.display_text = display_text
 
     def __eq__(self, other):
         if not isinstance(other, Media):
@@ -74,7 +77,8 @@ class Media:
         return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
     def __hash__(self):
-        return hash((self.id, self.type, self.src_id, self.status, self.label))
+        return hash((self.id, self.type, self.src_id, self.status, self.label,
+                     self.display_text))
 
     def __repr__(self):
         return (f"Media({self.id!r}, type={self.type!r}, src_id={self.src_id!r}, "

@@ -70,6 +70,8 @@ _CLOSE = "</mf:multifocus>"
 _SIP_URI = re.compile(r"[Ss][Ii][Pp][Ss]?:[^ \t\n\r]+")
 _UINT = re.compile(r"[0-9]{1,20}")
 _FLOAT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+#: a codec as an rtpmap names it (the xsd's codec type)
+_CODEC = re.compile(r"[A-Za-z0-9._-]{1,32}/[0-9]{1,6}(/[0-9]{1,2})?")
 #: a TLS listener as host:port (an IPv6 host in brackets)
 _HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}")
 
@@ -144,6 +146,9 @@ def _member(out, m):
     if m.srtp is not None:
         _check(m.srtp in SRTP_PROFILES, "srtp profile", m.srtp)
         out.append(f' srtp="{m.srtp}"')
+    if m.codec is not None:
+        _check(isinstance(m.codec, str) and _CODEC.fullmatch(m.codec), "codec", m.codec)
+        out.append(f' codec="{m.codec}"')
     if m.epoch:
         out.append(f' epoch="{_uint("epoch", m.epoch)}"')
     dialog = [f' {name}="{_attr(value)}"' for name, value in (
@@ -273,6 +278,12 @@ def _sip_uri(value):
     return value
 
 
+def _codec(value):
+    if _CODEC.fullmatch(value) is None:
+        raise ValueError("is not encoding/clock[/channels]")
+    return value
+
+
 def _hostport(value):
     if _HOSTPORT.fullmatch(value) is None or not 0 < int(value.rpartition(":")[2]) < 65536:
         raise ValueError("is not host:port")
@@ -318,7 +329,8 @@ def _parse_member(el):
         _get(el, "media", _one_of(MEDIA_STATUSES), optional=True),
         d("call-id"), d("local-tag"), d("remote-tag"), d("remote-target"),
         tuple(_get(r, "uri") for r in route), _get(el, "epoch", _UINT32, optional=True) or 0,
-        _get(el, "srtp", _one_of(SRTP_PROFILES), optional=True))
+        _get(el, "srtp", _one_of(SRTP_PROFILES), optional=True),
+        _get(el, "codec", _codec, optional=True))
 
 
 def _parse_snapshot(ext):

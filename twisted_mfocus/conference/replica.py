@@ -105,6 +105,7 @@ class MemberRecord(NamedTuple):
     route: Tuple[str, ...] = ()  # the holder's route set toward the member
     epoch: int = 0              # ownership epoch: +1 at each handover or takeover
     srtp: Optional[str] = None  # the call's SRTP profile (RTP/SAVP...), None: plain
+    codec: Optional[str] = None # its codec as SDP names it (opus/48000/2), None: no audio
 
 
 class Delta(NamedTuple):

@@ -562,7 +562,13 @@ def member_record(leg):
         call_id=dialog.call_id, local_tag=dialog.local_tag, remote_tag=dialog.remote_tag,
         remote_target=str(leg.reachable_target()),
         route=tuple(str(r) for r in dialog.route_set), epoch=leg.epoch,
-        srtp=leg.negotiated.srtp_profile if leg.negotiated is not None else None)
+        srtp=leg.negotiated.srtp_profile if leg.negotiated is not None else None,
+        codec=_codec_name(leg.negotiated))
+
+
+def _codec_name(negotiated):
+    codec = negotiated.media_codec if negotiated is not None else None
+    return codec.rtpmap() if codec is not None else None
 
 
 def model_endpoint(record):
@@ -571,7 +577,8 @@ def model_endpoint(record):
     from_tag, to_tag = record.remote_tag, record.local_tag
     if record.joining_method == JoiningMethod.DIALED_OUT:
         from_tag, to_tag = to_tag, from_tag
-    media = [Media("1", "audio", status=record.media)] if record.media else []
+    media = [Media("1", "audio", status=record.media, display_text=record.codec)] \
+        if record.media else []
     return Endpoint(record.endpoint, status=record.status,
                     joining_method=record.joining_method, when=record.when, by=record.by,
                     call_id=record.call_id, from_tag=from_tag, to_tag=to_tag, media=media)

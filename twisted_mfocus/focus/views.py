@@ -66,7 +66,8 @@ class Views:
             held[holder] = held.get(holder, 0) + 1
             members.append({"uri": record.user, "endpoint": endpoint, "focus": holder,
                             "status": record.status, "joined": _iso(record.when),
-                            "media": record.media, "rtp": _rtp(ours.get(endpoint))})
+                            "media": record.media, "codec": record.codec,
+                            "rtp": _rtp(ours.get(endpoint))})
         foci = [{"uri": f.uri, "role": str(f.role), "capacity": f.capacity,
                  "members": held.get(f.uri, 0), "state": str(f.state), "links": list(f.links),
                  "epoch": f.epoch}

@@ -131,8 +131,29 @@ class _Halfband:
         return np.convolve(data, _LOWPASS, mode="valid")
 
 
+class _Upsampler:
+    """8 to 16 kHz: the same low-pass as an interpolator, in its two phases
+    (each output sample from every other tap over the 8 kHz input, so no
+    zeros are multiplied), the input's history kept between frames."""
+
+    _EVEN, _ODD = 2 * _LOWPASS[0::2], 2 * _LOWPASS[1::2]
+    _KEEP = len(_LOWPASS) // 2          # narrow samples of history
+
+    def __init__(self):
+        self._tail = np.zeros(self._KEEP, dtype=np.float64)
+
+    def run(self, x):
+        data = np.concatenate((self._tail, x))
+        self._tail = data[-self._KEEP:]
+        out = np.empty(2 * len(x))
+        out[0::2] = np.convolve(data, self._EVEN, mode="valid")
+        out[1::2] = np.convolve(data, self._ODD, mode="valid")[1:]
+        return out
+
+
 def _clip16(x):
-    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+    """Float samples to int16, clipped (the filters may overshoot a full-scale edge)."""
+    return np.clip(x, -32768, 32767, out=x).astype(np.int16)
 
 
 class Transcoder:
@@ -144,7 +165,7 @@ class Transcoder:
         self.name = codec.name
         self._up = self._down = None
         if self.name in (g711.PCMU, g711.PCMA):
-            self._up, self._down = _Halfband(), _Halfband()
+            self._up, self._down = _Upsampler(), _Halfband()
         elif self.name == "G722":
             self._g722_in, self._g722_out = G722.G722(16000, 64000), G722.G722(16000, 64000)
         elif self.name == "OPUS":
@@ -168,10 +189,7 @@ class Transcoder:
             return self._opus(payload, False)
         if name == "G722":
             return np.asarray(self._g722_in.decode(payload), dtype=np.int16)
-        narrow = g711.decode(name, payload).astype(np.float64)
-        wide = np.zeros(2 * len(narrow))
-        wide[::2] = 2 * narrow                  # zeros between, gain restored
-        return _clip16(self._up.run(wide))
+        return _clip16(self._up.run(g711.decode(name, payload)))
 
     def recover(self, next_payload=None):
         """The frame before ``next_payload``, which was lost: from its

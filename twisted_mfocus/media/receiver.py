@@ -215,6 +215,17 @@ class Receiver:
         """Decode what plays at the playout point into one frame (None:
         nothing there).  Packets shorter than a frame are joined; what a
         longer one decodes to beyond the frame is kept for the next."""
+        if self.pcm is None and len(self.packets) <= self.delay + 1:    # the usual case
+            entry = self.packets.pop(self.playout, None)
+            if entry is not None:
+                try:
+                    decoded = self._coder(entry[0]).decode(entry[1])
+                except (CodecError, ValueError):
+                    self.bad += 1
+                    return None
+                if len(decoded) == FRAME:
+                    return decoded
+                self.pcm = decoded              # shorter or longer: the general way
         pcm = self.pcm if self.pcm is not None else np.zeros(0, dtype=np.int16)
         self.pcm = None
         at = (self.playout + len(pcm) * self.tpf // FRAME) & 0xFFFFFFFF
