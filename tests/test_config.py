@@ -45,6 +45,7 @@ def test_example_config_file_is_the_default(shared_dir):
     ("[media]\nrtp_ports = 30000\n", "media.rtp_ports"),
     ("[media]\ncodecs = opus, GSM\n", "media.codecs"),
     ("[media]\nsrtp = sometimes\n", "media.srtp"),
+    ("[media]\njitter_min = 200\n", "media.jitter_min"),
     ("[media]\nrtp_ports = 40000-30000\n", "media.rtp_ports"),
     ("[events]\nnotify_interval = -1\n", "events.notify_interval"),
 ])

@@ -112,14 +112,15 @@ def info_exchange(phone):
 def test_linphonec_with_mandatory_srtp_over_tls_joins_and_hears(tmp_path):
     """liblinphone's SDES over TLS, offered RTP/SAVP only, is taken: its
     audio and a plain member's meet in one mix, each decrypted or not as
-    its own call needs."""
+    its own call needs.  With its default codecs it joins on Opus."""
     need("linphonec", "baresip")
     focus = Server(tmp_path, "32000-32099", tls=True)
     # The leaf names 127.0.0.1 in an IP address SAN, which mbedtls 2.28
     # does not match: the chain is verified against the test CA, the name
     # is not (verify_server_cn=0).
     carol = linphone(tmp_path, "carol", CAROL, tls_port=free_port(), root_ca=focus.certs["ca"],
-                     verify_cn=False, media_encryption="srtp", encryption_mandatory=True)
+                     verify_cn=False, media_encryption="srtp", encryption_mandatory=True,
+                     default_codecs=True)
     bob = tone_phone(tmp_path, "bob", BOB, record=True)
     try:
         carol.start()
@@ -136,6 +137,7 @@ def test_linphonec_with_mandatory_srtp_over_tls_joins_and_hears(tmp_path):
     assert c["endpoint"].endswith(";transport=tls"), c
     assert b["rtp"]["srtp"] is None and b["rtp"]["received"] > 150, b
     assert c["rtp"]["received"] > 150, c
+    assert c["rtp"]["codec"] == "opus/48000/2", c     # its default codecs: Opus (issue 17)
     assert c["rtp"]["dropped"]["auth"] == c["rtp"]["dropped"]["replay"] == 0, c
     # What each heard: the other's tone, not its own.
     assert tones_in(samples(carol.heard)[-RATE * 2:], (CAROL, BOB)) == {BOB}

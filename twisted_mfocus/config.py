@@ -66,6 +66,8 @@ address =
 rtp_ports = 20000-29999
 codecs = opus, G722, PCMU, PCMA
 speakers = 3
+jitter_min = 20
+jitter_max = 160
 srtp = optional
 sdes_over_cleartext = no
 relatch_after = 10
@@ -210,6 +212,11 @@ class Config:
         self.srtp = self._choice("media", "srtp", SRTP_MODES)
         self.codecs = self._codecs()
         self.speakers = self._count("media", "speakers")
+        # The jitter buffer's delay bounds, whole 20 ms frames (at least one).
+        self.jitter_min, self.jitter_max = (max(1, round(self._int("media", k) / 20))
+                                            for k in ("jitter_min", "jitter_max"))
+        if self.jitter_min > self.jitter_max:
+            raise ConfigError("media.jitter_min must not exceed media.jitter_max")
         try:        # RFC 4568 §8.3: SDES keys in SDP over UDP/TCP only if asked
             self.sdes_over_cleartext = self._parser.getboolean("media", "sdes_over_cleartext")
         except ValueError:

@@ -40,7 +40,10 @@ display=0
 capture=0
 automatically_initiate=0
 automatically_accept=0
+"""
 
+#: without it liblinphone offers its own defaults (Opus first)
+_PCMU_ONLY = """
 [audio_codec_0]
 mime=PCMU
 rate=8000
@@ -83,7 +86,7 @@ class Linphonec(ChildProcess):
                  auto_answer=False, reg_expires=60, start_timeout=10.0, password=None,
                  realm=None, algorithm=None, session_expires=None, tls_port=None,
                  root_ca=None, verify_cn=True, media_encryption=None,
-                 encryption_mandatory=False, dtmf_info=False):
+                 encryption_mandatory=False, dtmf_info=False, default_codecs=False):
         self.dir = os.path.abspath(str(workdir))
         self.name, self.sip_port, self.register_via = name, sip_port, register_via
         self.aor = f"sip:{name}@{HOST}"     # its From: liblinphone drops the contact's port
@@ -111,6 +114,8 @@ class Linphonec(ChildProcess):
                                                          for k, v in sip_extra.items()),
                                        rtp_port=self.rtp_port, video_port=free_port(),
                                        text_port=free_port()))
+            if not default_codecs:
+                f.write(_PCMU_ONLY)
             if session_expires:         # RFC 4028 session timers, refreshed by linphonec
                 f.write(f"\n[sip]\nsession_expires_enabled=1\n"
                         f"session_expires_value={session_expires}\n"

@@ -37,7 +37,8 @@ class Audio:
         self.engine = MediaEngine(clock, self._digit, relatch_after=config.relatch_after,
                                   rtp_timeout=config.rtp_timeout,
                                   hold_timeout=config.hold_timeout, on_silent=self._silent,
-                                  speakers=config.speakers)
+                                  speakers=config.speakers,
+                                  jitter=(config.jitter_min, config.jitter_max))
         self._players = {}      # lobby leg -> prompts.Player
 
     def stop(self):

@@ -101,7 +101,8 @@ class Stream:
         self.endpoint = endpoint
         codec = CODECS[negotiated.codec]
         self.receiver = Receiver({negotiated.payload_type: codec},
-                                 event_pt=negotiated.telephone_event or 101)
+                                 event_pt=negotiated.telephone_event or 101,
+                                 min_delay=engine.jitter[0], max_delay=engine.jitter[1])
         self.coder = Transcoder(codec)
         self.ssrc = _random32()
         self.seq = _random32() & 0xFFFF
@@ -283,8 +284,11 @@ class MediaEngine:
     log = Logger()
 
     def __init__(self, clock, on_digit=lambda key, digit: None, relatch_after=RELATCH_AFTER,
-                 rtp_timeout=0, hold_timeout=0, on_silent=lambda key: None, speakers=0):
+                 rtp_timeout=0, hold_timeout=0, on_silent=lambda key: None, speakers=0,
+                 jitter=(1, 8)):
         self.clock = clock
+        #: [media] jitter_min/jitter_max: the jitter buffer's delay bounds, in frames
+        self.jitter = jitter
         self.speakers = speakers                # [media] speakers: the loudest mixed
         self.on_digit = on_digit
         self.relatch_after = relatch_after      # [media] relatch_after
