@@ -11,6 +11,7 @@ import re
 import socket
 import time
 import wave
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -183,3 +184,58 @@ def test_opus_with_loss_and_reordering_is_heard_without_gaps(tmp_path):
     assert member["rtp"]["codec"] == "opus/48000/2" and member["rtp"]["recovered"] >= lost // 2, (
         member, lost)
     assert lost > 20 and swapped > 10, (lost, swapped)
+
+
+def test_high_tones_cross_the_cascade_between_foci(tmp_path):
+    """The same four phones over four foci of capacity 1: each is handed to
+    a focus of its own, the foci's cascades speak Opus to each other, and
+    the 5 and 6 kHz tones still reach the other wideband phones; the PCMU
+    phone still hears no alias."""
+    need("baresip")
+    from .foci import start_foci, stop_all, wait_agreement
+    nodes = start_foci(tmp_path, [("primary", "primary", 1), ("s1", "secondary", 1),
+                                  ("s2", "secondary", 1), ("s3", "secondary", 1)])
+    phones = {name: tone_phone(tmp_path, name, freq, codecs=codecs, srate=rate, record=True,
+                               rtp_span=4)          # room for the call a handover brings
+              for name, (codecs, rate, freq) in PHONES.items()}
+    try:
+        for count, phone in enumerate(phones.values(), 1):
+            phone.start()
+            phone.dial(f"sip:{ROOM}@127.0.0.1:{nodes[0].port}")
+            phone.wait_event("CALL_ESTABLISHED", 8)
+            assert wait_for(lambda: sorted(Counter(
+                m["focus"] for m in (nodes[0].conference(ROOM) or {"members": []})["members"]
+            ).values()) == [1] * count, timeout=30), nodes[0].conference(ROOM)  # one a focus
+        view, _ = wait_agreement(nodes, ROOM, lambda v: v and len(v[0]) == 4, timeout=30)
+        assert view is not None, [node.conference(ROOM) for node in nodes]
+        assert wait_for(lambda: all(len(node.conference(ROOM)["cascades"]) == 3
+                                    for node in nodes), timeout=15)
+        time.sleep(5)                       # seconds of audio across the cascades
+        logs = [node.process.log() for node in nodes]
+    finally:
+        for phone in phones.values():
+            phone.stop()
+        stop_all(nodes)
+    cascades = [line for log in logs for line in log.splitlines() if "cascade with" in line]
+    assert len(cascades) >= 6 and all("(OPUS," in line for line in cascades), cascades
+    tones = {name: freq for name, (_, _, freq) in PHONES.items()}
+    heard = {name: levels(*newest_decoded(phone), sorted(set(tones.values()) | set(ALIASES)))
+             for name, phone in phones.items()}
+    for name in ("olga", "otto", "gina"):
+        assert all(heard[name][f] > 0.05 for n, f in tones.items() if n != name), (
+            name, heard[name])
+        assert heard[name][tones[name]] < 0.001, (name, heard[name])
+    assert heard["paul"][700] > 0.5, heard["paul"]
+    assert all(heard["paul"][f] < 0.001 for f in (1000, 5000, 6000) + ALIASES), heard["paul"]
+
+
+def newest_decoded(phone, seconds=2):
+    """What ``phone`` decoded in its newest call (a handover brings a second
+    one): the last ``seconds``, and the rate."""
+    path = max(phone.recordings()["dec"])
+    with wave.open(path) as w:
+        rate, channels = w.getframerate(), w.getnchannels()
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    samples = samples.reshape(-1, channels)[:, 0]
+    assert len(samples) >= rate * (seconds + 1), (phone.name, path, len(samples))
+    return samples[-rate * seconds:], rate
