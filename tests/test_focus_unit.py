@@ -328,3 +328,23 @@ def test_an_invite_whose_accept_takes_no_sdp_gets_406(rig):
     rig.deliver(Phone(5082).request("INVITE", ROOM, body=SDP, headers=[
         ("Accept", "application/sdp, application/dtmf-relay")]), Phone(5082).peer)
     assert rig.wire.take(200)
+
+
+def test_each_members_codec_is_named_in_its_media_and_in_the_api(rig, schema):
+    """RFC 4575 §5.7.4: a member's media element names its codec in
+    display-text (as SDP does); the document stays valid."""
+    from lxml import etree
+    watcher = Phone(5090, "watcher")
+    rig.deliver(watcher.request("SUBSCRIBE", ROOM, headers=[("Event", "conference")]),
+                watcher.peer)
+    answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
+    join(rig, Phone(5091))
+    rig.clock.advance(0.5)
+    (notify,) = answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
+    doc = etree.fromstring(notify.body)
+    schema.assertValid(doc)
+    ns = {"ci": "urn:ietf:params:xml:ns:conference-info"}
+    assert doc.xpath("//ci:endpoint/ci:media/ci:display-text/text()", namespaces=ns) == [
+        "PCMU/8000"]
+    (member,) = rig.focus.views.conference("room")["members"]
+    assert member["codec"] == member["rtp"]["codec"] == "PCMU/8000"
