@@ -20,6 +20,20 @@ from .peers.process import need
 NS = {"ci": "urn:ietf:params:xml:ns:conference-info"}
 
 
+def watch(node, cwd):
+    """A SIPp conference watcher that stays until its NOTIFY terminated."""
+    return Sipp("subscriber.xml", f"127.0.0.1:{node.port}", cwd,
+                ["-s", "room", "-m", "1", "-set", "expires", "600", "-set", "partials",
+                 "1000000", "-set", "refresh", "0", "-set", "unsubscribe", "0"])
+
+
+def deleted_users(watcher, schema):
+    """The users the watcher's conference-info showed deleted (each document
+    schema-checked)."""
+    return {u.get("entity") for _, doc in notify_documents(watcher, schema)
+            for u in doc.iterfind("ci:users/ci:user", NS) if u.get("state") == "deleted"}
+
+
 @pytest.mark.slow
 def test_a_killed_baresip_and_a_silent_sipp_member_are_removed(tmp_path, schema, capsys):
     need("baresip", "sipp")
@@ -29,9 +43,7 @@ def test_a_killed_baresip_and_a_silent_sipp_member_are_removed(tmp_path, schema,
     carol = tone_phone(tmp_path, "carol", 880.0)
     sipp = watcher = None
     try:
-        watcher = Sipp("subscriber.xml", f"127.0.0.1:{node.port}", tmp_path,
-                       ["-s", "room", "-m", "1", "-set", "expires", "600", "-set", "partials",
-                        "1000000", "-set", "refresh", "0", "-set", "unsubscribe", "0"])
+        watcher = watch(node, tmp_path)
         dial_all([alice, bob], f"sip:room@127.0.0.1:{node.port}")
         assert wait_for(lambda: len((node.conference("room") or {}).get("members", [])) == 2)
         # The focus is full (capacity 2): kill -9 bob, no BYE.
@@ -71,8 +83,7 @@ def test_a_killed_baresip_and_a_silent_sipp_member_are_removed(tmp_path, schema,
             p.stop()
         stop_all([node], *(s for s in [sipp, watcher] if s))
     # The watcher's conference-info showed both dead members deleted.
-    deleted = {u.get("entity") for _, doc in notify_documents(watcher, schema)
-               for u in doc.iterfind("ci:users/ci:user", NS) if u.get("state") == "deleted"}
+    deleted = deleted_users(watcher, schema)
     assert {bob.aor, f"sip:member1@127.0.0.1:{sipp.port}"} <= deleted, deleted
 
 
@@ -87,9 +98,7 @@ def test_qualify_finds_a_killed_sipp_member_and_keeps_a_live_phone(tmp_path, sch
     alice = tone_phone(tmp_path, "alice", 440.0)
     watcher = member = None
     try:
-        watcher = Sipp("subscriber.xml", f"127.0.0.1:{node.port}", tmp_path,
-                       ["-s", "room", "-m", "1", "-set", "expires", "600", "-set", "partials",
-                        "1000000", "-set", "refresh", "0", "-set", "unsubscribe", "0"])
+        watcher = watch(node, tmp_path)
         dial_all([alice], f"sip:room@127.0.0.1:{node.port}")
         member = Sipp("member.xml", f"127.0.0.1:{node.port}", tmp_path,
                       ["-s", "room", "-m", "1", "-set", "wait_bye", "1"], timeout=60)
@@ -111,9 +120,7 @@ def test_qualify_finds_a_killed_sipp_member_and_keeps_a_live_phone(tmp_path, sch
         alice.stop()
         stop_all([node], *(s for s in (watcher, member) if s))
     assert "no answer to OPTIONS: ending the call" in log
-    docs = notify_documents(watcher, schema)
-    deleted = [u.get("entity") for _, doc in docs
-               for u in doc.iterfind("ci:users/ci:user", NS) if u.get("state") == "deleted"]
+    deleted = deleted_users(watcher, schema)
     assert uri in deleted, deleted
     with capsys.disabled():
         print(f"\n  killed SIPp member removed {gone:.1f} s after SIGKILL "
