@@ -13,7 +13,8 @@ import time
 import pytest
 
 from .harness import Focus, Sipp, api_get, free_port, wait_for
-from .peers import Baresip, Kamailio, Linphonec, free_sip_port, port_free, write_tone_wav
+from .peers import (Baresip, Kamailio, Linphonec, free_sip_port, port_free, tone_phone,
+                    write_tone_wav)
 from .peers.linphonec import linphone_messages
 from .sipclient import header
 from .peers.process import need, rtp_base
@@ -22,8 +23,6 @@ from .peers.kamailio import _KAMAILIO_CFG
 HOST = "127.0.0.1"
 #: RTP ranges of the foci started by this module: away from test_focus_sipp's 31000+.
 _next_rtp = [33000]
-
-
 
 
 def focus_rtp_range(width=100):
@@ -76,6 +75,25 @@ def baresip(tmp_path, name, seconds=60.0):
 
 
 # ---- 1. baresip ------------------------------------------------------------------
+
+def test_baresip_whose_outbound_proxy_is_the_focus_joins(focus, tmp_path):
+    """baresip 1.0 with the focus as its outbound proxy pre-loads a Route to
+    it, repeating the ``lr`` parameter it was given (``...;lr;lr``): the
+    Route is popped as ours, the repeat taken (the first value wins,
+    logged once), and the call joins the conference."""
+    need("baresip")
+    alice = tone_phone(tmp_path, "alice", outbound=f"sip:{focus.target};transport=udp;lr")
+    try:
+        alice.start()
+        alice.dial(f"sip:room@{focus.target}")
+        alice.wait_event("CALL_ESTABLISHED", 8)
+        joined = wait_for(lambda: members(focus, "room"), timeout=5)
+    finally:
+        alice.stop()
+    assert [m["uri"] for m in joined] == [alice.aor], joined
+    repeats = [line for line in focus.log().splitlines() if "repeats its 'lr' parameter" in line]
+    assert len(repeats) == 1, repeats
+
 
 def test_baresip_dials_in_and_stays_connected(focus, tmp_path):
     need("baresip")
