@@ -166,11 +166,23 @@ def test_a_lost_frame_is_concealed_by_fading_then_silence():
 def test_a_late_packet_is_dropped_and_lengthens_the_delay():
     r = Receiver(min_delay=1, max_delay=4)
     r.push(packet(1), 0.02)
-    played(r, 3)
-    r.push(packet(2), 0.1)                          # its time has passed
+    r.push(packet(4), 0.08)
+    played(r, 3)                                    # 1 played, 2 and 3 missing
+    r.push(packet(2), 0.1)                          # its time has passed; 4 is still here
     assert r.late == 1 and r.delay == 1
     r.pull()
     assert r.delay == 2
+
+
+def test_a_packet_after_the_buffer_ran_dry_plays_on_behind_it():
+    """Nothing left to play, then a packet whose time has passed: the
+    sender is slow or paused, not late among others; playout moves back."""
+    r = Receiver(min_delay=1)
+    r.push(packet(1), 0.02)
+    played(r, 4)
+    r.push(packet(2), 0.1)
+    assert (r.late, r.underruns) == (0, 1)
+    assert near(played(r, 2), [None, 2000])
 
 
 def test_a_new_ssrc_takes_over_only_if_it_keeps_sending():
@@ -328,3 +340,35 @@ def test_any_datagram_is_a_packet_or_a_packet_error_and_never_breaks_the_receive
         parse_rtcp(rtcp)
     except PacketError:
         pass
+
+
+def test_a_sender_whose_clock_runs_fast_cannot_grow_the_buffer_without_bound():
+    """2 % fast: a packet every 19.6 ms of our time, each one 20 ms of its
+    audio.  Over five minutes the buffer would gain 300 frames; it skips
+    instead, so what is buffered stays near the jitter it needs."""
+    r = Receiver(min_delay=1, max_delay=8)
+    arrival, n, most = 0.0, 0, 0
+    for tick in range(15000):                       # 5 minutes of 20 ms ticks
+        while arrival <= tick * 0.02:
+            r.push(RTP(0, False, n & 0xFFFF, (1000 + n * TICKS) & 0xFFFFFFFF, 1,
+                       g711.encode("PCMU", tone(1)).tobytes()), arrival)
+            n += 1
+            arrival += 0.0196
+        r.pull()
+        most = max(most, len(r.packets))
+    assert n > 15200 and r.delay <= 8 and most <= 10, (n, r.delay, most)
+
+
+def test_a_sender_whose_clock_runs_slow_is_concealed_not_stalled():
+    """2 % slow: now and then a frame is missing; it is concealed and the
+    playout goes on, the delay bounded."""
+    r = Receiver(min_delay=1, max_delay=8)
+    arrival, n, played = 0.0, 0, 0
+    for tick in range(3000):
+        while arrival <= tick * 0.02:
+            r.push(RTP(0, False, n & 0xFFFF, (1000 + n * TICKS) & 0xFFFFFFFF, 1,
+                       g711.encode("PCMU", tone(1)).tobytes()), arrival)
+            n += 1
+            arrival += 0.0204
+        played += r.pull() is not None
+    assert played > 2900 and r.delay <= 8 and len(r.packets) <= 10, (played, r.delay)

@@ -67,6 +67,7 @@ class Receiver:
         self.late = 0
         self.bad = 0
         self.recovered = 0          # frames the codec recovered (FEC, PLC)
+        self.underruns = 0          # times the buffer ran dry and playout moved back
 
     def retune(self, codecs, event_pt):
         """A new answer: its payload types (a new clock rate starts afresh)."""
@@ -165,10 +166,16 @@ class Receiver:
             self.pcm = None
             self.playout = (timestamp - self.delay * self.tpf) & 0xFFFFFFFF
         ahead = self._ahead(timestamp)
-        if ahead >= 0x80000000:                 # before the playout point: late
-            self.late += 1
-            self._late_pending = True
-            return
+        if ahead >= 0x80000000:                 # before the playout point
+            if self.packets or self.pcm is not None:
+                self.late += 1                  # behind packets already here: jitter
+                self._late_pending = True
+                return
+            # Nothing was left to play: the sender's clock is slower than
+            # ours, or it paused.  Play on ``delay`` frames behind it.
+            self.underruns += 1
+            self.playout = (timestamp - self.delay * self.tpf) & 0xFFFFFFFF
+            ahead = self.delay * self.tpf
         if len(self.packets) >= MAX_PACKETS and timestamp not in self.packets:
             self.bad += 1
             return
@@ -201,15 +208,23 @@ class Receiver:
         self.playout = (self.playout + self.tpf) & 0xFFFFFFFF
         if frame is None:
             return self._lost()
-        target = max(self.min_delay, min(self.max_delay, int(3 * self.jitter / self.tpf) + 1))
-        if self.delay > target and self.newest is not None and \
-                self._ahead(self.newest) < 0x80000000 and \
-                self._ahead(self.newest) // self.tpf + 1 > target + 1:
-            self._take()                        # more buffered than needed: skip one
-            self.playout = (self.playout + self.tpf) & 0xFFFFFFFF
-            self.delay -= 1
+        self._trim()
         self.last, self.concealed = frame, 0
         return frame
+
+    def _trim(self):
+        """Skip a frame when more is buffered than the delay aims at: the
+        sender's clock runs fast (beyond ``delay`` + 1), or the network
+        calmed down (the delay, above what the jitter needs, shrinks)."""
+        if self.newest is None or self._ahead(self.newest) >= 0x80000000:
+            return
+        buffered = self._ahead(self.newest) // self.tpf + 1
+        target = max(self.min_delay, min(self.max_delay, int(3 * self.jitter / self.tpf) + 1))
+        if buffered > self.delay + 1 or (self.delay > target and buffered > target + 1):
+            self._take()                        # one frame less
+            self.playout = (self.playout + self.tpf) & 0xFFFFFFFF
+            if self.delay > target:
+                self.delay -= 1
 
     def _take(self):
         """Decode what plays at the playout point into one frame (None:
