@@ -159,7 +159,7 @@ def role_engine():
     if sys.stdin.readline().strip() != "go":
         return 1
 
-    engine = MediaEngine(reactor, speakers=cfg.get("mixed", 3))
+    engine = MediaEngine(reactor, speakers=cfg.get("mixed", 3), rate=cfg.get("rate", 16000))
     work = array("d")
     gc_pauses = {0: array("d"), 1: array("d"), 2: array("d")}
     gc_start = [0.0]
@@ -517,6 +517,7 @@ def run_members(n, args, logdir, suite=None, codec="PCMU"):
         engine.stdin.write(json.dumps({"remotes": remotes, "low": low, "high": high,
                                        "warmup": args.warmup, "srtp": suite,
                                        "codec": codec, "mixed": args.mixed,
+                                       "rate": args.mix_rate,
                                        "seed": args.seed + n,
                                        "seconds": args.seconds}) + "\n")
         engine.stdin.flush()
@@ -573,6 +574,8 @@ def main():
     ap.add_argument("--speakers", type=int, default=0,
                     help="only the first K members send a tone, the others silence "
                     "(0: all send a tone)")
+    ap.add_argument("--mix-rate", type=int, default=16000, choices=(16000, 48000),
+                    help="the mixer's rate ([media] mix_rate)")
     ap.add_argument("--mixed", type=int, default=3,
                     help="the engine mixes the loudest this many ([media] speakers; 0: all)")
     ap.add_argument("--retries", type=int, default=2,

@@ -43,7 +43,7 @@ def conference_of(node, user):
 
 def test_a_third_caller_turns_the_call_into_a_conference(tmp_path, schema):
     need("baresip", "dumpcap")
-    node = agent(tmp_path)
+    node = agent(tmp_path, "[media]\nspeakers = 0\n")     # four tones at once, all mixed
     alice = phone(tmp_path, "alice", register_at=f"127.0.0.1:{node.port}")
     bob, carol, dave = (phone(tmp_path, name) for name in ("bob", "carol", "dave"))
     phones = [alice, bob, carol, dave]

@@ -11,9 +11,9 @@ from twisted_mfocus.media.g711 import decode as g711_decode
 
 
 
-def tone(freq, frames, level=8000):
-    t = np.arange(frames * FRAME) / MIX_RATE
-    return (level * np.sin(2 * np.pi * freq * t)).astype(np.int16).reshape(frames, FRAME)
+def tone(freq, frames, level=8000, rate=MIX_RATE):
+    t = np.arange(frames * (rate // 50)) / rate
+    return (level * np.sin(2 * np.pi * freq * t)).astype(np.int16).reshape(frames, rate // 50)
 
 
 def levels(samples, freqs, rate):
@@ -23,40 +23,53 @@ def levels(samples, freqs, rate):
     return {f: float(spectrum[np.abs(bins - f) < 30].sum() / total) for f in freqs}
 
 
-def round_trip(name, frames):
+def round_trip(name, frames, rate=MIX_RATE):
     """Encode with one call's coder, decode with another's (a phone's)."""
-    out, back = Transcoder(CODECS[name]), Transcoder(CODECS[name])
+    out, back = Transcoder(CODECS[name], rate), Transcoder(CODECS[name], rate)
     return np.concatenate([back.decode(out.encode(f)) for f in frames])
 
 
+RATES = pytest.mark.parametrize("rate", [16000, 48000])
+
+
+@RATES
 @pytest.mark.parametrize("name, freq", [("PCMU", 1000), ("PCMA", 440), ("G722", 5000),
                                         ("G722", 6000), ("OPUS", 6000), ("OPUS", 300)])
-def test_a_tone_the_codec_can_carry_comes_through(name, freq):
-    got = round_trip(name, tone(freq, 50))[FRAME * 10:]
-    assert levels(got, [freq], MIX_RATE)[freq] > 0.9, name
+def test_a_tone_the_codec_can_carry_comes_through(name, freq, rate):
+    got = round_trip(name, tone(freq, 50, rate=rate), rate)[rate // 5:]
+    assert levels(got, [freq], rate)[freq] > 0.9, name
 
 
+def test_opus_at_48_khz_carries_what_16_khz_cannot():
+    got = round_trip("OPUS", tone(10000, 50, rate=48000), 48000)[48000 // 5:]
+    assert levels(got, [10000], 48000)[10000] > 0.9        # above 16 kHz's Nyquist
+
+
+@RATES
 @pytest.mark.parametrize("name", ["PCMU", "PCMA"])
-def test_a_narrowband_phone_gets_no_alias_of_high_tones(name):
-    out = Transcoder(CODECS[name])
+def test_a_narrowband_phone_gets_no_alias_of_high_tones(name, rate):
+    out = Transcoder(CODECS[name], rate)
     for freq, alias in [(6000, 2000), (5000, 3000)]:
-        frames = tone(freq, 50, level=16000)
+        frames = tone(freq, 50, level=16000, rate=rate)
         sent = np.concatenate([g711_decode(name, out.encode(f)) for f in frames])[1600:]
         # What the phone decodes at 8 kHz: nothing at the alias (nor anywhere loud).
         assert np.sqrt(np.mean(sent.astype(np.float64) ** 2)) < 30, (freq, name)
-    mixed = tone(6000, 50, 16000) // 2 + tone(1000, 50, 16000) // 2
+    mixed = tone(6000, 50, 16000, rate) // 2 + tone(1000, 50, 16000, rate) // 2
     sent = np.concatenate([g711_decode(name, out.encode(f)) for f in mixed])[1600:]
     got = levels(sent, [1000, 2000], 8000)
     assert got[1000] > 0.9 and got[2000] < 1e-4, got
 
 
-def test_g711_in_is_upsampled_without_images():
-    into = Transcoder(CODECS["PCMU"])
-    phone = Transcoder(CODECS["PCMU"])          # a phone's 1 kHz, as it sends it
-    frames = [phone.encode(f) for f in tone(1000, 50)]
-    wide = np.concatenate([into.decode(p) for p in frames])[FRAME * 5:]
-    got = levels(wide, [1000, 7000], MIX_RATE)  # 7 kHz: the image of 1 kHz at 8 kHz
-    assert len(wide) == 45 * FRAME and got[1000] > 0.95 and got[7000] < 1e-4, got
+@RATES
+def test_g711_in_is_upsampled_without_images(rate):
+    into = Transcoder(CODECS["PCMU"], rate)
+    phone = Transcoder(CODECS["PCMU"], rate)    # a phone's 1 kHz, as it sends it
+    frames = [phone.encode(f) for f in tone(1000, 50, rate=rate)]
+    wide = np.concatenate([into.decode(p) for p in frames])[rate // 10:]
+    images = [7000, 9000, 15000] if rate == 48000 else [7000]   # 1 kHz mirrored at 8k·n
+    got = levels(wide, [1000] + images, rate)
+    assert len(wide) == 45 * rate // 50 and got[1000] > 0.95, got
+    assert all(got[f] < 1e-4 for f in images), got
 
 
 def test_opus_recovers_a_lost_frame_from_the_next_packets_fec():

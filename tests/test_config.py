@@ -46,6 +46,7 @@ def test_example_config_file_is_the_default(shared_dir):
     ("[media]\ncodecs = opus, GSM\n", "media.codecs"),
     ("[media]\nsrtp = sometimes\n", "media.srtp"),
     ("[media]\njitter_min = 200\n", "media.jitter_min"),
+    ("[media]\nmix_rate = 44100\n", "media.mix_rate"),
     ("[media]\nrtp_ports = 40000-30000\n", "media.rtp_ports"),
     ("[events]\nnotify_interval = -1\n", "events.notify_interval"),
 ])

@@ -165,7 +165,7 @@ def test_player_plays_a_prompt_then_silence():
     assert not player.next_frame().any() and len(player.next_frame()) == FRAME
     seconds = player.play(WRONG)
     played = [player.next_frame() for _ in range(int(round(seconds / 0.02)))]
-    assert all(a is b for a, b in zip(played, prompts.frames(WRONG)))
+    assert all((a == b).all() for a, b in zip(played, prompts.frames(WRONG)))
     assert len(played) == len(prompts.frames(WRONG))
     assert not player.next_frame().any()
 

@@ -46,12 +46,14 @@ def levels(samples, rate, freqs, width=30):
     return {f: float(spectrum[np.abs(bins - f) < width].sum() / total) for f in freqs}
 
 
-def test_opus_g722_and_pcmu_phones_hear_each_other_in_the_band_each_can_carry(tmp_path):
+@pytest.mark.parametrize("mix_rate", [16000, 48000])
+def test_opus_g722_and_pcmu_phones_hear_each_other_in_the_band_each_can_carry(
+        tmp_path, mix_rate):
     need("baresip")
     workdir = tmp_path / "focus"
     workdir.mkdir()
     port, http = free_port(), free_port()
-    config = write_config(workdir, "[media]\nspeakers = 0\n")     # four tones at once
+    config = write_config(workdir, f"[media]\nspeakers = 0\nmix_rate = {mix_rate}\n")
     focus = Focus(["--listen", f"udp:127.0.0.1:{port}", "--rtp-ports", "31400-31499",
                    "--http", f"tcp:{http}:interface=127.0.0.1", "--config", config], workdir)
     focus.wait_ready(port)

@@ -66,6 +66,7 @@ address =
 rtp_ports = 20000-29999
 codecs = opus, G722, PCMU, PCMA
 speakers = 3
+mix_rate = 16000
 jitter_min = 20
 jitter_max = 160
 srtp = optional
@@ -212,6 +213,7 @@ class Config:
         self.srtp = self._choice("media", "srtp", SRTP_MODES)
         self.codecs = self._codecs()
         self.speakers = self._count("media", "speakers")
+        self.mix_rate = int(self._choice("media", "mix_rate", ("16000", "48000")))
         # The jitter buffer's delay bounds, whole 20 ms frames (at least one).
         self.jitter_min, self.jitter_max = (max(1, round(self._int("media", k) / 20))
                                             for k in ("jitter_min", "jitter_max"))

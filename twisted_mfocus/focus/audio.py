@@ -38,7 +38,8 @@ class Audio:
                                   rtp_timeout=config.rtp_timeout,
                                   hold_timeout=config.hold_timeout, on_silent=self._silent,
                                   speakers=config.speakers,
-                                  jitter=(config.jitter_min, config.jitter_max))
+                                  jitter=(config.jitter_min, config.jitter_max),
+                                  rate=config.mix_rate)
         self._players = {}      # lobby leg -> prompts.Player
 
     def stop(self):
@@ -55,7 +56,7 @@ class Audio:
         elif leg.in_lobby:
             player = self._players.get(leg)
             if player is None:
-                player = self._players[leg] = Player()
+                player = self._players[leg] = Player(engine.rate)
             if leg in engine.lobby:
                 engine.update(leg, n)
             else:

@@ -21,6 +21,7 @@ The ``Codec`` records are what SDP offers and answers name; ``CODECS``
 the ones known, by upper-cased encoding name.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -34,8 +35,11 @@ from . import g711
 __all__ = ["CODECS", "DEFAULT", "Codec", "CodecError", "FRAME", "MIX_RATE", "Transcoder",
            "match"]
 
-MIX_RATE = 16000                # the mixer's rate: wideband
-OPUS_BITRATE = 32000            # what we send in Opus (FEC included)
+MIX_RATE = 16000                # the mixer's rate by default: wideband
+MIX_RATES = (16000, 48000)      # [media] mix_rate
+#: what we send in Opus (FEC included), by mixing rate: below these, with FEC
+#: on, libopus narrows the band (32 kbit/s keeps 8 kHz, 48 kbit/s 12 kHz and up)
+OPUS_BITRATE = {16000: 32000, 48000: 48000}
 FRAME = MIX_RATE // 50          # 20 ms
 PTIME_MS = 20
 
@@ -104,51 +108,54 @@ _G722_16K = Codec("G722", 16000, 16000, static_pt=9)
 DEFAULT = ("OPUS", "G722", "PCMU", "PCMA")
 
 
-# -- 8 kHz <-> 16 kHz -------------------------------------------------------------
+# -- to and from the mixer's rate ----------------------------------------------------
 
-def _lowpass(taps=63, cutoff=3700.0, rate=MIX_RATE):
-    """A windowed-sinc low-pass (Blackman: about 74 dB down in the stop
-    band, which begins near 4.4 kHz here), unity gain at DC."""
+@functools.lru_cache(maxsize=None)
+def _lowpass(factor, cutoff, rate):
+    """A windowed-sinc low-pass at ``rate`` for a change of rate by
+    ``factor``: 32 taps per phase plus one (so each phase lines up),
+    Blackman (about 74 dB down in the stop band), unity gain at DC."""
+    taps = 32 * factor + 1
     n = np.arange(taps) - (taps - 1) / 2
     h = np.sinc(2 * cutoff / rate * n) * np.blackman(taps)
     return h / h.sum()
 
 
-_LOWPASS = _lowpass()
-_HISTORY = len(_LOWPASS) - 1
+class _Interpolator:
+    """Up by ``factor``: the low-pass as an interpolator, in its phases
+    (each output sample from every ``factor``-th tap over the input, so no
+    stuffed zeros are multiplied); the input's history is kept between
+    frames (a filter restarted every 20 ms would click)."""
 
-
-class _Halfband:
-    """The low-pass over a stream of 16 kHz frames, its history kept
-    between frames (a filter restarted every 20 ms would click)."""
-
-    def __init__(self):
-        self._tail = np.zeros(_HISTORY, dtype=np.float64)
-
-    def run(self, x):
-        data = np.concatenate((self._tail, x))
-        self._tail = data[-_HISTORY:]
-        return np.convolve(data, _LOWPASS, mode="valid")
-
-
-class _Upsampler:
-    """8 to 16 kHz: the same low-pass as an interpolator, in its two phases
-    (each output sample from every other tap over the 8 kHz input, so no
-    zeros are multiplied), the input's history kept between frames."""
-
-    _EVEN, _ODD = 2 * _LOWPASS[0::2], 2 * _LOWPASS[1::2]
-    _KEEP = len(_LOWPASS) // 2          # narrow samples of history
-
-    def __init__(self):
-        self._tail = np.zeros(self._KEEP, dtype=np.float64)
+    def __init__(self, factor, cutoff, rate):
+        h = _lowpass(factor, cutoff, rate)
+        self.factor = factor
+        self._phases = [factor * h[p::factor] for p in range(factor)]
+        self._tail = np.zeros(32, dtype=np.float64)
 
     def run(self, x):
         data = np.concatenate((self._tail, x))
-        self._tail = data[-self._KEEP:]
-        out = np.empty(2 * len(x))
-        out[0::2] = np.convolve(data, self._EVEN, mode="valid")
-        out[1::2] = np.convolve(data, self._ODD, mode="valid")[1:]
+        self._tail = data[-32:]
+        out = np.empty(self.factor * len(x))
+        for p, phase in enumerate(self._phases):    # phase 0 has one tap more
+            out[p::self.factor] = np.convolve(data, phase, mode="valid")[(p > 0):][:len(x)]
         return out
+
+
+class _Decimator:
+    """Down by ``factor``: the low-pass, then every ``factor``-th sample, the
+    history kept between frames; nothing above the new Nyquist rate is
+    folded back in (a 6 kHz tone would come back at 2 kHz otherwise)."""
+
+    def __init__(self, factor, cutoff, rate):
+        self.factor = factor
+        self._h = _lowpass(factor, cutoff, rate)
+        self._tail = np.zeros(len(self._h) - 1, dtype=np.float64)
+
+    def run(self, x):
+        data = np.concatenate((self._tail, x))
+        self._tail = data[-len(self._tail):]
+        return np.convolve(data, self._h, mode="valid")[::self.factor]
 
 
 def _clip16(x):
@@ -160,36 +167,44 @@ class Transcoder:
     """One call's coding state both ways (codecs with memory: G.722's
     ADPCM, Opus; the resampling filters)."""
 
-    def __init__(self, codec):
+    def __init__(self, codec, rate=MIX_RATE):
         self.codec = codec
         self.name = codec.name
+        self.rate, self.frame = rate, rate // 50
         self._up = self._down = None
-        if self.name in (g711.PCMU, g711.PCMA):
-            self._up, self._down = _Upsampler(), _Halfband()
-        elif self.name == "G722":
+        if rate % codec.rate and self.name != "OPUS":
+            raise CodecError(f"cannot mix {codec.encoding} at {rate} Hz")
+        factor = rate // codec.rate
+        if factor > 1 and self.name != "OPUS":      # 0.925 of the codec's Nyquist
+            cutoff = 0.4625 * codec.rate
+            self._up = _Interpolator(factor, cutoff, rate)
+            self._down = _Decimator(factor, cutoff, rate)
+        if self.name == "G722":
             self._g722_in, self._g722_out = G722.G722(16000, 64000), G722.G722(16000, 64000)
         elif self.name == "OPUS":
-            self._opus_in = opuslib_next.Decoder(MIX_RATE, 1)
-            self._opus_out = opuslib_next.Encoder(MIX_RATE, 1, opuslib_next.APPLICATION_VOIP)
+            self._opus_in = opuslib_next.Decoder(rate, 1)
+            self._opus_out = opuslib_next.Encoder(rate, 1, opuslib_next.APPLICATION_VOIP)
             # FEC costs bits: at libopus's default rate with FEC on, the
-            # encoder drops to narrowband; 32 kbit/s keeps wideband with it.
-            self._opus_out.bitrate = OPUS_BITRATE
+            # encoder narrows the band (OPUS_BITRATE keeps it).
+            self._opus_out.bitrate = OPUS_BITRATE[rate]
             self._opus_out.inband_fec = 1
             self._opus_out.packet_loss_perc = 10
             self._opus_out.complexity = 5
-        else:
+        elif self.name not in (g711.PCMU, g711.PCMA):
             raise CodecError(f"no coder for {codec.encoding}")
 
     # -- in ---------------------------------------------------------------
 
     def decode(self, payload):
-        """int16 samples at MIX_RATE; CodecError if it does not decode."""
+        """int16 samples at the mixer's rate; CodecError if it does not decode."""
         name = self.name
         if name == "OPUS":
             return self._opus(payload, False)
         if name == "G722":
-            return np.asarray(self._g722_in.decode(payload), dtype=np.int16)
-        return _clip16(self._up.run(g711.decode(name, payload)))
+            samples = np.asarray(self._g722_in.decode(payload), dtype=np.int16)
+        else:
+            samples = g711.decode(name, payload)
+        return samples if self._up is None else _clip16(self._up.run(samples))
 
     def recover(self, next_payload=None):
         """The frame before ``next_payload``, which was lost: from its
@@ -207,7 +222,8 @@ class Transcoder:
     def _opus(self, payload, fec):
         try:
             pcm = opus_decoder.decode(self._opus_in.decoder_state, payload,
-                                      len(payload) if payload else 0, FRAME, fec, channels=1)
+                                      len(payload) if payload else 0, self.frame, fec,
+                                      channels=1)
         except opuslib_next.OpusError as e:
             raise CodecError(f"opus: {e}") from None
         return np.frombuffer(pcm, dtype=np.int16)
@@ -215,11 +231,12 @@ class Transcoder:
     # -- out --------------------------------------------------------------
 
     def encode(self, frame):
-        """The payload for one 20 ms frame of int16 samples at MIX_RATE."""
+        """The payload for one 20 ms frame of int16 samples at the mixer's rate."""
         name = self.name
         if name == "OPUS":
-            return self._opus_out.encode(frame.tobytes(), FRAME)
+            return self._opus_out.encode(frame.tobytes(), self.frame)
+        if self._down is not None:
+            frame = _clip16(self._down.run(frame.astype(np.float64)))
         if name == "G722":
             return self._g722_out.encode(frame)
-        narrow = _clip16(self._down.run(frame.astype(np.float64))[::2])
-        return g711.encode(name, narrow).tobytes()
+        return g711.encode(name, frame).tobytes()

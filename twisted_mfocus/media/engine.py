@@ -46,7 +46,7 @@ from twisted.logger import Logger
 
 from .mixer import Mixer
 from .packet import PacketError, build_rtp, parse_rtcp, parse_rtp, sender_report
-from .codecs import CODECS, Transcoder
+from .codecs import CODECS, MIX_RATE, Transcoder
 from .receiver import Receiver
 from .srtp import SrtpContext, SrtpError
 
@@ -102,8 +102,9 @@ class Stream:
         codec = CODECS[negotiated.codec]
         self.receiver = Receiver({negotiated.payload_type: codec},
                                  event_pt=negotiated.telephone_event or 101,
-                                 min_delay=engine.jitter[0], max_delay=engine.jitter[1])
-        self.coder = Transcoder(codec)
+                                 min_delay=engine.jitter[0], max_delay=engine.jitter[1],
+                                 rate=engine.rate)
+        self.coder = Transcoder(codec, engine.rate)
         self.ssrc = _random32()
         self.seq = _random32() & 0xFFFF
         self.timestamp = _random32()
@@ -131,8 +132,8 @@ class Stream:
             self.quiet_since = self.engine.clock.seconds()  # resumed: time to send again
         self.negotiated = negotiated
         codec = CODECS[negotiated.codec]
-        if codec.name != self.coder.name:       # a new codec: new coding state
-            self.coder = Transcoder(codec)
+        if codec != self.coder.codec:           # a new codec: new coding state
+            self.coder = Transcoder(codec, self.engine.rate)
         self.receiver.retune({negotiated.payload_type: codec},
                              negotiated.telephone_event or self.receiver.event_pt)
         self.ticks = codec.ticks_per_frame      # RTP timestamp units per frame
@@ -285,8 +286,9 @@ class MediaEngine:
 
     def __init__(self, clock, on_digit=lambda key, digit: None, relatch_after=RELATCH_AFTER,
                  rtp_timeout=0, hold_timeout=0, on_silent=lambda key: None, speakers=0,
-                 jitter=(1, 8)):
+                 jitter=(1, 8), rate=MIX_RATE):
         self.clock = clock
+        self.rate = rate                        # [media] mix_rate
         #: [media] jitter_min/jitter_max: the jitter buffer's delay bounds, in frames
         self.jitter = jitter
         self.speakers = speakers                # [media] speakers: the loudest mixed
@@ -314,7 +316,8 @@ class MediaEngine:
         self.remove(key)
         mixer = self.mixers.get(conference)
         if mixer is None:
-            mixer = self.mixers[conference] = Mixer(speakers=self.speakers)
+            mixer = self.mixers[conference] = Mixer(speakers=self.speakers,
+                                                    frame=self.rate // 50)
         mixer.add(key, peer=peer)
         if waiting is not None:                 # out of the lobby: the same stream
             stream = waiting[0]
@@ -447,7 +450,7 @@ class MediaEngine:
                     if payload is None:
                         coder = self.shared.get(slot)
                         if coder is None:
-                            coder = self.shared[slot] = Transcoder(slot[2])
+                            coder = self.shared[slot] = Transcoder(slot[2], self.rate)
                         payload = coded[slot] = coder.encode(frame)
                     stream.send_payload(payload)
                 else:

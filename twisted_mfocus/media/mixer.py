@@ -1,7 +1,7 @@
 """N-1 mixing of one conference at one focus, vectorised.
 
 Sans-IO: the caller puts each party's decoded frame for this tick
-(int16 at codecs.MIX_RATE, 16 kHz) in its row, or marks it silent, and
+(int16 at the mixer's rate, ``frame`` samples) in its row, or marks it silent, and
 calls ``mix()`` once per 20 ms tick; it returns, for every party that
 receives, the frame it hears, which its own call codes (engine.py, the
 call's Transcoder).  numpy does the work: one sum over the rows, one
@@ -53,12 +53,12 @@ class Party:
 class Mixer:
     """See the module docstring.  ``capacity``: rows preallocated (grows)."""
 
-    def __init__(self, capacity=64, speakers=0):
+    def __init__(self, capacity=64, speakers=0, frame=FRAME):
         self.parties = {}               # key -> Party
         self.speakers = speakers        # the loudest members mixed (0: all)
         #: this tick's shared frames: what silent members hear, what peers hear
         self.whole = self.ours = None
-        self._frames = np.zeros((capacity, FRAME), dtype=np.int32)
+        self._frames = np.zeros((capacity, frame), dtype=np.int32)
         self._voice = np.zeros(capacity, dtype=bool)    # row has audio this tick
         self._free = list(range(capacity - 1, -1, -1))
         self._layout = None             # cached row index arrays

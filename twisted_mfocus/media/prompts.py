@@ -9,10 +9,9 @@ and by FFT, all outside the bands members' tones use in the tests (440,
 - ``WELCOME``: a rising pair, 780 Hz then 1180 Hz (two steps, not a
   sweep: a sweep would cross 1000 Hz).
 
-Each is 16-bit PCM at the mixer's rate in 20 ms frames (codecs.py
-``FRAME``) with 10 ms raised-cosine edges (an abrupt edge splashes
-energy over every band), made once and cached; the caller's own call
-codes it.  A ``Player`` gives one caller a frame per tick: the prompt
+Each is 16-bit PCM at the mixer's rate in 20 ms frames with 10 ms
+raised-cosine edges (an abrupt edge splashes energy over every band),
+made once and cached; the caller's own call codes it.  A ``Player`` gives one caller a frame per tick: the prompt
 playing, else silence.
 """
 
@@ -20,11 +19,10 @@ import functools
 
 import numpy as np
 
-from .codecs import FRAME, MIX_RATE
+from .codecs import MIX_RATE
 
 __all__ = ["ENTER", "PROMPTS", "WELCOME", "WRONG", "Player", "duration", "frames", "samples"]
 
-RATE = MIX_RATE
 LEVEL = 0.25 * 32767            # -12 dBFS
 EDGE = 0.010                    # seconds of fade in and out
 
@@ -38,12 +36,12 @@ PROMPTS = {
 }
 
 
-def _note(freq, seconds):
-    n = round(seconds * RATE)
+def _note(freq, seconds, rate):
+    n = round(seconds * rate)
     if not freq:
         return np.zeros(n)
-    wave = np.sin(2 * np.pi * freq * np.arange(n) / RATE)
-    edge = min(int(EDGE * RATE), n // 2)
+    wave = np.sin(2 * np.pi * freq * np.arange(n) / rate)
+    edge = min(int(EDGE * rate), n // 2)
     ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(edge) / edge)
     wave[:edge] *= ramp
     wave[n - edge:] *= ramp[::-1]
@@ -51,35 +49,39 @@ def _note(freq, seconds):
 
 
 @functools.cache
-def samples(name):
-    """Prompt ``name`` as int16 samples, padded to whole frames."""
-    wave = np.concatenate([_note(f, s) for f, s in PROMPTS[name]])
-    wave = np.concatenate([wave, np.zeros(-len(wave) % FRAME)])
+def samples(name, rate=MIX_RATE):
+    """Prompt ``name`` as int16 samples at ``rate``, padded to whole frames."""
+    wave = np.concatenate([_note(f, s, rate) for f, s in PROMPTS[name]])
+    wave = np.concatenate([wave, np.zeros(-len(wave) % (rate // 50))])
     out = np.round(wave * LEVEL).astype(np.int16)
     out.setflags(write=False)
     return out
 
 
 @functools.cache
-def frames(name):
+def frames(name, rate=MIX_RATE):
     """Prompt ``name`` as one int16 array per 20 ms frame."""
-    return tuple(samples(name).reshape(-1, FRAME))
+    return tuple(samples(name, rate).reshape(-1, rate // 50))
 
 
-SILENCE = np.zeros(FRAME, dtype=np.int16)
-SILENCE.setflags(write=False)
+@functools.cache
+def _silence(rate):
+    silence = np.zeros(rate // 50, dtype=np.int16)
+    silence.setflags(write=False)
+    return silence
 
 
 def duration(name):
     """Seconds prompt ``name`` lasts."""
-    return len(samples(name)) / RATE
+    return len(samples(name)) / MIX_RATE
 
 
 class Player:
-    """One lobby caller's audio: ``play`` a prompt (it replaces the one
-    playing), ``next_frame`` once per tick."""
+    """One lobby caller's audio at the mixer's ``rate``: ``play`` a prompt
+    (it replaces the one playing), ``next_frame`` once per tick."""
 
-    def __init__(self):
+    def __init__(self, rate=MIX_RATE):
+        self.rate = rate
         self.playing = None
         self._next = 0
 
@@ -92,9 +94,9 @@ class Player:
         """This tick's frame: the prompt's next one, else silence (sent all
         the same: a phone and its NAT expect media)."""
         if self.playing is not None:
-            coded = frames(self.playing)
+            coded = frames(self.playing, self.rate)
             if self._next < len(coded):
                 self._next += 1
                 return coded[self._next - 1]
             self.playing = None
-        return SILENCE
+        return _silence(self.rate)

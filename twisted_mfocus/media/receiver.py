@@ -3,7 +3,7 @@ buffer, loss recovery and telephone-events (RFC 3550, RFC 4733).
 
 Sans-IO: ``push(packet, arrival)`` with the arrival time in seconds from
 the caller's clock, ``pull()`` once per mixer tick for the next 20 ms at
-the mixer's rate (codecs.py ``FRAME`` samples at ``MIX_RATE``).
+the mixer's rate (``rate``: 16 kHz unless ``[media] mix_rate`` says 48).
 
 - **Sources** (RFC 3550 §8.2, A.1): the first SSRC heard is followed; a
   different SSRC that keeps sending (``NEW_SOURCE_PACKETS`` in a row)
@@ -34,7 +34,7 @@ the mixer's rate (codecs.py ``FRAME`` samples at ``MIX_RATE``).
 
 import numpy as np
 
-from .codecs import CODECS, FRAME, CodecError, Transcoder
+from .codecs import CODECS, FRAME, MIX_RATE, CodecError, Transcoder
 from .packet import PacketError, ReportBlock, parse_event
 
 __all__ = ["Receiver", "FRAME", "DIGITS"]
@@ -51,13 +51,14 @@ class Receiver:
     """See the module docstring.  ``codecs``: payload type -> codecs.Codec
     (the answer's); all must share one RTP clock rate."""
 
-    def __init__(self, codecs=None, event_pt=None, min_delay=1, max_delay=8):
+    def __init__(self, codecs=None, event_pt=None, min_delay=1, max_delay=8, rate=MIX_RATE):
         self.codecs = dict(G711_TYPES if codecs is None else codecs)
         clocks = {c.clock for c in self.codecs.values()}
         if len(clocks) != 1:
             raise ValueError(f"payload types of more than one clock rate: {sorted(clocks)}")
         self.clock = clocks.pop()
         self.tpf = self.clock // 50                 # RTP ticks in one 20 ms frame
+        self.rate, self.frame = rate, rate // 50    # what pull gives: 20 ms at the mixer's
         self.event_pt = event_pt
         self.min_delay, self.max_delay = min_delay, max_delay
         self._coders = {}           # codec name -> Transcoder (decoder state)
@@ -238,13 +239,13 @@ class Receiver:
                 except (CodecError, ValueError):
                     self.bad += 1
                     return None
-                if len(decoded) == FRAME:
+                if len(decoded) == self.frame:
                     return decoded
                 self.pcm = decoded              # shorter or longer: the general way
         pcm = self.pcm if self.pcm is not None else np.zeros(0, dtype=np.int16)
         self.pcm = None
-        at = (self.playout + len(pcm) * self.tpf // FRAME) & 0xFFFFFFFF
-        while len(pcm) < FRAME:
+        at = (self.playout + len(pcm) * self.tpf // self.frame) & 0xFFFFFFFF
+        while len(pcm) < self.frame:
             entry = self.packets.pop(at, None)
             if entry is None:
                 break
@@ -257,23 +258,23 @@ class Receiver:
             if not len(decoded):
                 break
             pcm = np.concatenate((pcm, decoded)) if len(pcm) else decoded
-            at = (at + len(decoded) * self.tpf // FRAME) & 0xFFFFFFFF
+            at = (at + len(decoded) * self.tpf // self.frame) & 0xFFFFFFFF
         # Packets whose time has passed within this frame are gone.
         for stale in [t for t in self.packets
                       if self._ahead(t) < self.tpf or self._ahead(t) >= 0x80000000]:
             del self.packets[stale]
         if not len(pcm):
             return None
-        if len(pcm) > FRAME:
-            self.pcm = pcm[FRAME:]
-        elif len(pcm) < FRAME:
-            pcm = np.concatenate((pcm, np.zeros(FRAME - len(pcm), dtype=np.int16)))
-        return pcm[:FRAME]
+        if len(pcm) > self.frame:
+            self.pcm = pcm[self.frame:]
+        elif len(pcm) < self.frame:
+            pcm = np.concatenate((pcm, np.zeros(self.frame - len(pcm), dtype=np.int16)))
+        return pcm[:self.frame]
 
     def _coder(self, codec):
         coder = self._coders.get(codec.name)
         if coder is None:
-            coder = self._coders[codec.name] = Transcoder(codec)
+            coder = self._coders[codec.name] = Transcoder(codec, self.rate)
         return coder
 
     def _lost(self):
