@@ -209,6 +209,8 @@ def test_answer_baresip():
         "a=fmtp:96 maxplaybackrate=16000;sprop-maxcapturerate=16000;stereo=0;"
         "useinbandfec=1;usedtx=1",
         "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-15", "a=ptime:20", "a=sendrecv")
+    full, _ = answer(SessionDescription.parse(BARESIP), local(), 40000, mix_rate=48000)
+    assert b"a=fmtp:96 maxplaybackrate=48000;sprop-maxcapturerate=48000;" in full.to_bytes()
     narrow, n = answer(SessionDescription.parse(BARESIP), local(), 40000,
                        codecs=("PCMU", "PCMA"))
     assert (n.codec, n.payload_type) == ("PCMU", 0) and b"a=rtpmap:0 PCMU/8000" in \

@@ -31,7 +31,7 @@ class CallMedia:
     def answer(self, offer_sdp, transport):
         """(our answer, Negotiated); SDPError (488) when it cannot be taken."""
         return answer(offer_sdp, self.sdp, self.rtp_port, transport, self.node.srtp,
-                      codecs=self.codecs())
+                      codecs=self.codecs(), mix_rate=self.node.config.mix_rate)
 
     def offer(self, transport, srtp_profile=None, negotiated=None):
         """Our offer over ``transport``: SRTP on ``srtp_profile`` (the
@@ -43,7 +43,7 @@ class CallMedia:
         else:
             profile = self.node.srtp.offer_profile(transport, srtp_profile)
         return offer(self.sdp, self.rtp_port, srtp_profile=profile,
-                     codecs=self.codecs(negotiated))
+                     codecs=self.codecs(negotiated), mix_rate=self.node.config.mix_rate)
 
     def late_offer(self, transport):
         """Our offer in a 2xx to an INVITE without one; 488 if we may not."""

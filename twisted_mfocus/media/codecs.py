@@ -57,7 +57,7 @@ class Codec:
     rate: int                   # the audio sample rate it carries
     channels: int = 1           # the rtpmap's channels (opus: always 2, RFC 7587 §7)
     static_pt: Optional[int] = None     # RFC 3551 §6 table 4
-    fmtp: str = ""              # our a=fmtp parameters for it
+    fmtp: str = ""              # our a=fmtp parameters for it ({rate}: the mixer's)
 
     @property
     def name(self):
@@ -72,14 +72,20 @@ class Codec:
     def wideband(self):
         return self.rate > 8000
 
+    def fmtp_at(self, mix_rate):
+        """Our a=fmtp when the mixer runs at ``mix_rate`` (Opus: the rate we
+        play and capture at, RFC 7587 §6.1)."""
+        return self.fmtp.format(rate=mix_rate)
+
     def rtpmap(self):
         channels = f"/{self.channels}" if self.channels != 1 else ""
         return f"{self.encoding}/{self.clock}{channels}"
 
 
-#: RFC 7587 §7: mono is preferred (stereo=0), FEC welcome, up to 16 kHz
-#: audio is all the mixer has; DTX lets a silent phone send almost nothing.
-OPUS_FMTP = "maxplaybackrate=16000;sprop-maxcapturerate=16000;stereo=0;useinbandfec=1;usedtx=1"
+#: RFC 7587 §7: mono is preferred (stereo=0), FEC welcome, what the mixer's
+#: rate carries is all it has; DTX lets a silent phone send almost nothing.
+OPUS_FMTP = ("maxplaybackrate={rate};sprop-maxcapturerate={rate};stereo=0;useinbandfec=1;"
+             "usedtx=1")
 
 CODECS = {c.name: c for c in (
     Codec("opus", 48000, 48000, channels=2, fmtp=OPUS_FMTP),

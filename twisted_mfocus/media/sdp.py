@@ -415,7 +415,7 @@ def _crypto_values(media):
     return [v for k, v in media.attributes if k == "crypto"]
 
 
-def _accept(offer, m, rtp_port, transport, policy, random_bytes, preference):
+def _accept(offer, m, rtp_port, transport, policy, random_bytes, preference, mix_rate):
     """Our side of audio stream ``m``: (MediaDescription, Negotiated), or
     SDPError (488) saying why it cannot be taken."""
     if m.proto.startswith("UDP/TLS/"):  # RFC 5764 §8: DTLS-SRTP keys from a handshake
@@ -448,7 +448,7 @@ def _accept(offer, m, rtp_port, transport, policy, random_bytes, preference):
     if event:
         event, event_clock = event
     events = [(event, event_clock, m.fmtp.get(event) or DTMF_EVENTS)] if event else []
-    attrs = _audio_lines([(pt, named, codec.fmtp)], events, mine)
+    attrs = _audio_lines([(pt, named, codec.fmtp_at(mix_rate))], events, mine)
     if crypto is not None:      # RFC 4568 §7.1.2: exactly one, the offer's tag
         attrs.insert(0, ("crypto", crypto))
     media = MediaDescription("audio", rtp_port, m.proto, [pt] + ([event] if event else []),
@@ -463,7 +463,7 @@ def _accept(offer, m, rtp_port, transport, policy, random_bytes, preference):
 
 
 def answer(offer, local, rtp_port, transport="UDP", policy=srtp.Policy(),
-           random_bytes=os.urandom, codecs=_codecs.DEFAULT):
+           random_bytes=os.urandom, codecs=_codecs.DEFAULT, mix_rate=_codecs.MIX_RATE):
     """Answer ``offer`` (RFC 3264 §6): (our SessionDescription, Negotiated).
 
     ``transport`` is the one the offer came over: SDES keys are answered
@@ -473,14 +473,14 @@ def answer(offer, local, rtp_port, transport="UDP", policy=srtp.Policy(),
     audio stream refused ("SDES keys need TLS", "SRTP required", "SRTP is
     off here", "no acceptable crypto suite", "no acceptable audio codec",
     an unsupported profile).  ``codecs``: the names we take, best first
-    ([media] codecs)."""
+    ([media] codecs); ``mix_rate`` the mixer's ([media] mix_rate)."""
     negotiated = refused = None
     media = []
     for m in offer.media:
         if negotiated is None and m.media == "audio" and m.port:
             try:
                 ours, negotiated = _accept(offer, m, rtp_port, transport, policy,
-                                           random_bytes, codecs)
+                                           random_bytes, codecs, mix_rate)
                 media.append(ours)
                 continue
             except SDPError as e:
@@ -494,7 +494,7 @@ def answer(offer, local, rtp_port, transport="UDP", policy=srtp.Policy(),
 
 
 def offer(local, rtp_port, direction="sendrecv", srtp_profile=None, random_bytes=os.urandom,
-          codecs=_codecs.DEFAULT):
+          codecs=_codecs.DEFAULT, mix_rate=_codecs.MIX_RATE):
     """Our offer: one audio stream, the ``codecs`` (names, best first:
     opus 96, G722 9, PCMU 0, PCMA 8) and telephone-event at each of their
     clocks (101 at 8000, 102 at 48000).
@@ -509,7 +509,7 @@ def offer(local, rtp_port, direction="sendrecv", srtp_profile=None, random_bytes
     for name in codecs:
         codec = _codecs.CODECS[name]
         pt = str(codec.static_pt if codec.static_pt is not None else OPUS_PT)
-        formats.append((pt, codec.rtpmap(), codec.fmtp))
+        formats.append((pt, codec.rtpmap(), codec.fmtp_at(mix_rate)))
         if codec.clock not in clocks:
             clocks.append(codec.clock)
     events = [(str(EVENT_PTS[clock]), clock, DTMF_EVENTS) for clock in clocks]
