@@ -2,7 +2,6 @@
 §8.1.1.7, §19.3).  Random enough to be globally unique, cheap to make."""
 
 import os
-import base64
 
 __all__ = ["MAGIC_COOKIE", "new_branch", "new_tag", "new_call_id"]
 
@@ -11,7 +10,7 @@ MAGIC_COOKIE = "z9hG4bK"
 
 
 def _token(nbytes):
-    return base64.b32encode(os.urandom(nbytes)).decode("ascii").rstrip("=").lower()
+    return os.urandom(nbytes).hex()         # a token (§25.1) of 2 * nbytes characters
 
 
 def new_branch():

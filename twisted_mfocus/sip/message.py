@@ -547,8 +547,8 @@ def make_response(request, status, reason=None, to_tag=None, body=b"",
     if to_tag and status != 100:
         to = rh.get("to")
         if to is not None:
-            try:
-                has_tag = NameAddr.parse(to).tag is not None
+            try:                            # parsed once: validate() did it already
+                has_tag = request.to.tag is not None
             except ParseError:
                 has_tag = True
             if not has_tag:

@@ -45,6 +45,7 @@ from .udp import DatagramListener
 __all__ = ["TransportLayer", "parse_listen_spec"]
 
 TRANSPORTS = ("UDP", "TCP", "TLS")
+MAX_LITERALS = 4096             # hosts remembered as IP literals (or not) for sending
 
 
 def parse_listen_spec(spec):
@@ -99,6 +100,7 @@ class TransportLayer:
         self.reactor = reactor
         self.on_message = on_message
         self.on_bad_message = on_bad_message
+        self._literals = {}         # host -> is it an IP address (_literal)
         self.on_transport_error = on_transport_error
         self.limits = limits
         self.tls = TLSSettings.coerce(tls)
@@ -350,10 +352,28 @@ class TransportLayer:
             raise TransportError(f"cannot send to {dest}: no UDP listener of its family")
         if len(data) > 65507:
             raise TransportError(f"message of {len(data)} bytes is too large for UDP")
+        addr = (dest.host, dest.port)
         try:
-            listener.port.write(data, (dest.host, dest.port))
+            if self._literal(dest.host):
+                # sendto on the port's socket: Twisted's ``Port.write`` checks
+                # the address's syntax again on every datagram (a tenth of
+                # an OPTIONS answered, bench/options_bench.py).
+                listener.port.socket.sendto(data, addr)
+            else:
+                listener.port.write(data, addr)         # refuses a name
+        except (ConnectionRefusedError, BlockingIOError):
+            pass    # an earlier datagram's ICMP error; a full buffer: UDP drops, as Twisted
         except Exception as e:
             raise TransportError(f"cannot send to {dest}: {e}") from e
+
+    def _literal(self, host):
+        """Is ``host`` an IP address (checked once per host, the table bounded)?"""
+        known = self._literals.get(host)
+        if known is None:
+            if len(self._literals) >= MAX_LITERALS:
+                self._literals.clear()
+            known = self._literals[host] = is_ip_literal(host) and "[" not in host
+        return known
 
     def _connect(self, dest, server_name=None):
         if self.connection_count >= self.max_connections:
