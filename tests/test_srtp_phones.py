@@ -109,9 +109,7 @@ def test_srtp_over_udp_is_488_with_a_warning_then_taken_with_sdes_over_cleartext
     capture = Capture(str(tmp_path / "sip.pcap"), ports=[strict.port])
     try:
         alice.start()
-        alice.dial(strict.uri())
-        closed = alice.wait_event("CALL_CLOSED", 8)
-        time.sleep(0.3)
+        closed = refused_call(alice, strict.uri())
         capture.stop()
         alice.dial(labs.uri())
         alice.wait_event("CALL_ESTABLISHED", 8)
@@ -135,6 +133,15 @@ def test_srtp_over_udp_is_488_with_a_warning_then_taken_with_sdes_over_cleartext
     assert member["rtp"]["srtp"] is not None and member["rtp"]["dropped"]["auth"] == 0
 
 
+def refused_call(phone, uri):
+    """``phone`` dials ``uri`` and the call is refused: its CALL_CLOSED event
+    (a moment more for the capture to take the answer)."""
+    phone.dial(uri)
+    closed = phone.wait_event("CALL_CLOSED", 8)
+    time.sleep(0.3)
+    return closed
+
+
 def refusals(pcap, focus):
     """The 488s ``focus`` sent (UDP), as text."""
     return [m.decode("utf-8", "replace") for _, sport, _, m in sip_messages(pcap)
@@ -156,11 +163,9 @@ def test_srtp_mandatory_refuses_a_plain_phone_and_off_refuses_an_srtp_one(tmp_pa
     try:
         for phone in (alice, bob):
             phone.start()
-        bob.dial(mandatory.uri())
-        bob_refused = bob.wait_event("CALL_CLOSED", 8)
+        bob_refused = refused_call(bob, mandatory.uri())
         status, _ = api_get(mandatory.http, f"/api/v1/conferences/{ROOM}")
-        alice.dial(off.uri())
-        alice_refused = alice.wait_event("CALL_CLOSED", 8)
+        alice_refused = refused_call(alice, off.uri())
         alice.dial(mandatory.uri("tls"))
         alice.wait_event("CALL_ESTABLISHED", 8)
         bob.dial(off.uri())
@@ -197,9 +202,7 @@ def test_a_dtls_srtp_phone_is_told_what_to_offer_instead(tmp_path):
     capture = Capture(str(tmp_path / "sip.pcap"), ports=[focus.port])
     try:
         alice.start()
-        alice.dial(focus.uri())
-        closed = alice.wait_event("CALL_CLOSED", 8)
-        time.sleep(0.3)
+        closed = refused_call(alice, focus.uri())
     finally:
         capture.stop()
         alice.stop()

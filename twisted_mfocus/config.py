@@ -128,8 +128,8 @@ REFER_TARGETS = ("domain", "any")
 CREATE_ROOMS = ("any", "configured")
 ESCALATE = ("anyone", "authenticated", "nobody")
 SUBSCRIBERS = ("anyone", "members")
-SRTP_MODES = ("off", "optional", "mandatory")
-CODEC_NAMES = ("OPUS", "G722", "PCMU", "PCMA")   # [media] codecs: media/codecs.py CODECS     # [media] srtp: media/srtp.py Mode
+SRTP_MODES = ("off", "optional", "mandatory")     # [media] srtp: media/srtp.py Mode
+CODEC_NAMES = ("OPUS", "G722", "PCMU", "PCMA")   # [media] codecs: media/codecs.py CODECS
 ROOM_KEYS = ("pin", "max_members", "locked", "members", "subject", "subscribers")
 
 

@@ -36,7 +36,6 @@ __all__ = ["CODECS", "DEFAULT", "Codec", "CodecError", "FRAME", "MIX_RATE", "Tra
            "match"]
 
 MIX_RATE = 16000                # the mixer's rate by default: wideband
-MIX_RATES = (16000, 48000)      # [media] mix_rate
 #: what we send in Opus (FEC included), by mixing rate: below these, with FEC
 #: on, libopus narrows the band (32 kbit/s keeps 8 kHz, 48 kbit/s 12 kHz and up)
 OPUS_BITRATE = {16000: 32000, 48000: 48000}
@@ -67,10 +66,6 @@ class Codec:
     def ticks_per_frame(self):
         """RTP timestamp units in one 20 ms frame."""
         return self.clock * PTIME_MS // 1000
-
-    @property
-    def wideband(self):
-        return self.rate > 8000
 
     def fmtp_at(self, mix_rate):
         """Our a=fmtp when the mixer runs at ``mix_rate`` (Opus: the rate we

@@ -46,7 +46,7 @@ from twisted.logger import Logger
 
 from .mixer import Mixer
 from .packet import PacketError, build_rtp, parse_rtcp, parse_rtp, sender_report
-from .codecs import CODECS, MIX_RATE, Transcoder
+from .codecs import MIX_RATE, Transcoder
 from .receiver import Receiver
 from .srtp import SrtpContext, SrtpError
 
@@ -99,12 +99,7 @@ class Stream:
         self.engine = engine
         self.key = key
         self.endpoint = endpoint
-        codec = CODECS[negotiated.codec]
-        self.receiver = Receiver({negotiated.payload_type: codec},
-                                 event_pt=negotiated.telephone_event or 101,
-                                 min_delay=engine.jitter[0], max_delay=engine.jitter[1],
-                                 rate=engine.rate)
-        self.coder = Transcoder(codec, engine.rate)
+        self.receiver = self.coder = None   # made by update, for the answer's codec
         self.ssrc = _random32()
         self.seq = _random32() & 0xFFFF
         self.timestamp = _random32()
@@ -131,11 +126,16 @@ class Stream:
             self.latch, self._candidate = Latch.LEARNING, None
             self.quiet_since = self.engine.clock.seconds()  # resumed: time to send again
         self.negotiated = negotiated
-        codec = CODECS[negotiated.codec]
-        if codec != self.coder.codec:           # a new codec: new coding state
-            self.coder = Transcoder(codec, self.engine.rate)
-        self.receiver.retune({negotiated.payload_type: codec},
-                             negotiated.telephone_event or self.receiver.event_pt)
+        codec, engine = negotiated.media_codec, self.engine
+        if self.coder is None or codec != self.coder.codec:    # new coding state
+            self.coder = Transcoder(codec, engine.rate)
+        types = {negotiated.payload_type: codec}
+        if self.receiver is None:
+            self.receiver = Receiver(types, event_pt=negotiated.telephone_event or 101,
+                                     min_delay=engine.jitter[0], max_delay=engine.jitter[1],
+                                     rate=engine.rate)
+        else:
+            self.receiver.retune(types, negotiated.telephone_event or self.receiver.event_pt)
         self.ticks = codec.ticks_per_frame      # RTP timestamp units per frame
         self.payload_type = negotiated.payload_type
         self.expected = {negotiated.payload_type, self.receiver.event_pt} - {None}

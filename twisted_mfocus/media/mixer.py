@@ -136,9 +136,11 @@ class Mixer:
     def _speaking(self, frames, weight, members):
         """Which rows are mixed: those with a frame, heard, not silence; of
         the members among them, the ``speakers`` loudest."""
-        if not weight.any():
+        candidates = np.flatnonzero(weight)
+        if not len(candidates):
             return weight
-        loud = np.abs(frames).max(axis=1)
+        loud = np.zeros(len(weight), dtype=np.int32)
+        loud[candidates] = np.abs(frames[candidates]).max(axis=1)
         weight &= loud >= QUIET
         talking = np.flatnonzero(weight & members)
         if self.speakers and len(talking) > self.speakers:

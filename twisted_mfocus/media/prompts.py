@@ -11,8 +11,8 @@ and by FFT, all outside the bands members' tones use in the tests (440,
 
 Each is 16-bit PCM at the mixer's rate in 20 ms frames with 10 ms
 raised-cosine edges (an abrupt edge splashes energy over every band),
-made once and cached; the caller's own call codes it.  A ``Player`` gives one caller a frame per tick: the prompt
-playing, else silence.
+made once and cached; the caller's own call codes it.  A ``Player``
+gives one caller a frame per tick: the prompt playing, else silence.
 """
 
 import functools

@@ -17,13 +17,16 @@ the mixer's rate (``rate``: 16 kHz unless ``[media] mix_rate`` says 48).
   frames behind the first packet and advances one frame per ``pull``,
   in the codec's clock (a frame is ``ticks_per_frame`` units: 160 at
   8000, 960 for Opus at 48000), so the buffer adapts at any clock rate.
-  A packet older than the playout point is late (counted, dropped) and
-  makes the delay one frame longer (up to ``max_delay``: one recovered
-  frame is played while the playout point waits); when more is buffered
-  than the jitter needs (about three times it, in frames, at least
-  ``min_delay``) one frame is skipped, so a sender whose clock runs fast
-  cannot make the delay grow without bound.  A packet far ahead (a
-  silence, a clock jump) restarts playout.
+  A packet older than the playout point, behind packets still buffered,
+  is late (counted, dropped) and makes the delay one frame longer (up to
+  ``max_delay``: one recovered frame is played while the playout point
+  waits); one that comes after the buffer ran dry (a sender whose clock
+  runs slow, or that paused) moves playout back behind it.  One frame is
+  skipped when more is buffered than ``delay`` + 1 (a sender whose clock
+  runs fast cannot grow the buffer without bound) or than the jitter
+  needs (about three times it, in frames, at least ``min_delay``: the
+  delay shrinks again).  A packet far ahead (a silence, a clock jump)
+  restarts playout.
 - **Loss**: a missing frame is recovered by the codec where it can (Opus:
   the next packet's in-band FEC, else its PLC), else the last frame is
   repeated at half level, then a quarter; after ``CONCEAL_FRAMES``
@@ -47,16 +50,21 @@ DIGITS = "0123456789*#ABCD"
 G711_TYPES = {0: CODECS["PCMU"], 8: CODECS["PCMA"]}
 
 
+def _one_clock(codecs):
+    """The RTP clock rate all of ``codecs`` (payload type -> Codec) share."""
+    clocks = {c.clock for c in codecs.values()}
+    if len(clocks) != 1:
+        raise ValueError(f"payload types of more than one clock rate: {sorted(clocks)}")
+    return clocks.pop()
+
+
 class Receiver:
     """See the module docstring.  ``codecs``: payload type -> codecs.Codec
     (the answer's); all must share one RTP clock rate."""
 
     def __init__(self, codecs=None, event_pt=None, min_delay=1, max_delay=8, rate=MIX_RATE):
         self.codecs = dict(G711_TYPES if codecs is None else codecs)
-        clocks = {c.clock for c in self.codecs.values()}
-        if len(clocks) != 1:
-            raise ValueError(f"payload types of more than one clock rate: {sorted(clocks)}")
-        self.clock = clocks.pop()
+        self.clock = _one_clock(self.codecs)
         self.tpf = self.clock // 50                 # RTP ticks in one 20 ms frame
         self.rate, self.frame = rate, rate // 50    # what pull gives: 20 ms at the mixer's
         self.event_pt = event_pt
@@ -72,10 +80,7 @@ class Receiver:
 
     def retune(self, codecs, event_pt):
         """A new answer: its payload types (a new clock rate starts afresh)."""
-        clocks = {c.clock for c in codecs.values()}
-        if len(clocks) != 1:
-            raise ValueError(f"payload types of more than one clock rate: {sorted(clocks)}")
-        clock = clocks.pop()
+        clock = _one_clock(codecs)
         self.codecs, self.event_pt = dict(codecs), event_pt
         if clock != self.clock:
             self.clock, self.tpf = clock, clock // 50
@@ -234,12 +239,8 @@ class Receiver:
         if self.pcm is None and len(self.packets) <= self.delay + 1:    # the usual case
             entry = self.packets.pop(self.playout, None)
             if entry is not None:
-                try:
-                    decoded = self._coder(entry[0]).decode(entry[1])
-                except (CodecError, ValueError):
-                    self.bad += 1
-                    return None
-                if len(decoded) == self.frame:
+                decoded = self._decode(entry)
+                if decoded is None or len(decoded) == self.frame:
                     return decoded
                 self.pcm = decoded              # shorter or longer: the general way
         pcm = self.pcm if self.pcm is not None else np.zeros(0, dtype=np.int16)
@@ -247,15 +248,8 @@ class Receiver:
         at = (self.playout + len(pcm) * self.tpf // self.frame) & 0xFFFFFFFF
         while len(pcm) < self.frame:
             entry = self.packets.pop(at, None)
-            if entry is None:
-                break
-            codec, payload = entry
-            try:
-                decoded = self._coder(codec).decode(payload)
-            except (CodecError, ValueError):
-                self.bad += 1
-                break
-            if not len(decoded):
+            decoded = None if entry is None else self._decode(entry)
+            if decoded is None or not len(decoded):
                 break
             pcm = np.concatenate((pcm, decoded)) if len(pcm) else decoded
             at = (at + len(decoded) * self.tpf // self.frame) & 0xFFFFFFFF
@@ -270,6 +264,15 @@ class Receiver:
         elif len(pcm) < self.frame:
             pcm = np.concatenate((pcm, np.zeros(self.frame - len(pcm), dtype=np.int16)))
         return pcm[:self.frame]
+
+    def _decode(self, entry):
+        """A stored (codec, payload), decoded; None (counted) if it does not."""
+        codec, payload = entry
+        try:
+            return self._coder(codec).decode(payload)
+        except (CodecError, ValueError):
+            self.bad += 1
+            return None
 
     def _coder(self, codec):
         coder = self._coders.get(codec.name)

@@ -368,9 +368,10 @@ def _direction(send, recv):
 def _pick(media, preference=None):
     """The codec to use from ``media``'s formats: our most preferred one of
     ``preference`` (names) it has, or with None its first one we take
-    (reading an answer: the answerer chose); (Codec, pt) or None, and the
-    telephone-event format, (pt, clock) or None: the one at that codec's
-    clock (RFC 4733 §2.1), else any (baresip offers only 8000 beside Opus)."""
+    (reading an answer: the answerer chose); (Codec, pt, channels as
+    written) or None, and the telephone-event format, (pt, clock) or None:
+    the one at that codec's clock (RFC 4733 §2.1), else any (baresip
+    offers only 8000 beside Opus)."""
     rtpmap = media.rtpmap
     found, events = {}, {}
     for pt in media.formats:
@@ -382,13 +383,13 @@ def _pick(media, preference=None):
             continue
         codec = _codecs.match(encoding, rate, channels)
         if codec is not None and codec.name not in found:
-            found[codec.name] = (codec, pt)
+            found[codec.name] = (codec, pt, channels)
     names = [n for n in (preference or found) if n in found]
     if not names:
         return None, None
-    codec, pt = found[names[0]]
-    clock = codec.clock if codec.clock in events else next(iter(events), None)
-    return (codec, pt), (None if clock is None else (events[clock], clock))
+    chosen = found[names[0]]
+    clock = chosen[0].clock if chosen[0].clock in events else next(iter(events), None)
+    return chosen, (None if clock is None else (events[clock], clock))
 
 
 def _audio_lines(formats, events, direction):
@@ -437,17 +438,15 @@ def _accept(offer, m, rtp_port, transport, policy, random_bytes, preference, mix
         raise SDPError("no acceptable audio codec", NOT_ACCEPTABLE_HERE,
                        f"no acceptable audio codec: we take "
                        f"{', '.join(_codecs.CODECS[n].rtpmap() for n in preference)}")
-    codec, pt = chosen
-    encoding, rate, channels = m.rtpmap[pt]
-    named = f"{encoding if encoding != codec.name else codec.encoding}/{rate}" + (
-        f"/{channels}" if channels != 1 else "")        # as the offer wrote it
+    codec, pt, channels = chosen
+    named = f"{codec.encoding}/{codec.clock}" + (       # channels as the offer wrote them
+        f"/{channels}" if channels != 1 else "")
     theirs = m.direction
     unspecified = offer.connection_of(m) in UNSPECIFIED
     send, recv = _flags(MIRROR[theirs])
     mine = _direction(send and not unspecified, recv)  # RFC 3264 §8.4
-    if event:
-        event, event_clock = event
-    events = [(event, event_clock, m.fmtp.get(event) or DTMF_EVENTS)] if event else []
+    events = [(event[0], event[1], m.fmtp.get(event[0]) or DTMF_EVENTS)] if event else []
+    event = event[0] if event else None         # its payload type
     attrs = _audio_lines([(pt, named, codec.fmtp_at(mix_rate))], events, mine)
     if crypto is not None:      # RFC 4568 §7.1.2: exactly one, the offer's tag
         attrs.insert(0, ("crypto", crypto))
@@ -547,8 +546,9 @@ def accept_answer(offer, answer):
         chosen, event = _pick(theirs)
         if chosen is None or chosen[0].name not in offered:
             raise SDPError("answer has no codec from the offer")
-        codec, pt = chosen
-        event = event and event[0] if "TELEPHONE-EVENT" in offered else None
+        codec, pt, _ = chosen
+        if event is not None:
+            event = event[0] if "TELEPHONE-EVENT" in offered else None
         try:
             keys = sdes.answered_keys(ours.proto, _crypto_values(ours), _crypto_values(theirs))
         except sdes.Refused as e:

@@ -361,8 +361,8 @@ class TransportLayer:
                 listener.port.socket.sendto(data, addr)
             else:
                 listener.port.write(data, addr)         # refuses a name
-        except (ConnectionRefusedError, BlockingIOError):
-            pass    # an earlier datagram's ICMP error; a full buffer: UDP drops, as Twisted
+        except ConnectionRefusedError:
+            pass    # an earlier datagram's ICMP error, ignored as Twisted's Port.write does
         except Exception as e:
             raise TransportError(f"cannot send to {dest}: {e}") from e
 
