@@ -72,6 +72,10 @@ def udp_options(port, host="127.0.0.1", timeout=1.0):
     """Send one OPTIONS over UDP; return the status line's code or None."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
+        if s.getsockname()[1] == port:
+            # The kernel handed the probe the very port the focus is about
+            # to bind: it would talk to itself (and hold the port).
+            return None
         s.settimeout(timeout)
         call_id = uuid.uuid4().hex
         s.sendto(options_request(port, s.getsockname()[1], host, call_id=call_id), (host, port))
@@ -81,7 +85,7 @@ def udp_options(port, host="127.0.0.1", timeout=1.0):
                 data = s.recv(65535)
             except socket.timeout:
                 return None
-            if call_id.encode() in data:
+            if data.startswith(b"SIP/2.0 ") and call_id.encode() in data:
                 return int(data.split(b" ", 2)[1])
     return None
 
