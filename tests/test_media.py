@@ -307,6 +307,49 @@ def test_only_the_loudest_speakers_are_mixed_and_silence_is_no_voice():
     assert m.whole is out["quiet"]
 
 
+def test_narrow_frames_are_ranked_as_they_are_and_widened_only_if_mixed():
+    """A party put at its codec's rate (8 kHz under the 16 kHz mix) with a
+    widen: its loudness comes from the narrow frame, and widen() is called
+    only for the frames mixed this tick."""
+    m = Mixer(capacity=2, speakers=2)            # grows: the narrow rows grow too
+    widened = []
+
+    def widen(key, level):
+        def run():
+            widened.append(key)
+            return np.full(FRAME, 2 * level, dtype=np.float64)     # stands for 2x the rate
+        return run
+    levels = {"n_loud": 3000, "n_soft": 500, "wide": 2000, "n_mid": 1000}
+    for k in levels:
+        m.add(k)
+    for k, level in levels.items():
+        if k == "wide":
+            m.put(k, np.full(FRAME, level, dtype=np.int16))
+        else:
+            m.put(k, np.full(FRAME // 2, level, dtype=np.int16), widen(k, level))
+    out = m.mix()
+    assert widened == ["n_loud"]                 # the two loudest: n_loud and wide
+    assert (out["n_soft"] == 6000 + 2000).all() and out["n_mid"] is out["n_soft"]
+    assert (out["wide"] == 6000).all() and (out["n_loud"] == 2000).all()
+    # Next tick a narrow party puts a full-rate frame: it is ranked by that.
+    m.put("n_soft", np.full(FRAME, 9000, dtype=np.int16))
+    m.put("n_mid", np.full(FRAME // 2, 100, dtype=np.int16), widen("n_mid", 100))
+    out = m.mix()
+    assert widened == ["n_loud", "n_mid"] and (out["n_soft"] == 200).all()
+
+
+def test_an_interpolator_filters_the_last_frame_as_if_run_on_every_one():
+    from twisted_mfocus.media.codecs import CODECS, widening
+    rng = np.random.default_rng(3)
+    chunks = [rng.integers(-8000, 8000, 160).astype(np.int16) for _ in range(4)]
+    always, lazy = widening(CODECS["PCMU"], 16000), widening(CODECS["PCMU"], 16000)
+    for chunk in chunks:
+        expected = always.run(chunk)
+        lazy.push(chunk)
+    assert np.array_equal(lazy.last(), expected) and len(expected) == 320
+    assert widening(CODECS["OPUS"], 16000) is None and widening(CODECS["G722"], 16000) is None
+
+
 def test_parties_come_and_go():
     m = Mixer(capacity=1)
     for k in "abc":

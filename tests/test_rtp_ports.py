@@ -165,6 +165,24 @@ class PoolTests(unittest.TestCase):
         self.assertEqual(endpoint.last_source, sender.getsockname())
 
     @defer.inlineCallbacks
+    def test_the_reactor_watches_one_descriptor_for_all_the_sockets(self):
+        """Every port of the pool is read through one epoll: one reader in
+        the reactor however many pairs, gone once the last pair closes."""
+        def rtp_readers():          # the pool's reader logs as "RTP"
+            return [r for r in reactor.getReaders() if r.logPrefix() == "RTP"]
+        pool, _ = self.pool(3)
+        endpoints = [pool.allocate() for _ in range(3)]
+        self.assertEqual(len(rtp_readers()), 1)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sender.close)
+        for e in endpoints:
+            for _ in range(3):
+                sender.sendto(bytes([0x80, 0x00]) + bytes(10), ("127.0.0.1", e.port))
+        yield self.wait_for(lambda: all(e.packets == 3 for e in endpoints))
+        yield pool.release_all()
+        self.assertEqual(rtp_readers(), [])
+
+    @defer.inlineCallbacks
     def test_ipv6(self):
         if not ipv6_available():
             raise unittest.SkipTest("no IPv6 loopback")

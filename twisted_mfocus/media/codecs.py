@@ -32,8 +32,8 @@ from opuslib_next.api import decoder as opus_decoder
 
 from . import g711
 
-__all__ = ["CODECS", "DEFAULT", "Codec", "CodecError", "FRAME", "MIX_RATE", "Transcoder",
-           "match"]
+__all__ = ["CODECS", "DEFAULT", "Codec", "CodecError", "FRAME", "Interpolator", "MIX_RATE",
+           "Transcoder", "match", "widening"]
 
 MIX_RATE = 16000                # the mixer's rate by default: wideband
 #: what we send in Opus (FEC included), by mixing rate: below these, with FEC
@@ -122,25 +122,43 @@ def _lowpass(factor, cutoff, rate):
     return h / h.sum()
 
 
-class _Interpolator:
+class Interpolator:
     """Up by ``factor``: the low-pass as an interpolator, in its phases
     (each output sample from every ``factor``-th tap over the input, so no
     stuffed zeros are multiplied); the input's history is kept between
-    frames (a filter restarted every 20 ms would click)."""
+    frames (a filter restarted every 20 ms would click).
+
+    ``push`` every frame, in order, keeps that history (cheap); ``last``
+    filters the frame pushed last (the costly part), so the engine widens
+    only the frames the mixer uses (engine.py)."""
+
+    HISTORY = 32                # input samples a phase reaches back
 
     def __init__(self, factor, cutoff, rate):
         h = _lowpass(factor, cutoff, rate)
-        self.factor = factor
+        self.factor, self.cutoff = factor, cutoff
         self._phases = [factor * h[p::factor] for p in range(factor)]
-        self._tail = np.zeros(32, dtype=np.float64)
+        self._before = self._tail = np.zeros(self.HISTORY, dtype=np.int16)
+        self._last = None
 
-    def run(self, x):
-        data = np.concatenate((self._tail, x))
-        self._tail = data[-32:]
+    def push(self, x):
+        """The next frame of the input."""
+        self._before, self._last = self._tail, x
+        self._tail = x[-self.HISTORY:] if len(x) >= self.HISTORY else \
+            np.concatenate((self._tail, x))[-self.HISTORY:]
+
+    def last(self):
+        """The frame pushed last, at ``factor`` times its rate (float)."""
+        x = self._last
+        data = np.concatenate((self._before, x)).astype(np.float64)
         out = np.empty(self.factor * len(x))
         for p, phase in enumerate(self._phases):    # phase 0 has one tap more
             out[p::self.factor] = np.convolve(data, phase, mode="valid")[(p > 0):][:len(x)]
         return out
+
+    def run(self, x):
+        self.push(x)
+        return self.last()
 
 
 class _Decimator:
@@ -164,6 +182,15 @@ def _clip16(x):
     return np.clip(x, -32768, 32767, out=x).astype(np.int16)
 
 
+def widening(codec, rate):
+    """The Interpolator (cut off at 0.925 of the codec's Nyquist rate) that brings ``codec``'s audio up to ``rate`` (the
+    mixer's), or None when its coder gives that rate itself (Opus: libopus
+    decodes at any of its rates) or it already is."""
+    if codec.name == "OPUS" or codec.rate >= rate or rate % codec.rate:
+        return None
+    return Interpolator(rate // codec.rate, 0.4625 * codec.rate, rate)
+
+
 class Transcoder:
     """One call's coding state both ways (codecs with memory: G.722's
     ADPCM, Opus; the resampling filters)."""
@@ -172,14 +199,11 @@ class Transcoder:
         self.codec = codec
         self.name = codec.name
         self.rate, self.frame = rate, rate // 50
-        self._up = self._down = None
         if rate % codec.rate and self.name != "OPUS":
             raise CodecError(f"cannot mix {codec.encoding} at {rate} Hz")
-        factor = rate // codec.rate
-        if factor > 1 and self.name != "OPUS":      # 0.925 of the codec's Nyquist
-            cutoff = 0.4625 * codec.rate
-            self._up = _Interpolator(factor, cutoff, rate)
-            self._down = _Decimator(factor, cutoff, rate)
+        self._up = widening(codec, rate)
+        self._down = None if self._up is None else \
+            _Decimator(self._up.factor, self._up.cutoff, rate)
         if self.name == "G722":
             self._g722_in, self._g722_out = G722.G722(16000, 64000), G722.G722(16000, 64000)
         elif self.name == "OPUS":

@@ -4,8 +4,9 @@
 ``MediaEngine`` owns one ``Mixer`` per conference and one ``Stream`` per
 party (a member's call, or a cascade leg to another focus).  Every tick
 (``LoopingCall`` on the reactor's clock, 20 ms) it pulls each party's next
-frame from its jitter buffer into the mixer (decoded to the mixer's rate,
-16 kHz), mixes, and sends each party what it hears, coded by its call's
+frame from its jitter buffer into the mixer (decoded at the codec's rate;
+one below the mixer's, G.711's 8 kHz under a 16 kHz mix, is widened only
+when the mixer uses it: codecs.Interpolator), mixes, and sends each party what it hears, coded by its call's
 codec (codecs.py), from the party's own RTP port.  Ticks the reactor ran late
 are caught up (at most ``MAX_CATCH_UP`` frames), so the audio keeps its
 rate; how late each tick ran is kept for the benchmark.
@@ -46,7 +47,7 @@ from twisted.logger import Logger
 
 from .mixer import Mixer
 from .packet import PacketError, build_rtp, parse_rtcp, parse_rtp, sender_report
-from .codecs import MIX_RATE, Transcoder
+from .codecs import MIX_RATE, Transcoder, widening
 from .receiver import Receiver
 from .srtp import SrtpContext, SrtpError
 
@@ -99,7 +100,9 @@ class Stream:
         self.engine = engine
         self.key = key
         self.endpoint = endpoint
-        self.receiver = self.coder = None   # made by update, for the answer's codec
+        #: made by update, for the answer's codec: the receiver decodes at the
+        #: codec's rate, the widener brings what the mixer uses up to its rate
+        self.receiver = self.coder = self.widener = None
         self.ssrc = _random32()
         self.seq = _random32() & 0xFFFF
         self.timestamp = _random32()
@@ -129,11 +132,13 @@ class Stream:
         codec, engine = negotiated.media_codec, self.engine
         if self.coder is None or codec != self.coder.codec:    # new coding state
             self.coder = Transcoder(codec, engine.rate)
+            self.widener = widening(codec, engine.rate)
         types = {negotiated.payload_type: codec}
-        if self.receiver is None:
+        rate = engine.rate if self.widener is None else codec.rate
+        if self.receiver is None or self.receiver.rate != rate:
             self.receiver = Receiver(types, event_pt=negotiated.telephone_event or 101,
                                      min_delay=engine.jitter[0], max_delay=engine.jitter[1],
-                                     rate=engine.rate)
+                                     rate=rate)
         else:
             self.receiver.retune(types, negotiated.telephone_event or self.receiver.event_pt)
         self.ticks = codec.ticks_per_frame      # RTP timestamp units per frame
@@ -439,7 +444,13 @@ class MediaEngine:
         streams = self.streams
         for conference, mixer in self.mixers.items():
             for key in mixer.parties:
-                mixer.put(key, streams[key][1].receiver.pull())
+                stream = streams[key][1]
+                frame, widener = stream.receiver.pull(), stream.widener
+                if frame is None or widener is None:
+                    mixer.put(key, frame)
+                else:                   # at the codec's rate: widened if mixed
+                    widener.push(frame)
+                    mixer.put(key, frame, widener.last)
             coded = {}                  # this tick's shared payloads, by coder
             for key, frame in mixer.mix().items():
                 stream = streams[key][1]

@@ -26,6 +26,12 @@ of the conference, one cascade leg each: docs/design.md, "Cascade"):
   one shared mix: what each distinct mix costs to code is paid once per
   codec (engine.py), not once per member.
 
+A party whose codec runs below the mixer's rate (G.711 at 8 kHz under a
+16 kHz mix) may be put at its own rate with a ``widen`` that brings a frame
+up: loudness is measured on the narrow frame and only the frames mixed
+this tick are widened (an interpolating filter per member and tick was
+the most of a tick's cost with hundreds of members; bench/mixer_bench.py).
+
 Sums are int32 (no overflow below 65536 parties), clipped to int16.
 """
 
@@ -60,6 +66,10 @@ class Mixer:
         self.whole = self.ours = None
         self._frames = np.zeros((capacity, frame), dtype=np.int32)
         self._voice = np.zeros(capacity, dtype=bool)    # row has audio this tick
+        #: frames put at a party's own rate: length -> their rows
+        self._narrow = {}
+        self._length = np.zeros(capacity, dtype=np.intp)  # row's narrow length (0: full)
+        self._widen = [None] * capacity                 # row -> its widen this tick
         self._free = list(range(capacity - 1, -1, -1))
         self._layout = None             # cached row index arrays
 
@@ -96,19 +106,34 @@ class Mixer:
     def _grow(self):
         old = len(self._frames)
         self._frames = np.vstack([self._frames, np.zeros_like(self._frames)])
+        self._narrow = {n: np.vstack([a, np.zeros_like(a)]) for n, a in self._narrow.items()}
+        self._length = np.concatenate([self._length, np.zeros(old, dtype=np.intp)])
+        self._widen += [None] * old
         self._voice = np.concatenate([self._voice, np.zeros(old, dtype=bool)])
         self._free = list(range(2 * old - 1, old - 1, -1))
 
     # -- one tick --------------------------------------------------------------
 
-    def put(self, key, samples):
-        """``key``'s frame for this tick (int16 samples), or None: silent."""
-        party = self.parties[key]
+    def put(self, key, samples, widen=None):
+        """``key``'s frame for this tick (int16 samples), or None: silent.
+        With ``widen``, ``samples`` are at the party's own lower rate and
+        ``widen()`` gives them at the mixer's, if they are mixed."""
+        row = self.parties[key].row
         if samples is None:
-            self._voice[party.row] = False
-        else:
-            self._frames[party.row] = samples
-            self._voice[party.row] = True
+            self._voice[row] = False
+            return
+        self._voice[row] = True
+        if widen is None:
+            self._frames[row] = samples
+            self._length[row] = 0
+            return
+        narrow = self._narrow.get(len(samples))
+        if narrow is None:
+            narrow = self._narrow[len(samples)] = np.zeros((len(self._frames), len(samples)),
+                                                           dtype=np.int32)
+        narrow[row] = samples
+        self._length[row] = len(samples)
+        self._widen[row] = widen
 
     def mix(self):
         """{key: int16 frame} of what each receiving party hears this tick;
@@ -118,7 +143,8 @@ class Mixer:
         if not len(rows):
             return {}
         frames = self._frames[rows]
-        weight = self._speaking(frames, (self._voice & heard)[rows], members)
+        weight = self._speaking(frames, rows, (self._voice & heard)[rows], members)
+        self._widened(frames, rows, weight)
         own = frames[weight & members].sum(axis=0, dtype=np.int32)      # our members
         total = own + frames[weight & ~members].sum(axis=0, dtype=np.int32)  # + peers
         self._voice[:] = False
@@ -133,20 +159,32 @@ class Mixer:
                 out[key] = whole                # silent: the whole mix, shared
         return out
 
-    def _speaking(self, frames, weight, members):
+    def _speaking(self, frames, rows, weight, members):
         """Which rows are mixed: those with a frame, heard, not silence; of
         the members among them, the ``speakers`` loudest."""
         candidates = np.flatnonzero(weight)
         if not len(candidates):
             return weight
         loud = np.zeros(len(weight), dtype=np.int32)
-        loud[candidates] = np.abs(frames[candidates]).max(axis=1)
+        lengths = self._length[rows[candidates]]
+        for n, samples in self._narrow.items():
+            at = candidates[lengths == n]
+            if len(at):
+                loud[at] = np.abs(samples[rows[at]]).max(axis=1)
+        full = candidates[lengths == 0]
+        if len(full):
+            loud[full] = np.abs(frames[full]).max(axis=1)
         weight &= loud >= QUIET
         talking = np.flatnonzero(weight & members)
         if self.speakers and len(talking) > self.speakers:
             weight[talking] = False
             weight[talking[np.argsort(loud[talking])[-self.speakers:]]] = True
         return weight
+
+    def _widened(self, frames, rows, weight):
+        """The narrow frames mixed this tick, brought to the mixer's rate."""
+        for i in np.flatnonzero(weight & (self._length[rows] > 0)):
+            frames[i] = np.clip(self._widen[rows[i]](), -32768, 32767)
 
     def _plan(self):
         """Row index arrays for the current parties (rebuilt on a change)."""

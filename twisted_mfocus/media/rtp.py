@@ -8,30 +8,97 @@ are handed out again oldest first, so a just-released port is reused last
 (late packets of an old call rarely land in a new one); new pairs are bound
 in a rotating order through the range.
 
-For now an endpoint reads and discards what it receives, counting packets,
-octets and the last source; the mixer will replace the protocol.
+An endpoint counts what it receives (packets, octets, the last source) and
+hands each datagram to its ``sink`` (the media engine's Stream).
+
+Every socket of the pool is read through one ``select.epoll`` of the pool's
+own, and only that epoll's descriptor is registered with the reactor: one
+wake-up reads whatever arrived on all the sockets (one datagram from each
+ready socket per round, so a flooded port cannot starve the others), where
+a reactor wake-up per socket and packet, through Twisted's ``Port.doRead``,
+was most of the engine's cost with hundreds of members
+(bench/mixer_bench.py).
 """
 
 import collections
+import select
+import socket
 
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer
+from twisted.logger import Logger
+
+MAX_DATAGRAM = 2048             # RTP we take is far smaller (20 ms of any codec)
+MAX_EVENTS = 1024               # sockets read in one round
 
 
 class PortsExhausted(Exception):
     """No free even/odd port pair is left in the range."""
 
 
-class _Counter(protocol.DatagramProtocol):
-    """Counts and discards datagrams for its endpoint."""
+class _Sockets:
+    """The pool's sockets behind one epoll: an IReadDescriptor for the
+    reactor (``fileno`` is the epoll's), each ready socket read once a round."""
 
-    noisy = False
+    log = Logger()
 
-    def __init__(self, endpoint, rtcp):
-        self.endpoint = endpoint
-        self.rtcp = rtcp
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self._epoll = select.epoll()
+        self._owners = {}           # fd -> (socket, endpoint, is RTCP)
+        self._reading = False
 
-    def datagramReceived(self, data, addr):
-        self.endpoint._received(data, addr, self.rtcp)
+    def open(self, family, interface, port, endpoint, rtcp):
+        """A bound non-blocking socket read for ``endpoint``; None if the
+        port is taken."""
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((interface, port))
+        except OSError:
+            sock.close()
+            return None
+        self._owners[sock.fileno()] = (sock, endpoint, rtcp)
+        self._epoll.register(sock.fileno(), select.EPOLLIN)
+        if not self._reading:
+            self.reactor.addReader(self)
+            self._reading = True
+        return sock
+
+    def close(self, sock):
+        fd = sock.fileno()
+        if self._owners.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+        sock.close()
+        if not self._owners and self._reading:     # nothing left to read
+            self.reactor.removeReader(self)
+            self._reading = False
+
+    # -- IReadDescriptor ----------------------------------------------------
+
+    def fileno(self):
+        return self._epoll.fileno()
+
+    def logPrefix(self):
+        return "RTP"
+
+    def doRead(self):
+        owners = self._owners
+        for fd, _ in self._epoll.poll(0, MAX_EVENTS):
+            owner = owners.get(fd)
+            if owner is None:
+                continue
+            sock, endpoint, rtcp = owner
+            try:
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
+            except OSError:         # nothing after all, or an ICMP error: UDP loses it
+                continue
+            try:
+                endpoint._received(data, addr[:2], rtcp)
+            except Exception:
+                self.log.failure("RTP from {addr} on {endpoint}", addr=addr, endpoint=endpoint)
+
+    def connectionLost(self, reason):
+        self._reading = False
 
 
 class RTPEndpoint:
@@ -52,7 +119,8 @@ class RTPEndpoint:
         self.rtcp_packets = 0
         self.last_source = None   # (host, port) of the last RTP datagram
         self.sink = None
-        self._listeners = ()
+        self._sockets = ()          # (RTP socket, RTCP socket) while bound
+        self._owner = None          # the pool's _Sockets
 
     def __repr__(self):
         return f"<RTPEndpoint {self.interface}:{self.port}/{self.rtcp_port}>"
@@ -76,13 +144,11 @@ class RTPEndpoint:
         self._send(1, data, addr)
 
     def _send(self, which, data, addr):
-        """``sendto`` on the port's socket: Twisted's ``Port.write`` checks
-        the address's syntax on every call, which was half the cost of a
-        mixing tick (bench/mixer_bench.py).  A datagram that cannot go
+        """``sendto`` on the port's socket.  A datagram that cannot go
         (buffer full, ICMP error pending) is dropped, as UDP would."""
-        if len(self._listeners) > which:
+        if len(self._sockets) > which:
             try:
-                self._listeners[which].socket.sendto(data, addr)
+                self._sockets[which].sendto(data, addr)
             except OSError:
                 pass
 
@@ -92,9 +158,10 @@ class RTPEndpoint:
         self.sink = None
 
     def _stop(self):
-        listeners, self._listeners = self._listeners, ()
-        return defer.gatherResults(
-            [defer.maybeDeferred(listener.stopListening) for listener in listeners])
+        sockets, self._sockets = self._sockets, ()
+        for sock in sockets:
+            self._owner.close(sock)
+        return defer.succeed(None)
 
 
 class RTPPortPool:
@@ -118,6 +185,8 @@ class RTPPortPool:
         self.max_idle = max_idle
         self.quiet = quiet
         self.clock = clock or reactor
+        self._family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        self._reader = _Sockets(reactor)
         self._idle = collections.OrderedDict()   # port -> (released at, RTPEndpoint)
 
     @property
@@ -154,18 +223,14 @@ class RTPPortPool:
 
     def _bind(self, port):
         endpoint = RTPEndpoint(port, self.interface)
-        try:
-            rtp = self.reactor.listenUDP(port, _Counter(endpoint, False),
-                                         interface=self.interface)
-        except error.CannotListenError:
+        rtp = self._reader.open(self._family, self.interface, port, endpoint, False)
+        if rtp is None:
             return None
-        try:
-            rtcp = self.reactor.listenUDP(port + 1, _Counter(endpoint, True),
-                                          interface=self.interface)
-        except error.CannotListenError:
-            rtp.stopListening()
+        rtcp = self._reader.open(self._family, self.interface, port + 1, endpoint, True)
+        if rtcp is None:
+            self._reader.close(rtp)
             return None
-        endpoint._listeners = (rtp, rtcp)
+        endpoint._sockets, endpoint._owner = (rtp, rtcp), self._reader
         return endpoint
 
     def release(self, endpoint):
