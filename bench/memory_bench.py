@@ -27,6 +27,13 @@ Loads (each bounded in count, rate and time):
   ACK comes) and answers the rest 486, retransmitted until Timer H.  The
   responses are read (and counted by status) so that the socket stays open.
 
+* plateau (issue 18; only with ``--only plateau``, about four minutes):
+  ``--first`` (5,000) SIPp join+leave cycles, then the rest of ``--cycles``
+  (give 50000), each part followed by 40 s so every transaction timer has
+  fired; the bench prints RSS after the first part and after all, the
+  growth between them (the goal: under 5 MB, flat after a long churn) and
+  that growth as a fraction of what the first part added to idle.
+
 With ``--tree PATH`` the same loads also run against the focus of another
 checkout (``PYTHONPATH=PATH``; e.g. a ``git worktree`` of an older commit), in
 the same run, and the bench prints both figures and their ratio (this tree /
@@ -37,6 +44,7 @@ stopped by its PID.
     python bench/memory_bench.py [--tree PATH] [--only churn|flood]
                                  [--cycles 20000] [--rate 500]
                                  [--invites 20000] [--flood-rate 2000] [--late]
+    python bench/memory_bench.py --only plateau --cycles 50000 [--first 5000]
 """
 
 import argparse
@@ -66,7 +74,9 @@ WARMUP = 10
 SAMPLE = 0.05           # seconds between RSS samples
 SETTLE = 5.0            # the "+5 s" figure
 LATE = 40.0             # the "+40 s" figure: every transaction timer (32 s) has fired
-LOADS = ("churn", "flood")
+LOADS = ("churn", "flood", "plateau")
+DEFAULT_LOADS = ("churn", "flood")
+PLATEAU_GOAL = 5.0      # MB of growth after the first part, at most
 
 #: Every per-source limit lifted (0: unlimited; keys unknown to a tree are
 #: ignored: Config reads only the keys it knows), capacity as join_bench runs.
@@ -321,6 +331,43 @@ def measure(load, tree, args, work):
         focus.stop()
 
 
+def plateau(tree, args, work):
+    """RSS after ``args.first`` cycles and after ``args.cycles``, each once
+    every transaction timer has fired (LATE seconds after the part)."""
+    focus = Focus(tree, work)
+    sampler = None
+    try:
+        focus.start()
+        sampler = Sampler(focus.proc.pid)
+        sampler.start()
+        time.sleep(1.5)
+        idle = statistics.median(sampler.between(time.monotonic() - 1.0, time.monotonic()))
+        notes, figures = [], []
+        for tag, cycles in (("first", args.first), ("rest", args.cycles - args.first)):
+            note, _ = sipp_churn(focus.port, cycles, args.rate, args.limit, work, tag)
+            notes.append(note)
+            time.sleep(LATE)
+            if focus.proc.poll() is not None:
+                raise RuntimeError(f"mfocus exited during the load (see {work}/mfocus.log)")
+            figures.append(sampler.at(time.monotonic()))
+        first, after = figures
+        return {"idle": idle, "first": first, "after": after, "note": "; ".join(notes)}
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        focus.stop()
+
+
+def plateau_line(label, r, args):
+    growth, added = r["after"] - r["first"], r["first"] - r["idle"]
+    verdict = "MET" if growth < PLATEAU_GOAL else "MISSED"
+    share = f"{growth / added:.2f}" if added > 0.5 else "n/a"
+    return (f"  {label:9s} idle {r['idle']:6.1f} MB, after {args.first} cycles "
+            f"{r['first']:6.1f} MB, after {args.cycles} {r['after']:6.1f} MB: growth "
+            f"{growth:+.1f} MB ({share} of what the first {args.first} added; goal < "
+            f"{PLATEAU_GOAL:.0f} MB: {verdict}) ({r['note']})")
+
+
 def line(label, r, late):
     s = (f"  {label:9s} idle {r['idle']:6.1f} MB   peak {r['peak']:+7.1f} MB   "
          f"+5 s {r['settled']:+7.1f} MB")
@@ -338,7 +385,9 @@ def main():
     ap.add_argument("--tree", help="another checkout to measure as the reference "
                                    "(run with PYTHONPATH=TREE)")
     ap.add_argument("--only", choices=LOADS, action="append", help="run only this load")
-    ap.add_argument("--cycles", type=int, default=20000, help="churn: join+leave cycles")
+    ap.add_argument("--cycles", type=int, default=20000, help="churn, plateau: join+leave cycles")
+    ap.add_argument("--first", type=int, default=5000,
+                    help="plateau: the cycles after which the baseline is taken")
     ap.add_argument("--rate", type=int, default=500, help="churn: cycles per second (SIPp -r)")
     ap.add_argument("--limit", type=int, default=200, help="churn: calls outstanding (SIPp -l)")
     ap.add_argument("--invites", type=int, default=20000, help="flood: INVITEs")
@@ -348,7 +397,9 @@ def main():
     args = ap.parse_args()
     if not shutil.which("sipp"):
         sys.exit("needs sipp (Debian package sip-tester; see scripts/test)")
-    loads = [x for x in LOADS if not args.only or x in args.only]
+    loads = [x for x in LOADS if x in (args.only or DEFAULT_LOADS)]
+    if "plateau" in loads and args.cycles <= args.first:
+        sys.exit("plateau: --cycles must be more than --first")
     trees = [("this", None)]
     if args.tree:
         tree = os.path.abspath(args.tree)
@@ -362,20 +413,27 @@ def main():
         print(f"  {label}: {module_file(tree or ROOT)}", flush=True)
     results = {}
     for load in loads:
-        what = (f"{args.cycles} join+leave cycles at {args.rate}/s (SIPp, -l {args.limit})"
-                if load == "churn" else
-                f"{args.invites} INVITEs never ACKed at {args.flood_rate}/s from one socket")
+        what = {"churn": f"{args.cycles} join+leave cycles at {args.rate}/s "
+                         f"(SIPp, -l {args.limit})",
+                "flood": f"{args.invites} INVITEs never ACKed at {args.flood_rate}/s "
+                         f"from one socket",
+                "plateau": f"{args.first} then {args.cycles - args.first} more join+leave "
+                           f"cycles at {args.rate}/s, RSS {LATE:.0f} s after each"}[load]
         print(f"{load}: {what}", flush=True)
         for label, tree in trees:
             d = os.path.join(work, f"{load}-{label}")
             os.makedirs(d)
             try:
+                if load == "plateau":
+                    results[load, label] = r = plateau(tree, args, d)
+                    print(plateau_line(label, r, args), flush=True)
+                    continue
                 results[load, label] = r = measure(load, tree, args, d)
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 print(f"  {label:9s} FAILED: {e}", flush=True)
                 continue
             print(line(label, r, args.late), flush=True)
-        if (load, "this") in results and (load, "reference") in results:
+        if load != "plateau" and (load, "this") in results and (load, "reference") in results:
             a, b = results[load, "this"], results[load, "reference"]
             s = (f"  this/reference: peak {ratio(a['peak'], b['peak'])}, "
                  f"+5 s {ratio(a['settled'], b['settled'])}")

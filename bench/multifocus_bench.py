@@ -30,7 +30,15 @@ join_bench.py), SIPp and dumpcap to core 0.  Exit code 1 when something
 failed (members missing, no agreement, a focus over capacity), 2 when it
 all worked but a goal (agreement <= 2 s) was missed.
 
+``--saturate RATES`` (e.g. 50,100,200,400) runs the multi-focus case at each
+offered rate in turn, stops after the first rate with a failed call or no
+agreement, and runs the single-focus reference once, at the highest clean
+rate; it prints the table of rates and the saturation point: the joins per
+second reached at 0 failures and the agreement time there (issue 18: 2,000
+members over 10 foci).
+
     python bench/multifocus_bench.py [--members 1000] [--foci 5] [--rate 50] [--quick]
+    python bench/multifocus_bench.py --members 2000 --foci 10 --saturate 50,100,200,400
 """
 
 import argparse
@@ -300,6 +308,42 @@ def report(label, res, args):
     sys.stdout.flush()
 
 
+def saturate(args, label, specs, conf, work):
+    """The multi-focus case at rising offered rates until one fails; the
+    single focus at the highest clean one."""
+    rows, clean = [], None
+    for rate in [int(r) for r in args.saturate.split(",")]:
+        at = argparse.Namespace(**vars(args))
+        at.rate = rate
+        res = run(f"{label}, offered {rate}/s", specs, conf(True), at,
+                  os.path.join(work, f"multi-{rate}"))
+        rows.append((rate, res))
+        if not res["ok"]:
+            break
+        clean = (rate, res)
+    print("\noffered/s  joins/s (APIs)  joins/s (200 OKs)  failed  agreement s  ok")
+    fmt = lambda x: f"{x:.1f}" if x is not None else "n/a"  # noqa: E731
+    for rate, res in rows:
+        failed = (res.get("sipp") or (None, None))[1]
+        print(f"{rate:9d}  {fmt(res.get('api_rate')):>14}  {fmt(res.get('pcap_rate')):>17}  "
+              f"{failed!s:>6}  {fmt(res.get('lag')):>11}  {'yes' if res['ok'] else 'NO'}")
+    if clean is None:
+        print("saturation: no offered rate ran clean")
+        return 1
+    rate, res = clean
+    at = argparse.Namespace(**vars(args))
+    at.rate = rate
+    single = run(f"single focus, capacity {math.ceil(args.members * 1.1)}, offered {rate}/s",
+                 [("single", "primary", math.ceil(args.members * 1.1))], conf(False), at,
+                 os.path.join(work, f"single-{rate}"))
+    a, b = res.get("api_rate"), single.get("api_rate")
+    print(f"saturation: {args.members} members over {args.foci} foci ran clean up to "
+          f"{rate}/s offered: {fmt(a)} joins/s per the APIs at 0 failures, every API agreeing "
+          f"{fmt(res.get('lag'))} s after the last join; single focus at the same rate "
+          f"{fmt(b)} joins/s (ratio multi/single " + (f"{a / b:.2f})" if a and b else "n/a)"))
+    return 0 if res.get("lag", 99) <= AGREEMENT_GOAL else 2
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--members", type=int, default=1000)
@@ -310,6 +354,8 @@ def main():
                          "recruited at the first join and the mesh is the same size in every "
                          "quarter of the run)")
     ap.add_argument("--quick", action="store_true", help="200 members, capacities 40")
+    ap.add_argument("--saturate", metavar="RATES",
+                    help="comma-separated offered rates, run in turn until one fails")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="extra mfocus.conf setting for every focus (printed in the header)")
     args = ap.parse_args()
@@ -335,8 +381,10 @@ def main():
           f"{' '.join(args.set)}; logs in {work}", flush=True)
     specs = [("primary", "primary", cap)] + [(f"s{i}", "secondary", cap)
                                              for i in range(1, args.foci)]
-    multi = run(f"{args.foci} foci, capacity {cap} each, headroom {args.headroom}", specs,
-                conf(True), args, os.path.join(work, "multi"))
+    label = f"{args.foci} foci, capacity {cap} each, headroom {args.headroom}"
+    if args.saturate:
+        return saturate(args, label, specs, conf, work)
+    multi = run(label, specs, conf(True), args, os.path.join(work, "multi"))
     single_cap = math.ceil(n * 1.1)
     single = run(f"single focus, capacity {single_cap}", [("single", "primary", single_cap)],
                  conf(False), args, os.path.join(work, "single"))
