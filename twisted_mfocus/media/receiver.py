@@ -70,6 +70,7 @@ class Receiver:
         self.event_pt = event_pt
         self.min_delay, self.max_delay = min_delay, max_delay
         self._coders = {}           # codec name -> Transcoder (decoder state)
+        self._decoders = {}         # Codec -> its Transcoder's decode
         self.ssrc = None
         self._candidate, self._candidate_count = None, 0
         self._reset()
@@ -85,6 +86,7 @@ class Receiver:
         if clock != self.clock:
             self.clock, self.tpf = clock, clock // 50
             self._coders.clear()
+            self._decoders.clear()
             self._reset()
 
     def _reset(self):
@@ -222,9 +224,12 @@ class Receiver:
         """Skip a frame when more is buffered than the delay aims at: the
         sender's clock runs fast (beyond ``delay`` + 1), or the network
         calmed down (the delay, above what the jitter needs, shrinks)."""
-        if self.newest is None or self._ahead(self.newest) >= 0x80000000:
+        if self.newest is None:
             return
-        buffered = self._ahead(self.newest) // self.tpf + 1
+        ahead = (self.newest - self.playout) & 0xFFFFFFFF
+        if ahead >= 0x80000000:
+            return
+        buffered = ahead // self.tpf + 1
         target = max(self.min_delay, min(self.max_delay, int(3 * self.jitter / self.tpf) + 1))
         if buffered > self.delay + 1 or (self.delay > target and buffered > target + 1):
             self._take()                        # one frame less
@@ -268,8 +273,11 @@ class Receiver:
     def _decode(self, entry):
         """A stored (codec, payload), decoded; None (counted) if it does not."""
         codec, payload = entry
+        decode = self._decoders.get(codec)
+        if decode is None:
+            decode = self._decoders[codec] = self._coder(codec).decode
         try:
-            return self._coder(codec).decode(payload)
+            return decode(payload)
         except (CodecError, ValueError):
             self.bad += 1
             return None
