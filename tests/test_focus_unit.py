@@ -39,6 +39,39 @@ def test_2xx_is_retransmitted_until_acked_then_bye(rig):
     assert rig.focus.node.load == 0
 
 
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+def test_a_2xx_retransmitter_keeps_one_timer_and_gives_up_at_64_t1(transport):
+    """§13.3.1.4: T1 doubling to T2 over UDP, nothing over TCP; the give-up at
+    64*T1 either way, from the one timer it holds; ACKed, nothing is left."""
+    from twisted.internet.task import Clock
+
+    from twisted_mfocus.focus.ua import Retransmitter
+    from twisted_mfocus.sip.address import Peer
+    from twisted_mfocus.sip.transaction import Timers
+
+    class UA:
+        clock, timers = Clock(), Timers(T1=0.5, T2=4.0, T4=5.0)
+
+    class Txn:
+        source = Peer(transport, "127.0.0.1", 5070)
+        sent = []
+
+        def respond(self, response):
+            self.sent.append(UA.clock.seconds())
+
+    expired = []
+    Retransmitter(UA, Txn(), "200", lambda: expired.append(UA.clock.seconds()))
+    for _ in range(80):
+        assert len(UA.clock.getDelayedCalls()) <= 1
+        UA.clock.advance(0.5)
+    resends = [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert Txn.sent == (resends if transport == "UDP" else []) and expired == [32.0]
+    acked = Retransmitter(UA, Txn(), "200", lambda: expired.append(None))
+    acked.stop()
+    UA.clock.advance(64)
+    assert not UA.clock.getDelayedCalls() and expired == [32.0]
+
+
 def test_burst_of_joins_is_one_partial_notify_per_subscriber(rig):
     watcher = Phone(5100, "watcher")
     rig.deliver(watcher.request("SUBSCRIBE", ROOM, headers=[("Event", "conference"),

@@ -280,6 +280,27 @@ def test_late_deltas_of_a_down_focus_change_no_view():
     assert a.take_changes() == (set(), False)
 
 
+def test_a_claim_holds_while_the_claimer_only_changes_its_load():
+    """A record that changes load or links alone keeps the down set as it was."""
+    reps = three_foci()
+    a, c = reps[A], reps[C]
+    c.write((FOCUS, FocusRecord(C, capacity=5, down=((B, 0),))))
+    a.merge(c.snapshot())
+    for load in (1, 2, 0):
+        a.receive(c.write((FOCUS, FocusRecord(C, capacity=5, load=load, down=((B, 0),)))))
+        assert a.down() == {B}
+    a.receive(c.write((FOCUS, FocusRecord(C, capacity=5, load=1))))      # claim lifted
+    assert a.down() == frozenset() and a.member(member("bob", B).endpoint)[0] == B
+
+
+def test_alone_until_another_focus_is_heard_of():
+    a, (b, deltas) = replica(A), writer_with_deltas(B)
+    a.write((FOCUS, FocusRecord(A, load=1)))
+    assert a.alone()
+    a.receive(deltas[0])
+    assert not a.alone()
+
+
 def test_left_and_leaving_foci_are_not_successors():
     reps = three_foci()
     a = reps[A]

@@ -4,7 +4,7 @@ from twisted.application import service, strports
 from twisted.python import components, usage
 
 from .config import Config, ConfigError
-from .logs import install_observer
+from .logs import install_observer, twistd_logs_to_stdout
 from .web.api import read_token
 from .web.listen import api_endpoint
 
@@ -78,15 +78,18 @@ class Options(usage.Options):
 class FocusService(service.MultiService):
     """The top service; sets the log format and file on the application it joins."""
 
-    def __init__(self, config):
+    def __init__(self, config, stdout_is_twistds=False, reactor=None):
         super().__init__()
         self.config = config
+        self.stdout_is_twistds = stdout_is_twistds      # twistd would log text to stdout
+        self.reactor = reactor                          # text lines: once per turn
 
     def setServiceParent(self, parent):
         if isinstance(parent, components.Componentized):    # twistd's application
             cfg = self.config
             install_observer(parent, cfg.log_format, log_file=cfg.log_file,
-                             rotate_bytes=cfg.log_rotate_bytes, kept=cfg.log_files_kept)
+                             rotate_bytes=cfg.log_rotate_bytes, kept=cfg.log_files_kept,
+                             stdout_is_twistds=self.stdout_is_twistds, reactor=self.reactor)
         super().setServiceParent(parent)
 
 
@@ -99,7 +102,7 @@ def makeService(options):
     from .web.api import api_site
 
     cfg = options["effective"]
-    top = FocusService(cfg)
+    top = FocusService(cfg, twistd_logs_to_stdout(options.parent), reactor)
     low, high = cfg.rtp_ports
     pool = RTPPortPool(reactor, low, high, interface=cfg.media_address)
     focus = ConferenceFocus(cfg, pool)

@@ -282,9 +282,10 @@ class Replica:
                     self._holders[arg].discard(writer)
                     self._remerge(arg)
             elif part.focus != arg:
-                part.focus = arg
+                old, part.focus = part.focus, arg
                 self._foci_changed = True
-                self._refresh_down()
+                if old is None or old.down != arg.down or old.epoch != arg.epoch:
+                    self._refresh_down()        # not for a new load or links alone
 
     def _replace(self, writer, theirs):
         """Put a snapshot's partition in place of ours, touching only what differs."""
@@ -332,7 +333,11 @@ class Replica:
         the live holder with the highest merge key."""
         holders = self._holders.get(endpoint)
         entry = None
-        if holders:
+        if holders and len(holders) == 1:       # the usual case: one holder
+            for holder in holders:
+                if holder not in self._down:
+                    entry = (holder, self._parts[holder].members[endpoint])
+        elif holders:
             live = [(holder, self._parts[holder].members[endpoint]) for holder in holders
                     if holder not in self._down]
             if live:
@@ -363,6 +368,10 @@ class Replica:
         behind.update(writer for writer, seq in self._dropped.items()
                       if writer not in self._parts or seq > self._parts[writer].seq)
         return behind
+
+    def alone(self):
+        """No partition but ours: we never heard of another focus."""
+        return len(self._parts) == 1
 
     def foci(self):
         return sorted((part.focus for part in self._parts.values() if part.focus is not None),

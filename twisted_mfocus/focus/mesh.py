@@ -366,7 +366,9 @@ class Mesh:
                     continue
                 self._user_of[endpoint] = record.user
             self.room.publish_members()
-        if foci_changed:
+        # Alone in the state, our own record's new load or links change
+        # nothing here: no focus to fail over to, link, dial or hand to.
+        if foci_changed and not self.replica.alone():
             self.failover.foci_changed()
             self.room.foci_changed()
             self.connect_known()

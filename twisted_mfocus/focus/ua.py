@@ -232,7 +232,9 @@ class Retransmitter:
 
     T1, doubling up to T2; after 64*T1 without an ACK, ``on_timeout``
     (the UAS then ends the dialog with BYE).  Over a reliable transport
-    only the give-up timer runs."""
+    only the give-up time counts.  One timer at a time, for whichever
+    comes first: nearly every call is ACKed, so a second timer per call
+    was only made to be cancelled."""
 
     def __init__(self, ua, txn, response, on_timeout):
         self.ua = ua
@@ -240,31 +242,36 @@ class Retransmitter:
         self.response = response
         self.on_timeout = on_timeout
         timers = ua.timers
-        self._interval = timers.T1
-        self._retry = None
-        if not txn.source.reliable:
-            self._retry = ua.clock.callLater(self._interval, self._resend)
-        self._give_up = ua.clock.callLater(64 * timers.T1, self._expired)
+        self._deadline = ua.clock.seconds() + 64 * timers.T1
+        self._interval = timers.T1 if not txn.source.reliable else None
+        self._call = None
+        self._schedule()
+
+    def _schedule(self):
+        clock = self.ua.clock
+        left = self._deadline - clock.seconds()
+        if self._interval is not None and self._interval < left:
+            self._call = clock.callLater(self._interval, self._resend)
+        else:
+            self._call = clock.callLater(max(left, 0.0), self._expired)
 
     def _resend(self):
-        self._retry = None
+        self._call = None
         try:
             self.txn.respond(self.response)
         except Exception:       # the transaction ended (Timer L): stop
             return
         self._interval = min(2 * self._interval, self.ua.timers.T2)
-        self._retry = self.ua.clock.callLater(self._interval, self._resend)
+        self._schedule()
 
     def _expired(self):
-        self._give_up = None
-        self.stop()
+        self._call = None
         self.on_timeout()
 
     def stop(self):
-        for call in (self._retry, self._give_up):
-            if call is not None and call.active():
-                call.cancel()
-        self._retry = self._give_up = None
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
 
 
 

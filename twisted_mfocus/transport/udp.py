@@ -13,13 +13,22 @@ from ..sip.address import Peer
 __all__ = ["DatagramListener"]
 
 
+MAX_PEERS = 4096         # source addresses whose Peer is kept for the next datagram
+
+
 class DatagramListener(protocol.DatagramProtocol):
     noisy = False
 
     def __init__(self, layer):
         self.layer = layer
         self.listener = None      # set by the layer once the port is bound
+        self._peers = {}          # addr -> its Peer: a phone sends many datagrams
 
     def datagramReceived(self, data, addr):
         # addr is (host, port) for IPv4, (host, port, flow, scope) for IPv6.
-        self.layer._datagram(data, Peer("UDP", addr[0], addr[1]), self.listener)
+        peer = self._peers.get(addr)
+        if peer is None:
+            if len(self._peers) >= MAX_PEERS:
+                self._peers.clear()
+            peer = self._peers[addr] = Peer("UDP", addr[0], addr[1])
+        self.layer._datagram(data, peer, self.listener)
