@@ -30,6 +30,33 @@ def test_a_phone_that_answers_anything_but_481_is_kept():
     assert (q.sent, q.answered, gone) == (4, 4, [])
 
 
+def test_a_stopped_qualifier_lets_its_call_go_without_the_garbage_collector():
+    """The call holds its Qualifier and the Qualifier the call's methods:
+    stop() breaks that cycle, so an ended call is freed at once."""
+    import gc
+    import weakref
+
+    class Call:
+        def __init__(self, clock):
+            self.qualifier = Qualifier(clock, 30, self.ping, self.gone)
+
+        def ping(self, answered):
+            pass
+
+        def gone(self, why):
+            pass
+    call = Call(Clock())
+    call.qualifier.start()
+    call.qualifier.stop()
+    alive = weakref.ref(call)
+    gc.disable()
+    try:
+        del call
+        assert alive() is None
+    finally:
+        gc.enable()
+
+
 def test_no_answer_or_481_ends_it_once_and_nothing_more_is_sent():
     for status, why in [(None, "no answer to OPTIONS"), (481, "481")]:
         clock, pings, gone = Clock(), Pings(), []

@@ -22,6 +22,10 @@ __all__ = ["Qualifier"]
 CALL_GONE = 481     # RFC 3261 §12.2.2: the dialog does not exist at the phone
 
 
+def _stopped(*args):
+    """What a stopped Qualifier calls: nothing."""
+
+
 class Qualifier:
     """OPTIONS pings of one call.  ``ping(answered)`` sends one and calls
     ``answered(status)`` with its final status, or None when none came."""
@@ -41,10 +45,13 @@ class Qualifier:
             self._call = self.clock.callLater(self.interval, self._send)
 
     def stop(self):
+        """No more OPTIONS; the call's callbacks are let go (they refer back
+        to the call: a cycle only the garbage collector would free)."""
         self._stopped = True
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        self.ping = self.on_gone = _stopped
 
     def _send(self):
         self._call = None
@@ -57,9 +64,10 @@ class Qualifier:
         if self._stopped:
             return
         if status is None or status == CALL_GONE:
+            on_gone = self.on_gone
             self.stop()
-            self.on_gone("no answer to OPTIONS" if status is None
-                         else "OPTIONS answered 481: the phone has no such call")
+            on_gone("no answer to OPTIONS" if status is None
+                    else "OPTIONS answered 481: the phone has no such call")
             return
         self.answered += 1
         self.start()

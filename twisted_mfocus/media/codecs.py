@@ -122,6 +122,16 @@ def _lowpass(factor, cutoff, rate):
     return h / h.sum()
 
 
+@functools.lru_cache(maxsize=None)
+def _phases(factor, cutoff, rate):
+    """The low-pass's ``factor`` phases, scaled for unity gain (shared, read-only)."""
+    h = _lowpass(factor, cutoff, rate)
+    phases = tuple(factor * h[p::factor] for p in range(factor))
+    for phase in phases:
+        phase.setflags(write=False)
+    return phases
+
+
 class Interpolator:
     """Up by ``factor``: the low-pass as an interpolator, in its phases
     (each output sample from every ``factor``-th tap over the input, so no
@@ -135,9 +145,8 @@ class Interpolator:
     HISTORY = 32                # input samples a phase reaches back
 
     def __init__(self, factor, cutoff, rate):
-        h = _lowpass(factor, cutoff, rate)
         self.factor, self.cutoff = factor, cutoff
-        self._phases = [factor * h[p::factor] for p in range(factor)]
+        self._phases = _phases(factor, cutoff, rate)
         self._before = self._tail = np.zeros(self.HISTORY, dtype=np.int16)
         self._last = None
 

@@ -59,11 +59,8 @@ RTCP_INTERVAL = 5.0
 MAX_CATCH_UP = 5                # frames produced at most for one late tick
 LATENESS_KEPT = 100000          # tick lateness samples kept for the benchmark
 LEARN_PACKETS = 4               # packets in sequence that teach a source behind NAT
+SPARE_MIXERS = 4                # empty mixers kept for reuse
 RELATCH_AFTER = 10.0            # seconds of silence after which a source is learned again
-
-
-def _random32():
-    return struct.unpack("!I", os.urandom(4))[0]
 
 
 class Latch(enum.Enum):
@@ -104,9 +101,10 @@ class Stream:
         #: made by update, for the answer's codec: the receiver decodes at the
         #: codec's rate, the widener brings what the mixer uses up to its rate
         self.receiver = self.coder = self.widener = None
-        self.ssrc = _random32()
-        self.seq = _random32() & 0xFFFF
-        self.timestamp = _random32()
+        # RFC 3550 §5.1, §8.1: SSRC and initial sequence number and timestamp
+        # random (unpredictable: known plaintext makes SRTP's job harder).
+        self.ssrc, seq, self.timestamp = struct.unpack("!III", os.urandom(12))
+        self.seq = seq & 0xFFFF
         self.sent_packets = self.sent_octets = 0
         self.received = 0               # RTP packets taken
         self.dropped = dict.fromkeys(Drop, 0)
@@ -305,6 +303,7 @@ class MediaEngine:
         self.rtp_timeout, self.hold_timeout = rtp_timeout, hold_timeout
         self.on_silent = on_silent
         self.mixers = {}                # conference -> Mixer
+        self._spare = []                # empty mixers, for the next conference
         #: (conference, peers?, Codec) -> the Transcoder of a shared mix
         self.shared = {}
         self.streams = {}               # key -> (conference, Stream)
@@ -323,8 +322,8 @@ class MediaEngine:
         self.remove(key)
         mixer = self.mixers.get(conference)
         if mixer is None:
-            mixer = self.mixers[conference] = Mixer(speakers=self.speakers,
-                                                    frame=self.rate // 50)
+            mixer = self.mixers[conference] = self._spare.pop() if self._spare else \
+                Mixer(speakers=self.speakers, frame=self.rate // 50)
         mixer.add(key, peer=peer)
         if waiting is not None:                 # out of the lobby: the same stream
             stream = waiting[0]
@@ -381,6 +380,8 @@ class MediaEngine:
             mixer.remove(key)
             if not mixer.parties:
                 del self.mixers[conference]
+                if len(self._spare) < SPARE_MIXERS:   # a room that empties comes back
+                    self._spare.append(mixer)
                 for slot in [s for s in self.shared if s[0] == conference]:
                     del self.shared[slot]
         elif waiting is None:
