@@ -19,7 +19,9 @@ Rules of this module:
 import re
 
 from .errors import FramingError, ParseError, SIPError, TooLarge, VersionNotSupported
-from .headers import Headers, SINGLE_HEADERS, canonical_name
+from .headers import (LIST_HEADERS, SINGLE_HEADERS, Headers, canonical_name, split_list,
+                      split_section, unfold)
+from .shapes import cseq_shape, name_addr_shape, sip_uri_shape, via_shape
 from .values import CSeq, NameAddr, Via
 from .uri import URI
 
@@ -58,6 +60,7 @@ DEFAULT_LIMITS = Limits()
 #: Headers every request and response carries (RFC 3261 §8.1.1).
 _MANDATORY = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"),
               ("cseq", "CSeq"))
+_MANDATORY_KEYS = frozenset(key for key, _ in _MANDATORY)
 
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded",
@@ -96,7 +99,7 @@ class Message:
 
     @property
     def vias(self):
-        return self.headers.typed("via", Via.parse)
+        return self.headers.typed("via", _parse_via)
 
     @property
     def top_via(self):
@@ -117,7 +120,7 @@ class Message:
 
     @property
     def cseq(self):
-        return self._single("cseq", CSeq.parse)
+        return self._single("cseq", _parse_cseq)
 
     @property
     def call_id(self):
@@ -151,39 +154,41 @@ class Message:
         """Check what transactions and dialogs rely on; raise ParseError.
 
         RFC 3261 §8.1.1 (mandatory headers), RFC 4475 §3.3.8 (single-value
-        headers appearing twice), §20 grammar of the parsed headers.
+        headers appearing twice), §20 grammar of the parsed headers.  A
+        value of the common shape is only matched here; its typed view is
+        built when first asked for (``Headers.check``).
         """
         h = self.headers
-        len(h)                       # split the raw lines, noting bad ones
+        keys, values = h.fields()
         if h.malformed:
             raise ParseError(h.malformed, message=self)
-        counts = h.key_counts()
-        for key, name in _MANDATORY:
-            if key not in counts:
-                raise ParseError(f"Missing {name} header", message=self)
-        for key in SINGLE_HEADERS:
-            if counts.get(key, 0) > 1:
-                raise ParseError(f"Multiple {canonical_name(key)[1]} headers",
-                                 message=self)
+        present = set(keys)
+        if not _MANDATORY_KEYS <= present:
+            for key, name in _MANDATORY:
+                if key not in present:
+                    raise ParseError(f"Missing {name} header", message=self)
+        once = len(present) == len(keys)    # no name repeats: the common case
+        if not once:
+            for key in SINGLE_HEADERS:
+                if keys.count(key) > 1:
+                    raise ParseError(f"Multiple {canonical_name(key)[1]} headers",
+                                     message=self)
         try:
-            if not self.vias:
-                raise ParseError("Empty Via header")
-            self.from_
-            self.to
-            self.cseq
-            if not h.get("call-id").strip():
+            _check_values(h, present, once, _CHECKED_FIRST)
+            shape = cseq_shape(values[keys.index("cseq")])
+            method = shape.group(2) if shape else h.typed("cseq", _parse_cseq)[0].method
+            if not values[keys.index("call-id")].strip():
                 raise ParseError("Empty Call-ID")
-            self.contacts
-            self.routes
-            self.record_routes
-            self.max_forwards
-            self._validate_start()
+            _check_values(h, present, once, _CHECKED_THEN)
+            if "max-forwards" in present:
+                _parse_max_forwards(values[keys.index("max-forwards")])
+            self._validate_start(method)
         except SIPError as e:
             if e.message is None:
                 e.message = self
             raise
 
-    def _validate_start(self):
+    def _validate_start(self, cseq_method):
         pass
 
     # -- serializing -----------------------------------------------------
@@ -244,14 +249,15 @@ class Request(Message):
     def uri_text(self):
         return self._uri_text if self._uri_text is not None else str(self._uri)
 
-    def _validate_start(self):
-        uri = self.uri
-        if uri.is_sip and uri.headers:
-            # RFC 3261 §19.1.1 table: headers are not allowed in a
-            # Request-URI (RFC 4475 §3.1.2.11).
-            raise ParseError("Request-URI carries URI headers")
-        cseq = self.cseq
-        if cseq.method != self.method:
+    def _validate_start(self, cseq_method):
+        # A plain SIP URI (no headers) is only matched: parsed when asked for.
+        if self._uri is not None or sip_uri_shape(self._uri_text) is None:
+            uri = self.uri
+            if uri.is_sip and uri.headers:
+                # RFC 3261 §19.1.1 table: headers are not allowed in a
+                # Request-URI (RFC 4475 §3.1.2.11).
+                raise ParseError("Request-URI carries URI headers")
+        if cseq_method != self.method:
             raise ParseError("CSeq method does not match the request method")
 
     def _start_line(self):
@@ -288,16 +294,36 @@ class SentResponse(Response):
     """A response as it went out, kept as its bytes: what a completed server
     transaction needs to answer retransmissions (§17.2.1, §17.2.2).  It reads
     like any response; its headers and body are parsed again from the bytes
-    on each access (the transport reads the top Via to route a resend)."""
+    on each access.  The transport reads the top Via to route each send: it
+    is read from the Via lines alone when the headers were written from
+    their fields (every Via line then reads ``\r\nVia: value``)."""
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "_via_at")
 
     def __init__(self, response):
         self.status, self.reason = response.status, response.reason
-        self._data = response.to_bytes()
+        data = self._data = response.to_bytes()
+        #: Where the first Via line starts (its CRLF), -1 if none; None if
+        #: the lines were written as they came (a parse must find them).
+        self._via_at = data.find(b"\r\nVia: ", 0, data.find(b"\r\n\r\n") + 2) \
+            if response.headers.written_from_fields() else None
 
     headers = property(lambda self: parse_datagram(self._data).headers)
     body = property(lambda self: parse_datagram(self._data).body)
+
+    @property
+    def top_via(self):
+        at = self._via_at
+        if at is None:
+            return super().top_via
+        data = self._data
+        end = data.find(b"\r\n\r\n") + 2
+        vias = []
+        while at >= 0:                  # every value, as ``vias`` would: same errors
+            eol = data.find(b"\r\n", at + 2)
+            vias += [Via.parse(v) for v in split_list(data[at + 7:eol].decode(_ENC, _ERR))]
+            at = data.find(b"\r\nVia: ", eol, end)
+        return vias[0] if vias else None
 
     def to_bytes(self):
         return self._data
@@ -310,24 +336,40 @@ class SentResponse(Response):
 
 # -- typed-header parsers (named so Headers can cache by parser) ----------------
 
-def _parse_from(v):
-    return NameAddr.parse(v, "From")
+_parse_via = Via.parse      # a classmethod gives a new bound method on each access
+_parse_cseq = CSeq.parse
 
 
-def _parse_to(v):
-    return NameAddr.parse(v, "To")
+def _name_addr_parser(what):
+    """NameAddr.parse naming ``what`` in its errors (a cache key of its own)."""
+    return lambda v: NameAddr.parse(v, what)
 
 
-def _parse_contact(v):
-    return NameAddr.parse(v, "Contact")
+_parse_from, _parse_to, _parse_contact, _parse_route, _parse_rr = map(
+    _name_addr_parser, ("From", "To", "Contact", "Route", "Record-Route"))
+
+#: What validate checks, in its order: (key, parser, shape of the common case).
+_CHECKED_FIRST = (("via", _parse_via, via_shape), ("from", _parse_from, name_addr_shape),
+                  ("to", _parse_to, name_addr_shape))
+_CHECKED_THEN = (("contact", _parse_contact, name_addr_shape),
+                 ("route", _parse_route, name_addr_shape),
+                 ("record-route", _parse_rr, name_addr_shape))
 
 
-def _parse_route(v):
-    return NameAddr.parse(v, "Route")
-
-
-def _parse_rr(v):
-    return NameAddr.parse(v, "Record-Route")
+def _check_values(headers, present, once, checks):
+    """Check the values of each ``(key, parse, shape)`` of ``checks`` in
+    turn (``Headers.check``); when no name repeats (``once``), one line of
+    the common shape is done in short.  A Via without a value is an error."""
+    keys, values = headers.fields()
+    for key, parse, shape in checks:
+        if key not in present:
+            continue
+        if once:
+            value = values[keys.index(key)]
+            if ("," not in value or key not in LIST_HEADERS) and shape(value) is not None:
+                continue
+        if not headers.check(key, parse, shape) and key == "via":
+            raise ParseError("Empty Via header")
 
 
 def _parse_max_forwards(v):
@@ -343,17 +385,13 @@ PING = object()
 """Marker yielded by ``StreamParser`` for a CRLFCRLF keep-alive (RFC 5626 §4.4.1)."""
 
 
-_CL_NAMES = frozenset(("content-length", "l"))
-_FOLD = re.compile(r"[ \t]*\r\n[ \t]+")
-
-
 def _parse_head(head, limits):
     """Split a header section into (start line, Headers, content-length).
 
     ``content_length`` is None when absent.  Raises FramingError for what
-    makes the body boundary unknowable.  One regex pass splits every line
-    at ':' (the hot path of the whole stack); names are checked when the
-    headers are first used (``Headers.malformed``, reported by validate).
+    makes the body boundary unknowable.  A header line that is not ``token:
+    value`` is left out and noted (``Headers.malformed``): validate reports
+    it, so a 400 can still be formed.
     """
     text = head.decode(_ENC, _ERR)
     eol = text.find("\r\n")
@@ -362,26 +400,18 @@ def _parse_head(head, limits):
     start, block = text[:eol], text[eol + 2:]
     if block[:1] in (" ", "\t"):
         raise ParseError("Continuation line before any header")
-    if "\r\n " in block or "\r\n\t" in block:
-        # Line folding (§7.3.1): the continuation joins with one SP.
-        block = _FOLD.sub(" ", block)
-    lines = block.split("\r\n")
-    if len(lines) > limits.max_headers:
+    # No line is empty (no CRLFCRLF in a head): a short block has few lines.
+    if len(block) >= 2 * limits.max_headers and block.count("\r\n") >= limits.max_headers \
+            and unfold(block).count("\r\n") >= limits.max_headers:
         raise TooLarge("Too many header fields")
-    # Content-Length is framing: find it robustly (any case, compact form,
-    # blanks before the colon) and take it out of the header list.
-    found = [line for line in lines if line[:1] in "cClL"
-             and line.partition(":")[0].rstrip(" \t").lower() in _CL_NAMES]
-    content_lengths = [line.partition(":")[2].strip(" \t") for line in found]
-    for line in found:
-        lines.remove(line)
-    headers = Headers(raw=lines)
+    # Content-Length is framing: the split takes it out of the header list
+    # (any case, compact form, blanks before the colon).
+    headers, lengths = split_section(block)
     cl = None
-    if content_lengths:
-        values = set(content_lengths)
-        if len(values) > 1:
+    if lengths:
+        v = lengths[0]
+        if len(lengths) > 1 and len(set(lengths)) > 1:
             return start, headers, FramingError("Conflicting Content-Length values")
-        v = values.pop()
         if not v.isdigit():
             return start, headers, FramingError("Content-Length is not a non-negative number")
         cl = int(v)

@@ -18,6 +18,7 @@ import re
 from twisted.logger import Logger
 
 from .errors import ParseError
+from .shapes import sip_uri_parts
 
 __all__ = ["URI", "parse_hostport", "escape", "unescape"]
 
@@ -27,12 +28,15 @@ _HEX = "0123456789abcdefABCDEF"
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _MARK = "-_.!~*'()"
 _UNRESERVED = _ALNUM + _MARK
-_USER_OK = frozenset(_UNRESERVED + "&=+$,;?/")
-_PASSWORD_OK = frozenset(_UNRESERVED + "&=+$,")
-_PARAM_OK = frozenset(_UNRESERVED + "[]/:&+$")
-_HEADER_OK = frozenset(_UNRESERVED + "[]/?:+$")
-_TEL_OK = frozenset(_UNRESERVED + "+#;=:%&$,/?@[]")  # RFC 3966, loosely
-_OPAQUE_OK = frozenset(_UNRESERVED + ";/?:@&=+$,%[]#")
+# As strings: ``text.strip(chars)`` is empty exactly when every character
+# of ``text`` is one of ``chars`` (one C loop instead of one Python step
+# per character).
+_USER_OK = _UNRESERVED + "&=+$,;?/"
+_PASSWORD_OK = _UNRESERVED + "&=+$,"
+_PARAM_OK = _UNRESERVED + "[]/:&+$"
+_HEADER_OK = _UNRESERVED + "[]/?:+$"
+_TEL_OK = _UNRESERVED + "+#;=:%&$,/?@[]"  # RFC 3966, loosely
+_OPAQUE_OK = _UNRESERVED + ";/?:@&=+$,%[]#"
 
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
                           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?\Z")
@@ -66,10 +70,7 @@ def unescape(text, what="URI"):
 
 def escape(text, allowed):
     """Escape every octet of ``text`` that ``allowed`` does not admit raw."""
-    for c in text:
-        if c not in allowed:
-            break
-    else:
+    if not text.strip(allowed):
         return text
     out = []
     for c in text:
@@ -81,10 +82,17 @@ def escape(text, allowed):
 
 
 def _check(text, allowed, what):
-    for c in text:
-        if c not in allowed and c != "%":
-            raise ParseError(f"Illegal character {c!r} in {what}")
+    """``text`` of characters in ``allowed`` or %HH escapes, unescaped."""
+    _illegal(text, allowed + "%", what)
     return unescape(text, what)
+
+
+def _illegal(text, allowed, what):
+    """Raise naming the first character of ``text`` not in ``allowed``."""
+    if text.strip(allowed):
+        for c in text:
+            if c not in allowed:
+                raise ParseError(f"Illegal character {c!r} in {what}")
 
 
 def parse_hostport(text, what="host"):
@@ -127,6 +135,30 @@ def _duplicate_seen(name):
                   "(logged once per parameter)", param=name)
 
 
+def _checked_params(plist):
+    """(name, value) of each ``name[=value]`` of a SIP URI, checked and
+    unescaped (§19.1.2); names lower-cased (§19.1.4), a flag's value None."""
+    for p in plist:
+        name, eq, value = p.partition("=")
+        if not name:
+            raise ParseError("Empty parameter in SIP URI")
+        yield (_check(name, _PARAM_OK, "URI parameter").lower(),
+               _check(value, _PARAM_OK, "URI parameter") if eq else None)
+
+
+def _first_wins(pairs):
+    """URI parameters as a dict.  baresip 1.0 repeats ;transport and ;lr:
+    the first value wins (RFC 3261 §19.1.1 allows a parameter once, but
+    refusing costs a working phone its call)."""
+    params = {}
+    for name, value in pairs:
+        if name in params:
+            _duplicate_seen(name)
+            continue
+        params[name] = value
+    return params
+
+
 class URI:
     """A parsed URI.  Compare with ``==`` (RFC 3261 §19.1.4, simplified:
     scheme, user, password, host, port, and all parameters)."""
@@ -151,6 +183,15 @@ class URI:
     @classmethod
     def parse(cls, text):
         """Parse a URI; raise ``ParseError`` saying what is wrong."""
+        m = sip_uri_parts(text)
+        if m is not None:                   # the common shape: nothing to check
+            return cls.plain(*m.groups(), text)
+        return cls._parse_any(text)
+
+    @classmethod
+    def _parse_any(cls, text):
+        """Any URI the grammar allows (escapes, password, headers, tel:,
+        other schemes), or the reason not."""
         scheme, colon, rest = text.partition(":")
         if not colon or not _SCHEME_RE.match(scheme):
             raise ParseError("Malformed URI: no scheme")
@@ -160,10 +201,21 @@ class URI:
         elif lscheme == "tel":
             uri = cls._parse_tel(rest)
         else:
-            for c in rest:
-                if c not in _OPAQUE_OK:
-                    raise ParseError(f"Illegal character {c!r} in URI")
+            _illegal(rest, _OPAQUE_OK, "URI")
             uri = cls(lscheme, opaque=rest)
+        uri._text = text
+        return uri
+
+    @classmethod
+    def plain(cls, scheme, user, host, port, ptext, text):
+        """The URI of a ``shapes.sip_uri_parts`` match (its groups, its
+        text): no escapes to undo, nothing to check."""
+        params = {}
+        if ptext:
+            params = _first_wins((name.lower(), value if eq else None)
+                                 for name, eq, value in (p.partition("=")
+                                                         for p in ptext[1:].split(";")))
+        uri = cls(scheme, user, host, None if port is None else int(port), params)
         uri._text = text
         return uri
 
@@ -193,20 +245,7 @@ class URI:
                                 _check(value, _HEADER_OK, "URI header")))
         hostport, *plist = rest.split(";")
         host, port = parse_hostport(hostport, "SIP URI host")
-        params = {}
-        for p in plist:
-            name, eq, value = p.partition("=")
-            if not name:
-                raise ParseError("Empty parameter in SIP URI")
-            name = _check(name, _PARAM_OK, "URI parameter").lower()
-            value = _check(value, _PARAM_OK, "URI parameter") if eq else None
-            if name in params:
-                # baresip 1.0 repeats ;transport and ;lr: the first value
-                # wins (RFC 3261 §19.1.1 allows a parameter once, but
-                # refusing costs a working phone its call).
-                _duplicate_seen(name)
-                continue
-            params[name] = value
+        params = _first_wins(_checked_params(plist))
         return cls(scheme, user, host, port, params, headers, password)
 
     @classmethod
@@ -214,9 +253,7 @@ class URI:
         number, *plist = rest.split(";")
         if not number:
             raise ParseError("Malformed tel URI: no number")
-        for c in rest:
-            if c not in _TEL_OK:
-                raise ParseError(f"Illegal character {c!r} in tel URI")
+        _illegal(rest, _TEL_OK, "tel URI")
         params = {}
         for p in plist:
             name, eq, value = p.partition("=")

@@ -7,6 +7,7 @@ str → parse is an identity.  ``Headers.typed`` caches these per message.
 """
 
 from .errors import ParseError
+from .shapes import TOKEN_CHARS, cseq_shape, flat_params, name_addr_parts, via_parts
 from .uri import URI, parse_hostport
 
 __all__ = ["Via", "NameAddr", "CSeq", "parse_params", "format_params", "split_outside"]
@@ -14,17 +15,12 @@ __all__ = ["Via", "NameAddr", "CSeq", "parse_params", "format_params", "split_ou
 
 # -- generic parameters (;name=value) ------------------------------------------
 
-_TOKEN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                   "0123456789-.!%*_+`'~")
+_BARE_VALUE = TOKEN_CHARS + ":[]"      # what format_params writes unquoted
 
 
 def is_token(text):
-    if not text:
-        return False
-    for c in text:
-        if c not in _TOKEN:
-            return False
-    return True
+    # strip() leaves nothing exactly when every character is a token char.
+    return bool(text) and not text.strip(TOKEN_CHARS)
 
 
 def _unquote(text, what):
@@ -128,7 +124,7 @@ def format_params(params):
     for name, value in params.items():
         if value is None:
             out.append(";" + name)
-        elif value == "" or not all(c in _TOKEN or c in ":[]" for c in value):
+        elif value == "" or value.strip(_BARE_VALUE):
             out.append(";" + name + "=" + _quote(value))
         else:
             out.append(";" + name + "=" + value)
@@ -151,6 +147,17 @@ class Via:
 
     @classmethod
     def parse(cls, text):
+        m = via_parts(text)
+        if m is not None:                   # the common shape: nothing to check
+            transport, host, port, ptext = m.groups()
+            return cls(transport, host.lower(), None if port is None else int(port),
+                       flat_params(ptext))
+        return cls._parse_any(text)
+
+    @classmethod
+    def _parse_any(cls, text):
+        """Any Via the grammar allows (LWS, quoted values...), or the reason
+        not: the common shape's matcher leaves these, and every error, here."""
         proto, sep, rest = text.partition("/")
         if not sep or proto.strip().upper() != "SIP":
             raise ParseError("Malformed Via: bad sent-protocol")
@@ -241,6 +248,29 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text, what="header"):
+        m = name_addr_parts(text)
+        if m is not None:                   # the common shape: nothing to check
+            return cls._plain(m, what)
+        return cls._parse_any(text, what)
+
+    @classmethod
+    def _plain(cls, m, what):
+        """The value of a ``name_addr_parts`` match."""
+        quoted, words, inner, s, u, h, p, spec, s2, u2, h2, p2, ptext = m.groups()
+        if inner is not None:
+            # The <URI>'s parameters run from its host or port to the '>'.
+            uri = URI.plain(s, u, h, p, m.string[m.end(6 if p is None else 7):m.end(3)], inner)
+            display = words if quoted is None else quoted
+        else:
+            uri = URI.plain(s2, u2, h2, p2, "", spec)
+            display = None
+        return cls(uri, display, parse_params(ptext, what) if '"' in ptext else flat_params(ptext))
+
+    @classmethod
+    def _parse_any(cls, text, what):
+        """Any name-addr or addr-spec the grammar allows (escapes, LWS,
+        quoted-pairs, '*'), or the reason not: the common shape's matcher
+        leaves these, and every error, here."""
         text = text.strip()
         if text == "*":
             na = cls(None)
@@ -325,6 +355,9 @@ class CSeq:
 
     @classmethod
     def parse(cls, text):
+        m = cseq_shape(text)
+        if m is not None:                   # the common shape: nothing to check
+            return cls(int(m.group(1)), m.group(2))
         parts = text.split()
         if len(parts) != 2 or not parts[0].isdigit():
             raise ParseError("Malformed CSeq")
