@@ -15,6 +15,7 @@ Rules of this module:
   other header keep the text they came with.
 """
 
+import functools
 import ipaddress
 import random as _random
 from typing import NamedTuple, Optional
@@ -43,7 +44,9 @@ def strip_brackets(host):
     return host
 
 
+@functools.lru_cache(maxsize=4096)     # hosts repeat: every message names its peer's
 def _ip(host):
+    """The address ``host`` is (ipaddress objects are immutable), or None."""
     try:
         return ipaddress.ip_address(strip_brackets(host))
     except ValueError:
