@@ -308,14 +308,24 @@ def report(label, res, args):
     sys.stdout.flush()
 
 
+def single_focus(args, conf, work):
+    """The reference: one focus of capacity members*1.1, the same members."""
+    cap = math.ceil(args.members * 1.1)
+    return run(f"single focus, capacity {cap}, offered {args.rate}/s",
+               [("single", "primary", cap)], conf(False), args, work)
+
+
+def at_rate(args, rate):
+    """``args`` with another offered rate."""
+    return argparse.Namespace(**dict(vars(args), rate=rate))
+
+
 def saturate(args, label, specs, conf, work):
     """The multi-focus case at rising offered rates until one fails; the
     single focus at the highest clean one."""
     rows, clean = [], None
     for rate in [int(r) for r in args.saturate.split(",")]:
-        at = argparse.Namespace(**vars(args))
-        at.rate = rate
-        res = run(f"{label}, offered {rate}/s", specs, conf(True), at,
+        res = run(f"{label}, offered {rate}/s", specs, conf(True), at_rate(args, rate),
                   os.path.join(work, f"multi-{rate}"))
         rows.append((rate, res))
         if not res["ok"]:
@@ -331,11 +341,7 @@ def saturate(args, label, specs, conf, work):
         print("saturation: no offered rate ran clean")
         return 1
     rate, res = clean
-    at = argparse.Namespace(**vars(args))
-    at.rate = rate
-    single = run(f"single focus, capacity {math.ceil(args.members * 1.1)}, offered {rate}/s",
-                 [("single", "primary", math.ceil(args.members * 1.1))], conf(False), at,
-                 os.path.join(work, f"single-{rate}"))
+    single = single_focus(at_rate(args, rate), conf, os.path.join(work, f"single-{rate}"))
     a, b = res.get("api_rate"), single.get("api_rate")
     print(f"saturation: {args.members} members over {args.foci} foci ran clean up to "
           f"{rate}/s offered: {fmt(a)} joins/s per the APIs at 0 failures, every API agreeing "
@@ -385,9 +391,7 @@ def main():
     if args.saturate:
         return saturate(args, label, specs, conf, work)
     multi = run(label, specs, conf(True), args, os.path.join(work, "multi"))
-    single_cap = math.ceil(n * 1.1)
-    single = run(f"single focus, capacity {single_cap}", [("single", "primary", single_cap)],
-                 conf(False), args, os.path.join(work, "single"))
+    single = single_focus(args, conf, os.path.join(work, "single"))
     for key, what in (("api_rate", "per the APIs"), ("pcap_rate", "per the 200 OKs")):
         a, b = multi.get(key), single.get(key)
         print(f"ratio joins/s multi/single ({what}): " + (f"{a / b:.2f}" if a and b else "n/a"))

@@ -192,9 +192,10 @@ def _clip16(x):
 
 
 def widening(codec, rate):
-    """The Interpolator (cut off at 0.925 of the codec's Nyquist rate) that brings ``codec``'s audio up to ``rate`` (the
-    mixer's), or None when its coder gives that rate itself (Opus: libopus
-    decodes at any of its rates) or it already is."""
+    """The Interpolator that brings ``codec``'s audio up to ``rate`` (the
+    mixer's), cut off at 0.925 of the codec's Nyquist rate; None when its
+    coder gives that rate itself (Opus: libopus decodes at any of its
+    rates) or it already is."""
     if codec.name == "OPUS" or codec.rate >= rate or rate % codec.rate:
         return None
     return Interpolator(rate // codec.rate, 0.4625 * codec.rate, rate)

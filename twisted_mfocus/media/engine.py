@@ -6,10 +6,11 @@ party (a member's call, or a cascade leg to another focus).  Every tick
 (``LoopingCall`` on the reactor's clock, 20 ms) it pulls each party's next
 frame from its jitter buffer into the mixer (decoded at the codec's rate;
 one below the mixer's, G.711's 8 kHz under a 16 kHz mix, is widened only
-when the mixer uses it: codecs.Interpolator), mixes, and sends each party what it hears, coded by its call's
-codec (codecs.py), from the party's own RTP port.  Ticks the reactor ran late
-are caught up (at most ``MAX_CATCH_UP`` frames), so the audio keeps its
-rate; how late each tick ran is kept for the benchmark.
+when the mixer uses it: codecs.Interpolator), mixes, and sends each party
+what it hears, coded by its call's codec (codecs.py), from the party's own
+RTP port.  Ticks the reactor ran late are caught up (at most
+``MAX_CATCH_UP`` frames), so the audio keeps its rate; how late each tick
+ran is kept for the benchmark.
 
 - Symmetric RTP (RFC 4961): we send to where the party's packets come
   from once its source is learned, else to the SDP address.  Strict

@@ -70,7 +70,6 @@ class Receiver:
         self.event_pt = event_pt
         self.min_delay, self.max_delay = min_delay, max_delay
         self._coders = {}           # codec name -> Transcoder (decoder state)
-        self._decoders = {}         # Codec -> its Transcoder's decode
         self.ssrc = None
         self._candidate, self._candidate_count = None, 0
         self._reset()
@@ -86,7 +85,6 @@ class Receiver:
         if clock != self.clock:
             self.clock, self.tpf = clock, clock // 50
             self._coders.clear()
-            self._decoders.clear()
             self._reset()
 
     def _reset(self):
@@ -273,11 +271,8 @@ class Receiver:
     def _decode(self, entry):
         """A stored (codec, payload), decoded; None (counted) if it does not."""
         codec, payload = entry
-        decode = self._decoders.get(codec)
-        if decode is None:
-            decode = self._decoders[codec] = self._coder(codec).decode
         try:
-            return decode(payload)
+            return self._coder(codec).decode(payload)
         except (CodecError, ValueError):
             self.bad += 1
             return None

@@ -44,7 +44,7 @@ def strip_brackets(host):
     return host
 
 
-@functools.lru_cache(maxsize=4096)     # hosts repeat: every message names its peer's
+@functools.lru_cache(maxsize=4096)     # hosts repeat: every message sent asks
 def _ip(host):
     """The address ``host`` is (ipaddress objects are immutable), or None."""
     try:

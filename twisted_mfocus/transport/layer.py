@@ -45,7 +45,6 @@ from .udp import DatagramListener
 __all__ = ["TransportLayer", "parse_listen_spec"]
 
 TRANSPORTS = ("UDP", "TCP", "TLS")
-MAX_LITERALS = 4096             # hosts remembered as IP literals (or not) for sending
 
 
 def parse_listen_spec(spec):
@@ -100,7 +99,6 @@ class TransportLayer:
         self.reactor = reactor
         self.on_message = on_message
         self.on_bad_message = on_bad_message
-        self._literals = {}         # host -> is it an IP address (_ip_literal)
         self.on_transport_error = on_transport_error
         self.limits = limits
         self.tls = TLSSettings.coerce(tls)
@@ -330,7 +328,7 @@ class TransportLayer:
         goes over TCP, and back to UDP if TCP cannot be had), which needs
         the retry this layer cannot do.
         """
-        if not self._ip_literal(dest.host):
+        if not is_ip_literal(dest.host):
             raise TransportError(f"cannot send to {dest}: not an IP address")
         self._send_bytes(message, message.to_bytes(), dest, server_name)
 
@@ -354,7 +352,7 @@ class TransportLayer:
             raise TransportError(f"message of {len(data)} bytes is too large for UDP")
         addr = (dest.host, dest.port)
         try:
-            if "[" not in dest.host and self._ip_literal(dest.host):
+            if "[" not in dest.host and is_ip_literal(dest.host):
                 # sendto on the port's socket: Twisted's ``Port.write`` checks
                 # the address's syntax again on every datagram (a tenth of
                 # an OPTIONS answered, bench/options_bench.py).
@@ -365,16 +363,6 @@ class TransportLayer:
             pass    # an earlier datagram's ICMP error, ignored as Twisted's Port.write does
         except Exception as e:
             raise TransportError(f"cannot send to {dest}: {e}") from e
-
-    def _ip_literal(self, host):
-        """``is_ip_literal(host)``, checked once per host (the table bounded):
-        every message sent asks it."""
-        known = self._literals.get(host)
-        if known is None:
-            if len(self._literals) >= MAX_LITERALS:
-                self._literals.clear()
-            known = self._literals[host] = is_ip_literal(host)
-        return known
 
     def _connect(self, dest, server_name=None):
         if self.connection_count >= self.max_connections:
@@ -419,7 +407,7 @@ class TransportLayer:
             listener = self._udp_heard.get(source)
             if listener is not None and listener.family != _family(dest.host):
                 listener = None
-        if self._ip_literal(dest.host):
+        if is_ip_literal(dest.host):
             self._send_bytes(response, data, dest, listener=listener)
             return
         # A name (maddr, or a sent-by without received): RFC 3263 §5 — its
