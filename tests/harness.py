@@ -40,20 +40,53 @@ def write_config(directory, text="", name="mfocus.conf"):
     return path
 
 
-def free_port(kind=socket.SOCK_DGRAM, host="127.0.0.1"):
-    """A port free for both UDP and TCP on ``host``."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
-        try:
-            with socket.socket(socket.AF_INET, other) as s:
-                s.bind((host, port))
-            return port
-        except OSError:
+def _outside_ephemeral():
+    """Ports the kernel never hands out on its own: outside
+    ip_local_port_range and the focus's default RTP pool (20000-29999).
+
+    A port taken from the ephemeral range was free when we looked, but any
+    socket bound to port 0 (a probe, an outgoing TCP connection of a focus)
+    could be given it before the peer we chose it for bound it (seen in CI).
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return [p for p in list(range(30000, 40000)) + list(range(61000, 65536))
+            if not low <= p <= high]
+
+
+_PORTS = _outside_ephemeral()
+_cursor = [int.from_bytes(os.urandom(2), "big") % len(_PORTS)]
+
+
+def free_port(kind=socket.SOCK_DGRAM, host="127.0.0.1", count=1, even=False):
+    """The first of ``count`` consecutive ports free for both UDP and TCP on
+    ``host`` (an even one if asked), outside the kernel's ephemeral range.
+    Successive calls walk the range, so a port handed out (or its run of
+    ``count``) is not handed out again soon."""
+    del kind  # free for both kinds whichever is asked for
+    for _ in range(len(_PORTS)):
+        i = _cursor[0] % len(_PORTS)
+        port = _PORTS[i]
+        _cursor[0] += 1
+        run = _PORTS[i:i + count]
+        if (even and port % 2) or run != list(range(port, port + count)):
             continue
+        if all(_bindable(host, p, k) for p in run for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM)):
+            _cursor[0] += count - 1
+            return port
     raise RuntimeError("no free port")
+
+
+def _bindable(host, port, kind):
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def options_request(port, local_port, host="127.0.0.1", transport="UDP", call_id=None):

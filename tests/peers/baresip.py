@@ -300,11 +300,10 @@ def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds
     """A baresip phone in ``tmp_path/name`` sending a ``freq`` Hz tone, with
     free SIP, control and RTP ports (``rtp_span`` RTP ports: a handover
     needs room for the second call)."""
-    from .process import free_port, free_sip_port, port_free, rtp_base
+    from .process import free_port, free_sip_port, rtp_base
     work = os.path.join(str(tmp_path), name)
     os.makedirs(work)
-    low = next(p for p in iter(rtp_base, None)
-               if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in range(p, p + rtp_span)))
+    low = rtp_base(max(2, rtp_span))
     return Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
                    tone_wav=write_tone_wav(os.path.join(work, "tone.wav"), freq=freq,
                                            seconds=seconds, rate=srate), srate=srate,

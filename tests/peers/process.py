@@ -19,14 +19,10 @@ HOST = "127.0.0.1"
 # ---- ports and processes ----------------------------------------------------
 
 def free_sip_port():
-    """A SIP port for baresip: free for UDP and TCP, and port + 1 free for
-    TCP too (baresip 1.0 always listens for SIP over TLS there; a busy one
-    made it fail to start, seen in CI)."""
-    for _ in range(100):
-        port = free_port()
-        if port < 65535 and port_free(port + 1, kinds=(socket.SOCK_STREAM,)):
-            return port
-    raise RuntimeError("no free SIP port pair")
+    """A SIP port for baresip: free for UDP and TCP, and port + 1 free too
+    (baresip 1.0 always listens for SIP over TLS there; a busy one made it
+    fail to start, seen in CI)."""
+    return free_port(count=2)
 
 
 def port_free(port, host=HOST, kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)):
@@ -108,14 +104,9 @@ def need(*binaries):
         pytest.fail(f"missing {' '.join(missing)} (scripts/test installs them as root)")
 
 
-def rtp_base():
-    """An even port whose successor is free too (baresip's 2-port RTP/RTCP range)."""
-    for _ in range(100):
-        p = free_port()
-        p -= p % 2
-        if all(port_free(q, kinds=(socket.SOCK_DGRAM,)) for q in (p, p + 1)):
-            return p
-    raise RuntimeError("no free RTP pair")
+def rtp_base(span=2):
+    """An even port starting ``span`` free ports (baresip's RTP/RTCP range)."""
+    return free_port(count=span, even=True)
 
 
 class ChildProcess:
