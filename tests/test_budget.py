@@ -4,6 +4,7 @@ what the focus does with them (the in-memory rig, tests/focusrig.py)."""
 from twisted.internet.task import Clock
 
 from twisted_mfocus.budget import SourceBudgets, Verdict, source_key
+from twisted_mfocus.focus.subscriptions import QUEUE_LIMIT
 
 from .focusrig import SDP, Phone, answer, make_rig, ROOM
 
@@ -137,6 +138,11 @@ def test_rooms_per_source():
 def _join(rig, phone):
     ok = _invite(rig, phone)
     rig.deliver(phone.request("ACK", ROOM, to_tag=ok.to.tag), phone.peer)
+    return ok
+
+
+def _leave(rig, phone, ok):
+    rig.deliver(phone.request("BYE", ROOM, to_tag=ok.to.tag), phone.peer)
 
 
 def _subscribe(rig, phone, uri=ROOM, contact=None, expires="600"):
@@ -173,7 +179,7 @@ def _kind(message):
     return getattr(message, "status", None) or message.method
 
 
-def test_nothing_more_until_the_first_notify_is_answered_then_full_state():
+def test_nothing_more_until_the_first_notify_is_answered_then_what_changed_in_one():
     rig = _rig()
     watcher = Phone(5250)
     sent = _subscribe(rig, watcher)
@@ -181,12 +187,56 @@ def test_nothing_more_until_the_first_notify_is_answered_then_full_state():
     first = sent[1]
     for port in (5251, 5252):                   # changes, while the first is unanswered
         _join(rig, Phone(port))
+        rig.clock.advance(0.3)
     rig.clock.advance(1)
     assert {n.cseq.seq for n in rig.wire.take("NOTIFY")} == {first.cseq.seq}   # resent only
     answer(rig, [first], watcher.peer)
-    owed = rig.wire.take("NOTIFY")              # what it missed, as full state
+    owed = rig.wire.take("NOTIFY")              # what it missed, merged into one partial
+    assert len(owed) == 1 and b'state="partial"' in owed[0].body
+    assert owed[0].body.count(b'<user entity=') == 2
+    assert owed[0].cseq.seq == first.cseq.seq + 1
+
+
+def test_one_notify_in_flight_and_what_changed_meanwhile_follows_merged():
+    """A later NOTIFY overtaking an earlier one is refused (RFC 3261
+    §12.2.2): while one awaits its answer, changes wait and then go as one
+    partial NOTIFY naming every user they touched, as it is now."""
+    rig = _rig()
+    watcher = Phone(5255)
+    answer(rig, [_subscribe(rig, watcher)[1]], watcher.peer)
+    joined = Phone(5256)
+    ok = _join(rig, joined)
+    rig.clock.advance(0.3)
+    partial = rig.wire.take("NOTIFY")
+    assert len(partial) == 1 and b'state="partial"' in partial[0].body
+    _join(rig, Phone(5257))                     # meanwhile: one joins, one leaves
+    rig.clock.advance(0.3)
+    _leave(rig, joined, ok)
+    rig.clock.advance(0.3)
+    assert {n.cseq.seq for n in rig.wire.take("NOTIFY")} <= {partial[0].cseq.seq}
+    answer(rig, partial, watcher.peer)
+    merged = rig.wire.take("NOTIFY")
+    assert len(merged) == 1 and merged[0].cseq.seq == partial[0].cseq.seq + 1
+    body = merged[0].body
+    assert b'state="partial"' in body and body.count(b"<user entity=") == 2
+    assert body.count(b'state="deleted"') == 1 and b'version="3"' in body
+
+
+def test_too_much_waiting_behind_one_notify_becomes_the_full_state():
+    rig = _rig("calls_per_source = 0\n")
+    watcher = Phone(5265)
+    answer(rig, [_subscribe(rig, watcher)[1]], watcher.peer)
+    _join(rig, Phone(5266))
+    rig.clock.advance(0.3)
+    partial = rig.wire.take("NOTIFY")
+    for port in range(5267, 5267 + QUEUE_LIMIT + 1):
+        _join(rig, Phone(port))
+        rig.clock.advance(0.3)
+    rig.wire.take("NOTIFY")                     # retransmissions of the one in flight
+    answer(rig, partial, watcher.peer)
+    owed = rig.wire.take("NOTIFY")
     assert len(owed) == 1 and b'state="full"' in owed[0].body
-    assert owed[0].body.count(b"<user entity=") == 2
+    assert owed[0].body.count(b"<user entity=") == QUEUE_LIMIT + 2
 
 
 def test_an_unanswered_first_notify_ends_the_subscription():

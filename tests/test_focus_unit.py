@@ -166,6 +166,9 @@ def test_refer_policy(rig):
     assert not rig.wire.take("INVITE")
     refer("<sip:x@127.0.0.1:5999>")
     assert rig.wire.take(202)
+    progress = rig.wire.take("NOTIFY")          # 100 Trying, with our Contact
+    assert progress and [str(n.contacts[0]) for n in progress] == \
+        ["<sip:room@127.0.0.1:5060>;isfocus"] * len(progress)
     invite = rig.wire.take("INVITE")[0]
     assert str(invite.uri) == "sip:x@127.0.0.1:5999"
     assert invite.headers.get("referred-by") == "<sip:phone5020@127.0.0.1:5020>"

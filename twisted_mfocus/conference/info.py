@@ -152,12 +152,14 @@ def _head(conference, state):
             ).encode("utf-8")
 
 
-def render_full(conference, extra=b"", dialogs=True):
+def render_full(conference, extra=b"", dialogs=True, users=True):
     """The whole conference, state="full".
 
     ``extra``: already rendered elements in another namespace (the
     multifocus extension), placed last where the schema allows ##other.
     ``dialogs``: with the endpoints' dialog ids (``user_fragment``).
+    ``users``: False leaves <users> out (RFC 4575 §5: optional), for the
+    foci's documents, whose extension carries every member already.
     """
     out = ['">', "<conference-description>"]
     _element(out, "subject", conference.subject)
@@ -165,10 +167,12 @@ def render_full(conference, extra=b"", dialogs=True):
     out.append(f"<conf-uris><entry><uri>{uri}</uri><purpose>participation</purpose>"
                "</entry></conf-uris></conference-description>")
     out.append(f"<conference-state><user-count>{conference.user_count}</user-count>"
-               "<active>true</active></conference-state><users>")
+               "<active>true</active></conference-state>")
     parts = ["".join(out).encode("utf-8")]
-    parts.extend(user_fragment(u, dialogs) for u in conference.users.values())
-    parts.append(b"</users>")
+    if users:
+        parts.append(b"<users>")
+        parts.extend(user_fragment(u, dialogs) for u in conference.users.values())
+        parts.append(b"</users>")
     parts.append(extra)
     parts.append(_END.encode("ascii"))
     return Rendered(_head(conference, "full"), b"".join(parts))

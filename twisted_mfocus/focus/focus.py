@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from ..budget import SourceBudgets
 from ..conference import info, multifocus
+from ..conference.model import Changes
 from ..config import Role
 from ..sip.dialog import pop_own_route, strict_route_fixup
 from ..sip.errors import SIPError
@@ -104,6 +105,13 @@ class ConferencePackage:
 
     def render_for(self, partial, subscription):
         return partial.render(subscription.audience is MEMBERS)
+
+    def merge(self, partials):
+        """Every user any of them names, as it is now (``render_partial``
+        sends one that is gone as deleted)."""
+        entities = dict.fromkeys(e for p in partials
+                                 for e in (*p.changes.changed, *p.changes.deleted))
+        return _Partial(partials[-1].conference, Changes(list(entities), []))
 
     def subscribed(self, subscription):
         pass

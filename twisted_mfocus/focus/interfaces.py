@@ -54,6 +54,10 @@ class IEventPackage(Interface):
     def render_for(changes, subscription):
         """What one subscriber gets of ``changes`` (None: nothing)."""
 
+    def merge(changes_list):
+        """One ``changes`` standing for several, oldest first: what a
+        subscriber missed while its last NOTIFY awaited its answer."""
+
     def subscribed(subscription):
         """A new subscription was accepted (after its first NOTIFY)."""
 

@@ -82,7 +82,10 @@ class MultifocusPackage:
         return None                 # a proven focus sees everything
 
     def state(self, room, subscription):
-        return info.render_full(room.conference, extra=multifocus.render_snapshot(
+        """The snapshot, without RFC 4575 <users>: the snapshot's members
+        are the same people, and both made a 2,000-member document pass the
+        1 MiB body bound (sip/message.py ``Limits``)."""
+        return info.render_full(room.conference, users=False, extra=multifocus.render_snapshot(
             room.mesh.replica.snapshot()))
 
     def changes(self, room):
@@ -90,6 +93,10 @@ class MultifocusPackage:
 
     def render_for(self, batch, sub):
         return batch.render_for(focus_id(sub.dialog.remote_uri.uri))
+
+    def merge(self, batches):
+        """The deltas of every batch, in order."""
+        return Batch(batches[-1].mesh, [item for b in batches for item in b.items])
 
     def subscribed(self, sub):
         """A focus subscribed to us: subscribe back (the mesh)."""

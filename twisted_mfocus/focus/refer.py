@@ -54,8 +54,12 @@ class ReferSubscription:
 
     log = Logger()
 
-    def __init__(self, ua, policy, dialog, event, owns_dialog, between_foci=False):
+    def __init__(self, ua, policy, dialog, event, owns_dialog, contact, between_foci=False):
         self.ua = ua
+        #: our Contact: a NOTIFY that overtakes the 202 creates the
+        #: referrer's dialog (RFC 6665 §4.1.2.4), and a request that can
+        #: create one carries exactly one Contact (RFC 3261 §8.1.1.8)
+        self.contact = str(contact)
         self.policy = policy
         #: the REFER came from a focus (forwarded, a handover): our NOTIFYs
         #: carry our proof, and its requests in the dialog must carry its own
@@ -85,7 +89,7 @@ class ReferSubscription:
             return
         state, body = self._queue.pop(0)
         headers = [("Event", self.event), ("Subscription-State", state),
-                   ("Content-Type", SIPFRAG)]
+                   ("Contact", self.contact), ("Content-Type", SIPFRAG)]
         notify = self.dialog.create_request("NOTIFY", headers, body)
         self._busy = True
 
@@ -245,6 +249,7 @@ class Referrals:
             event = f"refer;id={request.cseq.seq}" if leg is not None else "refer"
             sub = ReferSubscription(self.ua, self.policy, dialog, event,
                                     owns_dialog=leg is None,
+                                    contact=room.contact(source.transport),
                                     between_foci=forwarded is not None)
             if leg is None:
                 self.ua.add_dialog(dialog, sub)

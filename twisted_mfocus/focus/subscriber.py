@@ -141,15 +141,20 @@ class Subscriber:
             txn.respond(self.policy.respond(request, 481, "Subscription Ended"))
             return
         if self.dialog is None:     # the NOTIFY overtook our request's 2xx
+            try:
+                dialog = Dialog.from_uas(request, local_tag=request.to.tag)
+            except DialogError as e:            # e.g. no Contact: no dialog to make
+                txn.respond(self.policy.respond(request, e.status, e.reason))
+                return
             self.ua.unexpect(self.request.call_id, self.request.from_.tag)
-            dialog = Dialog.from_uas(request, local_tag=request.to.tag)
             dialog.local_seq = self.request.cseq.seq
-            self._adopt(dialog)
-        try:
-            self.dialog.receive_request(request)
-        except DialogError as e:
-            txn.respond(self.policy.respond(request, e.status, e.reason))
-            return
+            self._adopt(dialog)                 # its remote CSeq is this NOTIFY's
+        else:
+            try:
+                self.dialog.receive_request(request)
+            except DialogError as e:
+                txn.respond(self.policy.respond(request, e.status, e.reason))
+                return
         txn.respond(self.policy.respond(request, 200))
         state = (request.headers.get("subscription-state") or "").strip()
         self.on_notify(request)

@@ -19,11 +19,17 @@ Rules of this module:
   them (RFC 6665 §4.2.2 rate control).
 - A NOTIFY that fails (481, timeout, any error) ends the subscription
   (RFC 6665 §4.2.2).  Time is the injected clock.
+- One NOTIFY in flight per subscription.  A later CSeq overtaking an
+  earlier one makes the subscriber refuse the earlier (RFC 3261 §12.2.2),
+  and a small NOTIFY over UDP overtakes a large one over TCP (§18.1.1) as
+  soon as a conference is big.  What changes meanwhile waits and goes on
+  the answer as one partial NOTIFY (``IEventPackage.merge``); past
+  ``QUEUE_LIMIT`` waiting batches, as the full state.
 - Nobody is made a reflector: over UDP a subscription's NOTIFYs go
   where its SUBSCRIBE came from: to its flow (a NAT: ``UserAgent.flow``),
   or to a next hop (a Record-Route or the Contact) of that host and port,
-  else 403; after the first NOTIFY nothing more goes until it is answered
-  with a 2xx.
+  else 403; nothing more goes until its first NOTIFY is answered with a
+  2xx (one in flight, above).
 - Bounded per source (budget.py): subscriptions held
   (``subscriptions_per_source``), NOTIFY bytes sent (a token bucket per
   subscriber address).  A change a subscriber cannot be sent now is not
@@ -54,7 +60,8 @@ class Subscription:
         self.notifier = notifier
         self.source = source            # where its SUBSCRIBE came from (a Peer)
         self.hold = None                # its source's budget for it (budget.Hold)
-        self.answered = False           # a NOTIFY of it got a 2xx: its target is real
+        self.in_flight = False          # a NOTIFY of it awaits its final response
+        self.queued = []                # changes held back meanwhile, oldest first
         self.behind = False             # a change it was not sent: full state owed
         self.dialog = dialog
         self.package = package
@@ -149,10 +156,13 @@ class Subscription:
 
     def update(self, partial=None):
         """Send what changed (``partial``) or, without it or when behind, the
-        full state, if its target has answered and its budget allows;
-        else it is behind (``Notifier.catch_up``)."""
-        if not self.answered and self.version:  # the first NOTIFY is unanswered
-            self.behind = True
+        full state, unless a NOTIFY of it awaits its answer (then it waits:
+        ``answered``) or its budget does not allow (``Notifier.catch_up``)."""
+        if self.in_flight:
+            if partial is None or self.behind or len(self.queued) >= QUEUE_LIMIT:
+                self.behind, self.queued = True, []
+            else:
+                self.queued.append(partial)
             return
         doc = None
         if partial is not None and not self.behind:
@@ -167,6 +177,17 @@ class Subscription:
             return
         self.behind = False
         self.notify(doc)
+
+    def answered(self):
+        """Its NOTIFY got a 2xx: what waited goes now, merged into one."""
+        self.in_flight = False
+        queued, self.queued = self.queued, []
+        if not self.active:
+            return
+        if self.behind:
+            self.update()
+        elif queued:
+            self.update(queued[0] if len(queued) == 1 else self.package.merge(queued))
 
     def terminate(self, reason="noresource"):
         """End this subscription with a final NOTIFY carrying full state."""
@@ -368,11 +389,10 @@ class Notifier:
         def on_response(response):
             if response.status < 200:
                 return
-            if response.status < 300 and not sub.answered:
-                sub.answered = True             # its target is real: what is owed goes
-                if sub.behind and sub.active:
-                    sub.update()
-            if response.status >= 300:
+            if response.status < 300:
+                sub.answered()
+            else:
+                sub.in_flight = False
                 self.log.info("NOTIFY to {dialog} got {status}: subscription ended",
                               dialog=sub.dialog.call_id, status=response.status)
                 self._end(sub)
@@ -380,12 +400,14 @@ class Notifier:
                 done.callback(response.status)
 
         def on_error(reason):
+            sub.in_flight = False
             self.log.info("NOTIFY to {dialog} failed: {why}", dialog=sub.dialog.call_id,
                           why=reason)
             self._end(sub)
             if not done.called:
                 done.callback(None)
 
+        sub.in_flight = True
         d = self.ua.send_request(request, on_response, on_error,
                                  self.ua.flow(sub.dialog, sub.source), to_focus=sub.between_foci)
         d.addErrback(lambda f: on_error(f.getErrorMessage()))
@@ -414,6 +436,9 @@ class Notifier:
 
 REFLECTED = "Contact Is Not Where The SUBSCRIBE Came From"
 CATCH_UP = 1.0              # seconds between tries to send what is owed
+#: batches of changes a subscription holds while its NOTIFY is in flight;
+#: beyond, it is sent the full state on the answer instead
+QUEUE_LIMIT = 32
 
 
 def _reflected(dialog, source):
