@@ -61,12 +61,11 @@ _PORTS = _outside_ephemeral()
 _cursor = [int.from_bytes(os.urandom(2), "big") % len(_PORTS)]
 
 
-def free_port(kind=socket.SOCK_DGRAM, host="127.0.0.1", count=1, even=False):
+def free_port(host="127.0.0.1", count=1, even=False):
     """The first of ``count`` consecutive ports free for both UDP and TCP on
     ``host`` (an even one if asked), outside the kernel's ephemeral range.
     Successive calls walk the range, so a port handed out (or its run of
     ``count``) is not handed out again soon."""
-    del kind  # free for both kinds whichever is asked for
     for _ in range(len(_PORTS)):
         i = _cursor[0] % len(_PORTS)
         port = _PORTS[i]
@@ -74,18 +73,24 @@ def free_port(kind=socket.SOCK_DGRAM, host="127.0.0.1", count=1, even=False):
         run = _PORTS[i:i + count]
         if (even and port % 2) or run != list(range(port, port + count)):
             continue
-        if all(_bindable(host, p, k) for p in run for k in (socket.SOCK_DGRAM, socket.SOCK_STREAM)):
+        if all(port_free(p, host) for p in run):
             _cursor[0] += count - 1
             return port
     raise RuntimeError("no free port")
 
 
-def _bindable(host, port, kind):
-    with socket.socket(socket.AF_INET, kind) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
+def port_free(port, host="127.0.0.1", kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)):
+    """True when ``port`` can be bound on ``host`` for every socket kind in ``kinds``.
+
+    No SO_REUSEADDR/SO_REUSEPORT: a process holding the port with
+    SO_REUSEPORT (belle-sip does) still makes the bind fail.
+    """
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
     return True
 
 

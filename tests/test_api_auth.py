@@ -276,7 +276,7 @@ def _start(tmp_path, http_args, config_text=""):
 def test_a_focus_with_a_token_asks_every_request_for_it(tmp_path):
     token = tmp_path / "api.token"
     token.write_text(TOKEN + "\n")
-    http = free_port(socket.SOCK_STREAM)
+    http = free_port()
     focus, port = _start(tmp_path, ["--http", f"tcp:{http}:interface=127.0.0.1"],
                          f"[http]\ntoken_file = {token}\n")
     try:
@@ -306,7 +306,7 @@ def test_a_focus_with_a_token_asks_every_request_for_it(tmp_path):
 
 
 def test_without_a_token_an_open_interface_is_refused_at_start(tmp_path):
-    http = free_port(socket.SOCK_STREAM)
+    http = free_port()
     focus, _ = _start(tmp_path, ["--http", f"tcp:{http}:interface=0.0.0.0"])
     code = focus.proc.wait(timeout=30)
     focus.stop()
@@ -330,7 +330,7 @@ def _listening(port):
 
 
 def test_without_a_token_a_bare_tcp_port_binds_loopback(tmp_path):
-    http = free_port(socket.SOCK_STREAM)
+    http = free_port()
     focus, port = _start(tmp_path, ["--http", f"tcp:{http}"])
     try:
         focus.wait_ready(port)

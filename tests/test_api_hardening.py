@@ -322,7 +322,7 @@ def _http10_without_host(port, path):
 
 
 def test_a_focus_refuses_cross_site_requests_and_leaves_on_a_proper_post(tmp_path):
-    port, http_port = free_port(), free_port(socket.SOCK_STREAM)
+    port, http_port = free_port(), free_port()
     (tmp_path / "mfocus.conf").write_text("")
     focus = Focus(["--config", str(tmp_path / "mfocus.conf"),
                    "--listen", f"udp:127.0.0.1:{port}", "--rtp-ports", "32900-32999",

@@ -110,7 +110,7 @@ def _exchange(data, transport, via_port, family, host, ports, tls_ctx, wait):
 def test_every_torture_message_gets_the_indexed_answer(shared_dir, tmp_path):
     certs = make_ca_and_leaf(tmp_path)
     port = free_port()
-    tls_port = free_port(socket.SOCK_STREAM)
+    tls_port = free_port()
     conf = tmp_path / "mfocus.conf"
     conf.write_text(f"[tls]\ncertificate = {certs['cert']}\nkey = {certs['key']}\n")
     focus = Focus(["--config", str(conf),

@@ -70,7 +70,7 @@ def baresip(tmp_path, name, seconds=60.0):
     work = tmp_path / name
     work.mkdir()
     tone = write_tone_wav(work / "tone.wav", seconds=seconds)
-    return Baresip(work, name, free_sip_port(), rtp_base(), free_port(socket.SOCK_STREAM),
+    return Baresip(work, name, free_sip_port(), rtp_base(), free_port(),
                    tone_wav=tone)
 
 

@@ -22,8 +22,8 @@ from .peers.process import need, rtp_base
 
 def test_baresip_calls_baresip(tmp_path):
     need("baresip")
-    a = Baresip(tmp_path / "a", "alice", free_sip_port(), rtp_base(), free_port(socket.SOCK_STREAM))
-    b = Baresip(tmp_path / "b", "bob", free_sip_port(), rtp_base(), free_port(socket.SOCK_STREAM))
+    a = Baresip(tmp_path / "a", "alice", free_sip_port(), rtp_base(), free_port())
+    b = Baresip(tmp_path / "b", "bob", free_sip_port(), rtp_base(), free_port())
     try:
         b.start()
         a.start()
@@ -55,7 +55,7 @@ def test_baresip_refuses_a_busy_port(tmp_path):
     port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", port))
-        phone = Baresip(tmp_path, "busy", port, rtp_base(), free_port(socket.SOCK_STREAM))
+        phone = Baresip(tmp_path, "busy", port, rtp_base(), free_port())
         with pytest.raises(RuntimeError, match="busy"):
             phone.start()
         assert phone.proc is None
@@ -98,7 +98,7 @@ def test_linphonec_registers_through_kamailio(tmp_path):
 
 def test_linphonec_calls_baresip(tmp_path):
     need("linphonec", "baresip")
-    bob = Baresip(tmp_path / "bob", "bob", free_sip_port(), rtp_base(), free_port(socket.SOCK_STREAM))
+    bob = Baresip(tmp_path / "bob", "bob", free_sip_port(), rtp_base(), free_port())
     dave = Linphonec(tmp_path / "dave", "dave", free_port())
     try:
         bob.start()

@@ -304,7 +304,7 @@ def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds
     work = os.path.join(str(tmp_path), name)
     os.makedirs(work)
     low = rtp_base(max(2, rtp_span))
-    return Baresip(work, name, free_sip_port(), low, free_port(socket.SOCK_STREAM),
+    return Baresip(work, name, free_sip_port(), low, free_port(),
                    tone_wav=write_tone_wav(os.path.join(work, "tone.wav"), freq=freq,
                                            seconds=seconds, rate=srate), srate=srate,
                    register_at=register_at, rtp_span=rtp_span, outbound=outbound,

@@ -11,7 +11,7 @@ import subprocess
 import time
 import wave
 
-from ..harness import free_port
+from ..harness import free_port, port_free
 
 HOST = "127.0.0.1"
 
@@ -23,21 +23,6 @@ def free_sip_port():
     (baresip 1.0 always listens for SIP over TLS there; a busy one made it
     fail to start, seen in CI)."""
     return free_port(count=2)
-
-
-def port_free(port, host=HOST, kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)):
-    """True when ``port`` can be bound on ``host`` for every socket kind in ``kinds``.
-
-    No SO_REUSEADDR/SO_REUSEPORT: a process holding the port with
-    SO_REUSEPORT (belle-sip does) still makes the bind fail.
-    """
-    for kind in kinds:
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                return False
-    return True
 
 
 def wait_port_free(port, timeout=5.0, host=HOST, kinds=(socket.SOCK_DGRAM, socket.SOCK_STREAM)):

@@ -131,6 +131,14 @@ class Subscriber:
             self._set_state(SubscriberState.ACTIVE)
         self.ua.add_dialog(dialog, self)
 
+    def _adopt_from(self, notify):
+        """The dialog a NOTIFY makes (RFC 6665 §4.1.2.4); its remote CSeq is
+        that NOTIFY's.  ``DialogError`` before anything changed."""
+        dialog = Dialog.from_uas(notify, local_tag=notify.to.tag)
+        self.ua.unexpect(self.request.call_id, self.request.from_.tag)
+        dialog.local_seq = self.request.cseq.seq
+        self._adopt(dialog)
+
     # -- the dialog usage ----------------------------------------------------
 
     def request_received(self, txn, request, source):
@@ -140,21 +148,14 @@ class Subscriber:
         if self.state is SubscriberState.ENDED:
             txn.respond(self.policy.respond(request, 481, "Subscription Ended"))
             return
-        if self.dialog is None:     # the NOTIFY overtook our request's 2xx
-            try:
-                dialog = Dialog.from_uas(request, local_tag=request.to.tag)
-            except DialogError as e:            # e.g. no Contact: no dialog to make
-                txn.respond(self.policy.respond(request, e.status, e.reason))
-                return
-            self.ua.unexpect(self.request.call_id, self.request.from_.tag)
-            dialog.local_seq = self.request.cseq.seq
-            self._adopt(dialog)                 # its remote CSeq is this NOTIFY's
-        else:
-            try:
+        try:
+            if self.dialog is None:     # the NOTIFY overtook our request's 2xx
+                self._adopt_from(request)
+            else:
                 self.dialog.receive_request(request)
-            except DialogError as e:
-                txn.respond(self.policy.respond(request, e.status, e.reason))
-                return
+        except DialogError as e:        # e.g. no Contact: no dialog to make
+            txn.respond(self.policy.respond(request, e.status, e.reason))
+            return
         txn.respond(self.policy.respond(request, 200))
         state = (request.headers.get("subscription-state") or "").strip()
         self.on_notify(request)

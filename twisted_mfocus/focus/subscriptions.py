@@ -180,7 +180,6 @@ class Subscription:
 
     def answered(self):
         """Its NOTIFY got a 2xx: what waited goes now, merged into one."""
-        self.in_flight = False
         queued, self.queued = self.queued, []
         if not self.active:
             return
@@ -389,10 +388,10 @@ class Notifier:
         def on_response(response):
             if response.status < 200:
                 return
+            sub.in_flight = False
             if response.status < 300:
                 sub.answered()
             else:
-                sub.in_flight = False
                 self.log.info("NOTIFY to {dialog} got {status}: subscription ended",
                               dialog=sub.dialog.call_id, status=response.status)
                 self._end(sub)
