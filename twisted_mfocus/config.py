@@ -60,6 +60,8 @@ when_hosting = redirect
 escalate = anyone
 redirect_expires = 60
 max_bindings = 4
+focus = yes
+focus_capacity = 4
 
 [media]
 address =
@@ -256,6 +258,13 @@ class Config:
         self.agent_redirect_expires = self._int("agent", "redirect_expires")
         self.agent_max_bindings = self._int("agent", "max_bindings")
         self.agent_escalate = self._choice("agent", "escalate", ESCALATE)
+        # A user's agent may become a focus of a conference its user is in
+        # (focus/agent.py, "Recruitment"); an agent's capacity is what its
+        # machine carries for the conferences, not [focus] capacity.
+        self.agent_focus = self._choice("agent", "focus", ("yes", "no")) == "yes"
+        self.agent_focus_capacity = self._int("agent", "focus_capacity")
+        if self.role is Role.AGENT:
+            self.capacity = self.agent_focus_capacity
         if self.role is Role.AGENT and not self.auth_users_file:
             raise ConfigError("an agent needs auth.users_file: a served user registers "
                               "and calls with its password (htdigest format)")

@@ -296,7 +296,7 @@ class Baresip(ChildProcess):
 
 def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds=90,
                outbound=None, answer="auto", password=None, regint=60, srate=8000,
-               **options):
+               amplitude=0.3, **options):
     """A baresip phone in ``tmp_path/name`` sending a ``freq`` Hz tone, with
     free SIP, control and RTP ports (``rtp_span`` RTP ports: a handover
     needs room for the second call)."""
@@ -306,7 +306,8 @@ def tone_phone(tmp_path, name, freq=440.0, rtp_span=2, register_at=None, seconds
     low = rtp_base(max(2, rtp_span))
     return Baresip(work, name, free_sip_port(), low, free_port(),
                    tone_wav=write_tone_wav(os.path.join(work, "tone.wav"), freq=freq,
-                                           seconds=seconds, rate=srate), srate=srate,
+                                           seconds=seconds, rate=srate, amplitude=amplitude),
+                   srate=srate,
                    register_at=register_at, rtp_span=rtp_span, outbound=outbound,
                    answer=answer, password=password, regint=regint, **options)
 

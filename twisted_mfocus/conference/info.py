@@ -163,9 +163,10 @@ def render_full(conference, extra=b"", dialogs=True, users=True):
     """
     out = ['">', "<conference-description>"]
     _element(out, "subject", conference.subject)
-    uri = _text(conference.uri)
-    out.append(f"<conf-uris><entry><uri>{uri}</uri><purpose>participation</purpose>"
-               "</entry></conf-uris></conference-description>")
+    out.append("<conf-uris>")
+    for uri in conference.uris or (conference.uri,):    # RFC 4575 §5.3.1
+        out.append(f"<entry><uri>{_text(uri)}</uri><purpose>participation</purpose></entry>")
+    out.append("</conf-uris></conference-description>")
     out.append(f"<conference-state><user-count>{conference.user_count}</user-count>"
                "<active>true</active></conference-state>")
     parts = ["".join(out).encode("utf-8")]

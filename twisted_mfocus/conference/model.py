@@ -182,6 +182,9 @@ class Conference:
         self.uri = str(uri)
         self.subject = subject
         self.max_users = max_users
+        #: where the conference may be reached (RFC 4575 conf-uris): its
+        #: URI at each live focus (mesh.py), or, alone, its own URI
+        self.uris = None
         self.users = {}
         self._changed = {}   # user entity -> None, kept in order of first change
         self._deleted = {}

@@ -31,6 +31,19 @@ a two-party call into a conference when a third party calls (docs/design.md,
   ``anyone`` who has the URI while the redirect is fresh,
   ``authenticated`` users (401 to others), or ``nobody`` (486, no
   redirect: the call stays private).
+- **Recruitment** (docs/design.md, "Peer-to-peer"): a conference a served
+  user is in may make this agent one of its foci.  Agents share no secret,
+  so the recruiting focus proves itself by the user's call: its SUBSCRIBE
+  names that call in ``Target-Dialog`` (RFC 4538 §4: "the sender is on
+  the other side of that dialog"), comes over the call's flow, and names
+  a conference at the address the call is with; it carries the
+  conference's key (trust.py), which every later request between the
+  conference's foci proves.  Anything else is 403, the same answer
+  whether or not such a call exists; ``[agent] focus = no``: 403 always.
+- A user's two-party call is not load: ``[agent] focus_capacity`` counts
+  the members of conferences only (``Hosted.counts``).  When a focus of
+  the conference moves the user's call (a handover, a takeover: INVITE
+  with Replaces, focus.py), the call goes on with the new leg.
 """
 
 import enum
@@ -39,13 +52,16 @@ import time
 from twisted.logger import Logger
 
 from ..media.rtp import PortsExhausted
+from ..sip.address import DEFAULT_PORTS
+from ..sip.dialog import parse_target_dialog
 from ..sip.errors import SIPError
 from ..sip.ids import new_tag
 from ..sip.uas import Refused
 from ..sip.values import NameAddr
 from .admission import admit_invite, answer_invite
-from .call import LegState
+from .call import CallLeg, LegState
 from .identity import PROXY_AUTH, UNAUTHORIZED
+from .trust import KEY_HEADER, ConferenceKey
 
 __all__ = ["Agent", "Hosted", "Kind"]
 
@@ -70,6 +86,11 @@ class Hosted:
         self.kind = Kind.CALL
         self.open_until = 0.0       # a redirected caller may join until then
 
+    @property
+    def counts(self):
+        """Are its calls load?  A conference's are; a two-party call's not."""
+        return self.kind is Kind.CONFERENCE
+
 
 class Agent:
     """The registrar and B2BUA of the served users."""
@@ -87,6 +108,7 @@ class Agent:
         self.when_hosting = config.agent_when_hosting
         self.redirect_expires = config.agent_redirect_expires
         self.max_bindings = config.agent_max_bindings
+        self.focus = config.agent_focus
         self.bindings = {}          # user -> {contact text: (NameAddr, expires at)}
         self.calls = {}             # user -> the Room of the user's call / conference
         self.ringing = {}           # caller's INVITE transaction -> (request, tag, legs)
@@ -232,6 +254,7 @@ class Agent:
             return
         self.calls[user] = room
         caller.contact = callee.contact = ours
+        room.add_candidate(caller, request)
         tag = new_tag()
         txn.respond(respond(request, 180, "Ringing", to_tag=tag, headers=[("Contact", str(ours))]))
         self.ringing[txn] = (request, tag, caller, callee)
@@ -240,7 +263,8 @@ class Agent:
             if status < 200 or self.ringing.pop(txn, None) is None:
                 return                          # ringing, or the caller cancelled
             if status >= 300:
-                txn.respond(respond(request, status, reason, to_tag=tag))
+                txn.respond(respond(request, status, reason, to_tag=tag,
+                                    headers=_redirect(status, callee.refusal)))
                 caller.end(f"the called side answered {status}")
                 return
             if not answer_invite(caller, txn, request, source, offer, self.policy,
@@ -269,10 +293,13 @@ class Agent:
         hosted = room.hosted
         if hosted is None or hosted.kind is not Kind.CALL:
             return
-        legs = [other for other in room.legs if other is not leg]
+        if leg.replaces is not None:            # the same call, moved
+            return
+        legs = [other for other in room.legs if other is not leg and other.replaces is None]
         if len(legs) < 2:                       # one of the first two
             return
         hosted.kind = Kind.CONFERENCE
+        room.count_calls()
         contact = room.contact()
         self.log.info("{conf}: {host}'s call is a conference now", conf=room.name,
                       host=hosted.host, event="escalated")
@@ -286,6 +313,8 @@ class Agent:
         if hosted is None:
             return
         left = [other for other in room.legs if other.state is not LegState.ENDED]
+        if any(other.replaces is leg for other in left):
+            return                              # replaced: the call goes on
         if hosted.kind is Kind.CALL:
             for other in left:
                 other.hangup()
@@ -307,3 +336,78 @@ class Agent:
         if self.escalate == AUTHENTICATED:
             return self.auth.identify(txn, request, source) is not None
         return True
+
+    # -- recruitment -------------------------------------------------------------------
+
+    def recruited(self, request, source, rooms):
+        """May the focus sending this multifocus SUBSCRIBE make us a focus of
+        the conference in its To?  Its key if so; ``Refused`` if not (403 the
+        same whether or not the call it names exists)."""
+        if not self.focus:
+            raise Refused(403, "Not Taking Conferences", tagged=True)
+        value = request.headers.get("target-dialog")
+        if value is None:
+            raise Refused(403, "Not A Trusted Focus", tagged=True)
+        try:
+            ids = parse_target_dialog(value)
+        except SIPError as e:
+            raise Refused(400, e.reason, tagged=True)
+        leg = self.ua.dialogs.get(ids)
+        conference = request.to.uri
+        if not (isinstance(leg, CallLeg) and leg.state is LegState.CONFIRMED
+                and leg.room.private and conference.user not in rooms
+                and _same_host(leg.dialog.remote_target, conference)
+                and _same_flow(leg, source)):
+            raise Refused(403, "Not A Trusted Focus", tagged=True)
+        key = ConferenceKey.parse(request.headers.get(KEY_HEADER), self.ua.clock)
+        self.log.info("{user}'s conference {uri} makes us a focus", event="recruited_here",
+                      user=leg.room.hosted.host, uri=str(conference))
+        return key
+
+    def moves(self, leg, request):
+        """May ``request`` (an INVITE with Replaces for ``leg``) move a served
+        user's call?  Yes from the conference the call is with (its From
+        is the URI the call's far end is, as a focus that takes the call
+        over writes it: docs/design.md, "Interception"): what a phone
+        accepts too (RFC 3891 §6 leaves the policy to the UA)."""
+        return leg.room.private and leg.dialog is not None and \
+            _same_resource(leg.dialog.remote_target, request.from_.uri)
+
+
+def _redirect(status, response):
+    """The headers of a redirect to pass on to the caller (RFC 3261
+    §21.3: its Contacts, with their parameters such as ``isfocus``, and
+    Expires): the caller follows it itself."""
+    if not 300 <= status < 400 or response is None:
+        return []
+    headers = [("Contact", value) for value in response.headers.lines("contact")]
+    expires = response.headers.get("expires")
+    return headers + ([("Expires", expires)] if expires else [])
+
+
+def _same_host(uri, other):
+    """Is the conference ``other`` at the host and port the call's far end
+    (``uri``) is?  Its name is that focus's to choose: it may not have told
+    the call yet (the re-INVITE that does may come after the SUBSCRIBE)."""
+    return uri is not None and other.is_sip and bool(other.user) and \
+        (uri.host, uri.port) == (other.host, other.port)
+
+
+def _same_resource(uri, other):
+    """Do two SIP URIs name the same user at the same host and port?"""
+    return uri is not None and uri.is_sip and other.is_sip and bool(uri.user) and \
+        (uri.user, uri.host, uri.port) == (other.user, other.host, other.port)
+
+
+def _same_flow(leg, source):
+    """Does ``source`` send over ``leg``'s flow: where the far end's requests
+    in the call come from, else where ours go (its first route or its
+    target; any port of that host over a connection)?"""
+    if leg.source is not None:
+        return leg.source == source
+    dialog = leg.dialog
+    hop = dialog.route_set[0].uri if dialog.route_set else dialog.remote_target
+    transport = (hop.params.get("transport") or leg.transport or "udp").upper()
+    if source.transport != transport or hop.host.strip("[]") != source.host:
+        return False
+    return source.reliable or (hop.port or DEFAULT_PORTS.get(transport, 5060)) == source.port

@@ -113,6 +113,7 @@ class CallLeg:
         self.in_lobby = False       # answered, asked for the PIN: not a member (pin.py)
         self.contact = None         # our Contact in this call (agent.py), else the focus's
         self.hold = None            # the caller's source budget for it (budget.Hold)
+        self.refusal = None         # UAC: the final non-2xx response to our INVITE
         #: RFC 4028: refreshed by the phone (we watch) or by us (session_timer.py)
         self.timer = SessionTimer(ua.clock, self._send_refresh, lambda session: self._give_up(
             f"no session refresh within {session.interval} s"))
@@ -324,6 +325,7 @@ class CallLeg:
             elif response.status < 300:
                 self._answered(invite, response, progress)
             else:
+                self.refusal = response         # agent.py passes a redirect on
                 self._failed(response.status, response.reason, progress)
 
         def on_error(reason):
@@ -367,6 +369,7 @@ class CallLeg:
         self._ack = self.dialog.create_ack(invite.cseq.seq)
         self.ua.send_ack(self._ack)
         progress(response.status, response.reason)
+        self.room.add_candidate(self, response)
         self._confirmed()
 
     def retarget(self, contact):

@@ -41,7 +41,7 @@ from .cascade import MARKER as CASCADE
 from .cascade import peer_of
 from .identity import Authentication
 from .interfaces import IEventPackage
-from .mesh import MultifocusPackage
+from .state_package import MultifocusPackage
 from .node import Node
 from .pin import DTMF_TYPES
 from .refer import Referrals
@@ -146,9 +146,12 @@ class ConferenceFocus:
         self.config = config
         self.rtp_pool = rtp_pool
         self.clock = clock
-        allow = ALLOW + (("REGISTER",) if config.role == Role.AGENT else ())
-        standing = [("Allow", ", ".join(allow)),
-                    ("Allow-Events", f"conference, refer, {multifocus.EVENT}"),
+        agent = config.role is Role.AGENT
+        allow = ALLOW + (("REGISTER",) if agent else ())
+        # An agent whose user refuses to be a focus does not offer to be one.
+        events = "conference, refer" + (
+            f", {multifocus.EVENT}" if not agent or config.agent_focus else "")
+        standing = [("Allow", ", ".join(allow)), ("Allow-Events", events),
                     ("Supported", ", ".join(SUPPORTED))]
         # [sip] server: empty by default, so a scanner learns nothing of us.
         product = [config.server_header] if config.server_header else []
@@ -160,7 +163,7 @@ class ConferenceFocus:
         self.rooms = Rooms(self.node)
         self.trust = FocusTrust(self.node, self.rooms)
         self.package = None         # the conference package, once auth exists (attach)
-        self.mf_package = MultifocusPackage(self.trust, self.rooms)
+        self.mf_package = None      # the multifocus package (attach)
         self.views = Views(self.rooms)      # what the management API reads
         self.ua = self.notifier = self.audio = self.referrals = self.agent = self.auth = None
         self.budgets = None         # the stack's per-source budgets (budget.py)
@@ -174,15 +177,19 @@ class ConferenceFocus:
         self.clock = service.reactor
         self.budgets = service.budgets
         prover = Prover(load_secret(cfg.secret_file), self.clock) if cfg.secret_file else None
-        self.ua = ua = UserAgent(service.reactor, service.transport, service.transactions,
-                                 prover=prover, flows=cfg.nat_flows)
         self.trust.prover = prover
+        self.trust.clock = self.clock
+        self.ua = ua = UserAgent(service.reactor, service.transport, service.transactions,
+                                 signer=self.trust.signer_for, flows=cfg.nat_flows)
         self.trust.certificate_names = service.transport.certificate_names
         self.trust.warn_if_open()
         self.node.attach(ua)
         self.audio = Audio(self.clock, cfg)
         self.auth = Authentication(cfg, self.node, self.clock, self.policy)
         self.package = ConferencePackage(self.rooms, self.trust, self.auth)
+        if self.node.role is Role.AGENT:
+            self.agent = Agent(cfg, ua, self.policy, self.rooms, self.rtp_pool, self.auth)
+        self.mf_package = MultifocusPackage(self.trust, self.rooms, self.agent)
         self.notifier = Notifier(
             ua, self.policy, lambda room: room.contact(), [self.package, self.mf_package],
             min_interval=cfg.notify_interval, min_expires=cfg.min_expires,
@@ -192,14 +199,13 @@ class ConferenceFocus:
                                          cfg.notify_burst_bytes,
                                          max_sources=cfg.budget_sources))
         self.referrals = Referrals(self.node, ua, self.policy, self.trust, self.auth)
-        if self.node.role is Role.AGENT:
-            self.agent = Agent(cfg, ua, self.policy, self.rooms, self.rtp_pool, self.auth)
         registrar = Registrar(ua, self.node, cfg.registrar) if cfg.registrar else None
         self.rooms.services = RoomServices(
             node=self.node, ua=ua, policy=self.policy, notifier=self.notifier,
             members_package=self.package, state_package=self.mf_package, audio=self.audio,
             rtp_pool=self.rtp_pool, registrar=registrar, agent=self.agent,
-            referrals=self.referrals, rooms=self.rooms, budgets=self.budgets)
+            referrals=self.referrals, rooms=self.rooms, budgets=self.budgets,
+            trust=self.trust)
 
     # -- the transaction user ----------------------------------------------
 
@@ -300,18 +306,18 @@ class ConferenceFocus:
         leg.hold = hold
         leg.identity = identity if replaced is None else replaced.identity
         leg.replaces = replaced
+        if replaced is not None:
+            leg.contact = replaced.contact      # an agent's call keeps its plain Contact
         leg.provisional = provisional
-        if multifocus.EVENT in (request.headers.get("allow-events") or "") and \
-                request.contacts:
-            room.add_candidate(request.contacts[0].uri)
+        room.add_candidate(leg, request)
         answer_invite(leg, txn, request, source, offer, self.policy)
 
     def _cascade(self, txn, request, source):
         """A cascade INVITE from another focus (cascade.py)."""
-        if not self.trust.trusts(request, source):
+        room = self.rooms.get(request.uri.user or "")
+        if not self.trust.trusts(request, source, room):
             self._refuse(txn, request, 403, "Cascade From Untrusted Node")
             return
-        room = self.rooms.get(request.uri.user or "")
         if room is None:
             self._refuse(txn, request, 404, "No Such Conference")
             return
@@ -363,7 +369,9 @@ class ConferenceFocus:
             return True
         if leg.identity is not None and self.auth.identity_of(request) == leg.identity:
             return True
-        return self.trust.proven(request, source)
+        if self.agent is not None and self.agent.moves(leg, request):
+            return True
+        return self.trust.proven(request, source, leg.room)
 
     def _replaced_leg(self, request):
         """The confirmed call a ``Replaces`` header names (RFC 3891 §3: its

@@ -25,13 +25,14 @@ Discovery: when our load reaches ``capacity - headroom`` and the other foci
 have fewer than ``headroom`` free places, candidates (``multifocus.peers``,
 then members whose INVITE advertised the package) are tried one by one with
 SUBSCRIBE: 2xx makes a focus, anything else (489 from a plain phone, 403,
-a timeout) moves on to the next.
+a timeout) moves on to the next.  An agent asks a member's agent over the
+member's call (``Target-Dialog``, RFC 4538, and the conference's key:
+trust.py, agent.py).
 """
 
 from twisted.logger import Logger
-from zope.interface import implementer
 
-from ..conference import info, multifocus
+from ..conference import multifocus
 from ..conference.model import ConferenceFull, Endpoint, JoiningMethod, Media
 from ..conference.replica import (
     DEL,
@@ -42,93 +43,22 @@ from ..conference.replica import (
     MemberRecord,
     Replica,
 )
-from ..sip.uas import Refused
+from ..config import Role
+from ..sip.dialog import target_dialog
 from ..sip.uri import URI
 from ..sip.values import NameAddr
 from .delegation import HandOver
 from .failover import Failover
-from .interfaces import IEventPackage
 from .node import focus_id
+from .state_package import Batch
 from .subscriber import Subscriber, out_of_dialog_request
+from .trust import KEY_HEADER
 
-__all__ = ["Mesh", "FocusLink", "MultifocusPackage"]
+__all__ = ["Mesh", "FocusLink"]
 
 LINK_RETRY = 3.0            # seconds before re-subscribing a lost link
 LINK_RETRIES = 5            # then the focus is left to failure handling
 CANDIDATE_BACKOFF = 60.0    # a candidate that refused is not asked again before
-
-
-@implementer(IEventPackage)
-class MultifocusPackage:
-    """``inet-ci-multifocus-ext`` for the ``Notifier``: full documents carry
-    a snapshot, partial ones the deltas each subscriber still needs.  Its
-    resources are rooms (room.py)."""
-
-    event = multifocus.EVENT
-    content_type = multifocus.CONTENT_TYPE
-    between_foci = True         # its subscribers are foci (trust.py)
-
-    def __init__(self, trust, rooms):
-        self.trust = trust
-        self.rooms = rooms
-
-    def resource(self, request, source):
-        """Only a trusted focus may subscribe (docs/design.md, "Trust")."""
-        if not self.trust.trusts(request, source):
-            raise Refused(403, "Not A Trusted Focus", tagged=True)
-        return self.rooms.for_focus(request)
-
-    def audience(self, request, source, room):
-        return None                 # a proven focus sees everything
-
-    def state(self, room, subscription):
-        """The snapshot, without RFC 4575 <users>: the snapshot's members
-        are the same people, and both made a 2,000-member document pass the
-        1 MiB body bound (sip/message.py ``Limits``)."""
-        return info.render_full(room.conference, users=False, extra=multifocus.render_snapshot(
-            room.mesh.replica.snapshot()))
-
-    def changes(self, room):
-        return room.mesh.take_batch()
-
-    def render_for(self, batch, sub):
-        return batch.render_for(focus_id(sub.dialog.remote_uri.uri))
-
-    def merge(self, batches):
-        """The deltas of every batch, in order."""
-        return Batch(batches[-1].mesh, [item for b in batches for item in b.items])
-
-    def subscribed(self, sub):
-        """A focus subscribed to us: subscribe back (the mesh)."""
-        sub.resource.mesh.connect(focus_id(sub.dialog.remote_uri.uri))
-
-
-class Batch:
-    """Deltas gathered for one flush, each with the focus it came from."""
-
-    def __init__(self, mesh, items):
-        self.mesh = mesh
-        self.items = items
-        self._rendered = {}
-
-    def __bool__(self):
-        return bool(self.items)
-
-    def render_for(self, subscriber):
-        """The partial document ``subscriber`` needs: only the deltas it does
-        not hear from their writer directly, and no RFC 4575 <users> (the
-        deltas carry the members; repeating them doubled every NOTIFY)."""
-        replica = self.mesh.replica
-        keep = tuple(i for i, (delta, source) in enumerate(self.items)
-                     if replica.relay_targets(delta, [subscriber], source))
-        if not keep:
-            return None
-        rendered = self._rendered.get(keep)
-        if rendered is None:
-            extra = multifocus.render_deltas([self.items[i][0] for i in keep])
-            rendered = self._rendered[keep] = info.render_partial(
-                self.mesh.conference, None, extra=extra)
-        return rendered
 
 
 class FocusLink:
@@ -139,11 +69,12 @@ class FocusLink:
 
     log = Logger()
 
-    def __init__(self, mesh, uri, target=None, on_result=None):
+    def __init__(self, mesh, uri, target=None, on_result=None, via=None):
         self.mesh = mesh
         self.uri = uri                  # the focus id
         self.target = target or URI.parse(uri)
         self.on_result = on_result
+        self.via = via                  # recruiting a member's agent: the member's call
         self.up = False
         self.closed = False
         self.failures = 0
@@ -160,10 +91,16 @@ class FocusLink:
         headers = [("Event", multifocus.EVENT), ("Accept", multifocus.CONTENT_TYPE),
                    ("Expires", str(mesh.config.link_expires))]
         headers += list(mesh.policy.request_headers)
+        dest = None
+        if self.via is not None:        # proven by the call, over its flow (agent.py)
+            call = self.via
+            headers += [("Target-Dialog", target_dialog(call.dialog)),
+                        (KEY_HEADER, mesh.room.conference_key().text())]
+            dest = mesh.ua.flow(call.dialog, call.source)
         request = out_of_dialog_request("SUBSCRIBE", self.target, me, mesh.room.uri,
                                         NameAddr(me), headers)
         self._sub = Subscriber(mesh.ua, mesh.policy, request, self._notified,
-                               self._result, self._ended, between_foci=True)
+                               self._result, self._ended, dest=dest, between_foci=True)
         self._sub.start()
 
     def _result(self, status):
@@ -282,7 +219,7 @@ class Mesh:
         self.replica = Replica(node.uri, self.own_record())
         self._batch = []            # [(Delta, source focus id or None)]
         self._user_of = {}          # endpoint -> user entity in the model
-        self.candidates = {}        # focus id -> URI: members offering the package
+        self.candidates = {}        # focus id -> (URI, the call): members offering the package
         self._refused = {}          # candidate id -> time it refused
         self.recruiting = None
         self.reserved = {}          # focus id -> delegations in flight
@@ -375,20 +312,36 @@ class Mesh:
             self.room.publish_members()
         # Alone in the state, our own record's new load or links change
         # nothing here: no focus to fail over to, link, dial or hand to.
+        if foci_changed:
+            self._aliases()
         if foci_changed and not self.replica.alone():
             self.failover.foci_changed()
             self.room.foci_changed()
             self.connect_known()
             self.place_waiting()
             self.rebalance()
+            self.maybe_recruit()        # the others filled up: any focus may look
+
+    def _aliases(self):
+        """The conference's URI at each live, active focus (its name is the
+        same at every focus: room.py), the conference URI first while the
+        focus holding it lives: where a newcomer may call (conf-uris)."""
+        conference, name = self.conference, self.room.name
+        uris = sorted(str(URI.parse(record.uri).replace(user=name))
+                      for record in self.replica.live_foci()
+                      if record.state == FocusState.ACTIVE)
+        if conference.uri in uris:
+            uris.remove(conference.uri)
+            uris.insert(0, conference.uri)
+        conference.uris = tuple(uris) or None
 
     # -- links ---------------------------------------------------------------
 
-    def connect(self, uri, target=None, on_result=None):
+    def connect(self, uri, target=None, on_result=None, via=None):
         """Subscribe to focus ``uri`` unless we already do (or it is us)."""
         if uri == self.node.uri or uri in self.links or self.node.stopping:
             return None
-        link = self.links[uri] = FocusLink(self, uri, target, on_result)
+        link = self.links[uri] = FocusLink(self, uri, target, on_result, via)
         link.start()
         return link
 
@@ -425,10 +378,11 @@ class Mesh:
 
     # -- discovery -------------------------------------------------------------
 
-    def add_candidate(self, uri):
-        """A member whose INVITE advertised the multifocus package."""
+    def add_candidate(self, uri, call):
+        """A member whose INVITE advertised the multifocus package, and its
+        call (an agent recruits over it)."""
         if len(self.candidates) < 100:
-            self.candidates.setdefault(focus_id(uri), uri)
+            self.candidates.setdefault(focus_id(uri), (uri, call))
 
     def spare(self):
         return sum(self.free_places(record) for record in self.replica.foci()
@@ -480,28 +434,37 @@ class Mesh:
 
     def maybe_recruit(self):
         node, cfg = self.node, self.config
-        if self.recruiting is not None or node.stopping:
+        if self.recruiting is not None or node.stopping or self.room.private:
             return
         if node.load < cfg.capacity - cfg.headroom or self.spare() >= max(cfg.headroom, 1):
             return
         candidate = self._next_candidate()
         if candidate is None:
             return
-        uri, target = candidate
+        uri, target, call = candidate
         self.log.info("{conf}: recruiting {uri}", conf=self.conference.name, uri=uri,
                       event="recruit")
         self.recruiting = uri
-        self.connect(uri, target, self._recruited)
+        self.connect(uri, target, self._recruited, via=call)
 
     def _next_candidate(self):
+        """(focus id, URI, the member's call or None): configured peers
+        first, then members in the order they joined, whose call is still
+        up.  An agent, which shares no secret with anyone, asks members
+        over their call (``via``)."""
         known = {record.uri for record in self.replica.foci()} | set(self.links)
         now = self.clock.seconds()
-        for uri, target in self.node.peers + list(self.candidates.items()):
+        agent = self.node.role is Role.AGENT
+        tried = [(uri, target, None) for uri, target in self.node.peers]
+        for uri, (target, call) in self.candidates.items():
+            if call.is_ours:
+                tried.append((uri, target, call if agent else None))
+        for uri, target, call in tried:
             if uri in known or uri == self.node.uri:
                 continue
             if now - self._refused.get(uri, -CANDIDATE_BACKOFF) < CANDIDATE_BACKOFF:
                 continue
-            return uri, target
+            return uri, target, call
         return None
 
     def _recruited(self, link, status):

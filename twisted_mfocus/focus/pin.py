@@ -13,9 +13,11 @@ constant time, and the digits kept are bounded.
 
 import hmac
 
+from twisted.logger import Logger
+
 from ..media.prompts import ENTER, WELCOME, WRONG
 
-__all__ = ["DTMF_TYPES", "PinGate", "info_digit"]
+__all__ = ["DTMF_TYPES", "Lobby", "PinGate", "info_digit"]
 
 DTMF_RELAY = "application/dtmf-relay"
 DTMF = "application/dtmf"
@@ -122,3 +124,61 @@ class PinGate:
         self._timers.pop(DEADLINE, None)
         self.cancel()
         self.on_result(False, f"no PIN within {self.timeout:g} s")
+
+
+class Lobby:
+    """A room's callers that were answered and have not entered its PIN:
+    each has a ``PinGate`` and a stream of its own (prompts, digits; the
+    room's ``audio``), and is no member (``in_lobby``) until it passes;
+    ``on_done(leg, ok, why)`` then admits or hangs up."""
+
+    log = Logger()
+
+    def __init__(self, room, clock, timeout, audio, on_done):
+        self.room = room
+        self.clock = clock
+        self.timeout = timeout
+        self.audio = audio
+        self.on_done = on_done
+        self._gates = {}            # leg -> PinGate
+
+    def __len__(self):
+        return len(self._gates)
+
+    def __contains__(self, leg):
+        return leg in self._gates
+
+    def enter(self, leg):
+        leg.in_lobby = True
+        self._gates[leg] = gate = PinGate(
+            self.room.policy.pin, self.clock, self.timeout,
+            lambda prompt: self.audio.play(leg, prompt),
+            lambda ok, why: self._done(leg, ok, why),
+            on_wrong=lambda n: self.log_outcome(leg, f"wrong PIN {n}"))
+        self.audio.mix(leg)                     # a stream of its own: prompts, digits
+        gate.start()
+
+    def press(self, leg, digit):
+        """A key ``leg`` pressed: False unless it waits here."""
+        gate = self._gates.get(leg)
+        if gate is None:
+            return False
+        gate.press(digit)
+        return True
+
+    def leave(self, leg, why):
+        """``leg`` ended while it waited."""
+        gate = self._gates.pop(leg, None)
+        if gate is not None:
+            self.log_outcome(leg, f"failed: {why}")
+            gate.cancel()
+        leg.in_lobby = False
+
+    def _done(self, leg, ok, why):
+        if self._gates.pop(leg, None) is not None:
+            self.on_done(leg, ok, why)
+
+    def log_outcome(self, leg, outcome):
+        self.log.info("{conf}: lobby: {caller} {outcome} (call {call})", conf=self.room.name,
+                      caller=leg.user_entity, outcome=outcome, call=leg.call_id,
+                      event="lobby")

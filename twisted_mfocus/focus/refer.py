@@ -176,7 +176,7 @@ class Referrals:
         forwarded = None
         marker = request.headers.get(MARKER)
         if marker is not None:      # untrusted nodes learn nothing, not even 404
-            if not self.trust.trusts(request, source):
+            if not self.trust.trusts(request, source, room):
                 txn.respond(respond(request, 403, "Forwarded REFER From Untrusted Node",
                                     to_tag=to_tag))
                 return

@@ -30,6 +30,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..conference import multifocus
 from ..conference.model import Conference, JoiningMethod
 from ..config import Role, RoomConfig
 from ..media.rtp import PortsExhausted
@@ -41,7 +42,7 @@ from .cascade import Cascades
 from .delegation import Delegator, HandOver
 from .interfaces import IRoom
 from .mesh import Mesh
-from .pin import PinGate
+from .pin import Lobby
 
 __all__ = ["Room", "Rooms", "RoomServices"]
 
@@ -66,6 +67,7 @@ class RoomServices(NamedTuple):
     referrals: object           # refer.Referrals
     rooms: object               # the Rooms registry
     budgets: object             # budget.SourceBudgets: what each source holds
+    trust: object               # trust.FocusTrust
 
 
 @implementer(IRoom)
@@ -84,10 +86,14 @@ class Room:
         self.policy = s.node.config.rooms.get(name) or RoomConfig(name)
         self.media_address = s.rtp_pool.interface
         self.legs = []              # the members' calls (not the cascade legs)
-        self.lobby = {}             # leg -> PinGate: answered, PIN not yet entered
+        self.uncounted = set()      # of which an agent's two-party call: not load
+        #: callers answered, their PIN not yet entered (pin.py)
+        self.lobby = Lobby(self, s.ua.clock, s.node.config.pin_timeout, s.audio,
+                           self._lobby_done)
         self.binding = None         # registrar.Binding of our URI, if we hold it
         self.hosted = None          # agent.Hosted, in agent mode
         self.hold = None            # its creator's source budget (budget.Hold)
+        self.key = None             # trust.ConferenceKey, of a conference among agents
         self.cascades = Cascades(self, s.node, s.ua, s.policy, s.rtp_pool, self.focus_record)
         self.mesh = Mesh(self, s.node, s.ua, s.policy)
         self.delegator = Delegator(self, self.mesh, s.node, s.ua, s.policy)
@@ -125,8 +131,24 @@ class Room:
             rtp = s.rtp_pool.allocate()
         leg = CallLeg(s.ua, s.policy, self, rtp, transport)
         self.legs.append(leg)
-        s.node.call_added()
+        if not self.private:
+            s.node.call_added()
+        else:
+            self.uncounted.add(leg)
         return leg
+
+    @property
+    def private(self):
+        """An agent's two-party call (agent.py): no load, no recruiting."""
+        return self.hosted is not None and not self.hosted.counts
+
+    def count_calls(self):
+        """An agent's call became a conference: its calls are load now."""
+        for _ in self.uncounted:
+            self.services.node.call_added()
+        self.uncounted.clear()
+        self.mesh.link_changed()                # our record's load
+        self.mesh.maybe_recruit()
 
     def can_overflow(self):
         """May a newcomer be accepted beyond capacity, to be handed over?"""
@@ -193,7 +215,7 @@ class Room:
             return
         if self.policy.pin and leg.joining_method == JoiningMethod.DIALED_IN and \
                 not leg.replacing_call_id and leg.replaces is None:
-            self._enter_lobby(leg)              # moving members are never asked again
+            self.lobby.enter(leg)               # moving members are never asked again
             return
         self._admit(leg)
 
@@ -249,9 +271,7 @@ class Room:
         s = self.services
         if leg.in_lobby:                        # never a member: no trace
             was_member = False
-            if leg in self.lobby:
-                self._lobby_log(leg, f"failed: {why}")
-            self._leave_lobby(leg)
+            self.lobby.leave(leg, why)
         s.audio.mix(leg)                        # out of the mix (it ended)
         s.rtp_pool.release(leg.rtp)
         if leg.hold is not None:
@@ -259,7 +279,10 @@ class Room:
         if leg.is_cascade:
             self.cascades.ended(leg)
             return
-        if leg in self.legs:
+        if leg in self.uncounted:
+            self.uncounted.discard(leg)
+            self.legs.remove(leg)
+        elif leg in self.legs:
             self.legs.remove(leg)
             s.node.call_removed(leg.handed_off)
         if was_member:
@@ -272,45 +295,20 @@ class Room:
 
     # -- the lobby of a room with a PIN (pin.py) ------------------------------
 
-    def _enter_lobby(self, leg):
-        s = self.services
-        leg.in_lobby = True
-        self.lobby[leg] = gate = PinGate(
-            self.policy.pin, s.ua.clock, s.node.config.pin_timeout,
-            lambda prompt: s.audio.play(leg, prompt),
-            lambda ok, why: self._lobby_done(leg, ok, why),
-            on_wrong=lambda n: self._lobby_log(leg, f"wrong PIN {n}"))
-        s.audio.mix(leg)                        # a stream of its own: prompts, digits
-        gate.start()
-
     def _lobby_done(self, leg, ok, why):
-        if self.lobby.pop(leg, None) is None or leg.state is not LegState.CONFIRMED:
+        if leg.state is not LegState.CONFIRMED:
             return
-        self._lobby_log(leg, "admitted" if ok else f"failed: {why}")
+        self.lobby.log_outcome(leg, "admitted" if ok else f"failed: {why}")
         if ok:
             leg.in_lobby = False
             self._admit(leg)
         else:
             leg.hangup()                        # still in_lobby: leg_ended leaves no trace
 
-    def _leave_lobby(self, leg):
-        gate = self.lobby.pop(leg, None)
-        if gate is not None:
-            gate.cancel()
-        leg.in_lobby = False
-
-    def _lobby_log(self, leg, outcome):
-        self.log.info("{conf}: lobby: {caller} {outcome} (call {call})", conf=self.name,
-                      caller=leg.user_entity, outcome=outcome, call=leg.call_id,
-                      event="lobby")
-
     def digit_received(self, leg, digit):
         """A key ``leg`` pressed (RFC 4733 §2 event, or INFO dtmf-relay): its
         PIN in the lobby, else the ``*6`` code."""
-        gate = self.lobby.get(leg)
-        if gate is not None:
-            gate.press(digit)
-        elif not leg.in_lobby:
+        if not self.lobby.press(leg, digit) and not leg.in_lobby:
             self.services.audio.star_code(leg, digit)
 
     # -- what the mesh and failover ask of the room ------------------------------
@@ -348,9 +346,16 @@ class Room:
         replicated state and those we subscribe to."""
         return {f.uri for f in self.mesh.replica.foci()} | set(self.mesh.links)
 
-    def add_candidate(self, uri):
-        """A member's INVITE advertised the multifocus package: a possible focus."""
-        self.mesh.add_candidate(uri)
+    def add_candidate(self, leg, request):
+        """``leg``'s INVITE may advertise the multifocus package: then its
+        Contact is a possible focus."""
+        if multifocus.EVENT in (request.headers.get("allow-events") or "") and \
+                request.contacts:
+            self.mesh.add_candidate(request.contacts[0].uri, leg)
+
+    def conference_key(self):
+        """The key of this conference among agents (trust.py), made if none."""
+        return self.services.trust.key_of(self)
 
     def refer(self, txn, request, source, leg=None):
         """A REFER for this conference (in ``leg``'s dialog, or outside one)."""
@@ -404,28 +409,23 @@ class Room:
 
     # -- the conference URI's binding (registrar.py) ------------------------------
 
-    def bind(self):
-        registrar = self.services.registrar
-        if registrar is not None:
-            registrar.register(self)
+    def bind(self, replacing=()):
+        """Bind our URI (``replacing`` the Contacts of the primaries we succeed)."""
+        if self.services.registrar is not None:
+            self.services.registrar.register(self, remove=replacing)
 
     def became_primary(self, predecessor):
-        """We succeed a failed primary: new requests to the conference URI
-        must reach us (registrar.py)."""
-        registrar = self.services.registrar
-        if registrar is not None:
-            registrar.register(self, remove=(predecessor,))
+        """New requests to the conference URI must reach us, not ``predecessor``."""
+        self.bind(replacing=(predecessor,))
 
     def no_longer_primary(self):
-        """Our successor holds the conference URI now (and removed our
-        Contact): stop refreshing without touching the registrar."""
-        if self.binding is not None:
-            self.binding.abandon()
-            self.binding = None
+        """Our successor took the URI over (and removed our Contact)."""
+        self.unbind(abandon=True)
 
-    def unbind(self):
+    def unbind(self, abandon=False):
+        """Remove our binding, or ``abandon`` it (stop refreshing, say nothing)."""
         if self.binding is not None:
-            self.binding.stop()
+            self.binding.abandon() if abandon else self.binding.stop()
             self.binding = None
 
     # -- publishing ------------------------------------------------------------
@@ -480,6 +480,7 @@ class Rooms:
         self.config = node.config
         self.services = None        # RoomServices, once the focus is attached
         self._rooms = {}
+        self.keyed = 0              # rooms with a key of their own (trust.py)
 
     def __iter__(self):
         return iter(list(self._rooms.values()))
@@ -573,6 +574,12 @@ class Rooms:
         room.bind()
         return room
 
+    def set_key(self, room, key):
+        """``room``'s conference key (trust.py), kept while it lives here."""
+        if room.key is None:
+            self.keyed += 1
+        room.key = key
+
     def _add(self, name, uri):
         room = self._rooms[name] = Room(name, uri, self.services)
         self.log.info("conference {name} created ({uri})", name=name, uri=uri)
@@ -582,6 +589,9 @@ class Rooms:
         """Forget a conference nobody is in or watches (bounds the registry)."""
         if self._rooms.get(room.name) is room and room.idle:
             del self._rooms[room.name]
+            if room.key is not None:
+                room.key = None
+                self.keyed -= 1
             room.unbind()
             if room.hold is not None:
                 room.hold.release()

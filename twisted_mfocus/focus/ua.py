@@ -38,13 +38,15 @@ class UserAgent:
 
     log = Logger()
 
-    def __init__(self, clock, transport, transactions, max_dialogs=100_000, prover=None,
+    def __init__(self, clock, transport, transactions, max_dialogs=100_000, signer=None,
                  flows="auto"):
         self.clock = clock
         self.flows = flows          # [nat] flows: auto, always or never (``flow``)
         self.transport = transport
         self.transactions = transactions
-        self.prover = prover        # sip/proof.py: signs what we send to foci
+        #: signer(request, to_focus): the sip/proof.py Prover that signs
+        #: ``request``, or None (trust.py ``FocusTrust.signer_for``)
+        self.signer = signer or (lambda request, to_focus: None)
         self.max_dialogs = max_dialogs
         self.dialogs = {}           # (call_id, local_tag, remote_tag) -> usage
         self.expected = {}          # (call_id, local_tag) -> usage awaiting its dialog
@@ -162,13 +164,15 @@ class UserAgent:
 
     def send_request(self, request, on_response, on_error=None, dest=None, to_focus=False):
         """Send ``request`` in a new client transaction; ``to_focus``: it
-        goes to another focus, so it carries our proof (trust.py).
+        goes to another focus, so it carries our proof (trust.py; so does
+        every request naming a conference with a key of its own).
 
         Returns a Deferred firing with the ``ClientTransaction`` once it is
         started, or failing with ``SendError`` (nothing was sent; neither
         callback will be called)."""
-        if to_focus and self.prover is not None:
-            self.prover.sign(request)
+        prover = self.signer(request, to_focus)
+        if prover is not None:
+            prover.sign(request)
         d = defer.succeed(dest) if dest is not None else self.locate(request)
 
         def start(peer):

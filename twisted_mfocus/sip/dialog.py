@@ -24,7 +24,8 @@ from .ids import MAGIC_COOKIE, new_tag
 from .message import MAX_FORWARDS, Request
 
 __all__ = ["Dialog", "DialogError", "DialogState", "dialog_id_of", "uas_response_headers",
-           "strict_route_fixup", "pop_own_route", "TARGET_REFRESH"]
+           "strict_route_fixup", "pop_own_route", "TARGET_REFRESH", "target_dialog",
+           "parse_target_dialog"]
 
 #: Methods whose 2xx (or request) refreshes the remote target (§12.2, RFC 3311).
 TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
@@ -201,6 +202,32 @@ class Dialog:
 
     def __repr__(self):
         return f"<Dialog {self.state.value} {self.id}>"
+
+
+def target_dialog(dialog):
+    """The ``Target-Dialog`` value naming ``dialog`` to its other party
+    (RFC 4538 §7: the tags as the recipient sees them, so its local tag is
+    our remote one)."""
+    return f"{dialog.call_id};local-tag={dialog.remote_tag};remote-tag={dialog.local_tag}"
+
+
+def parse_target_dialog(value):
+    """(Call-ID, local tag, remote tag) of a ``Target-Dialog`` value, as
+    the recipient keys its dialogs; ``SIPError`` (400) if either tag is
+    missing or the value is not one dialog (RFC 4538 §7)."""
+    call_id, *params = [p.strip() for p in (value or "").split(";")]
+    tags = {}
+    for param in params:
+        name, eq, tag = param.partition("=")
+        name = name.strip().lower()
+        if name in ("local-tag", "remote-tag"):
+            if not eq or not tag.strip() or name in tags:
+                raise SIPError(f"Bad Target-Dialog {name}", status=400)
+            tags[name] = tag.strip()
+    if not call_id or " " in call_id or len(tags) != 2:
+        raise SIPError("Bad Target-Dialog: want Call-ID;local-tag=..;remote-tag=..",
+                       status=400)
+    return call_id, tags["local-tag"], tags["remote-tag"]
 
 
 def uas_response_headers(request, dialog, contact):
