@@ -57,6 +57,10 @@ protect what they send with each member's key, the engine unprotects,
 mixes and protects what it sends back.  Members per core (N / CPU
 fraction) of both are printed, and their ratio (SRTP over plain).
 
+``--metrics``: the engine observes its metrics as a focus with ``--http``
+does (metrics.py: tick lateness per tick, jitter buffer delays per RTCP
+report; its packet counts are read when scraped, at no cost here).
+
 The machine is shared and noisy: compare the ratio and the medians, not one
 absolute time.  The "others" column is core 1's busy time (/proc/stat)
 minus the engine's own CPU: what another process took from the engine's
@@ -160,6 +164,9 @@ def role_engine():
         return 1
 
     engine = MediaEngine(reactor, speakers=cfg.get("mixed", 3), rate=cfg.get("rate", 16000))
+    if cfg.get("metrics"):          # as a focus with --http has it (metrics.py)
+        from twisted_mfocus.metrics import Metrics
+        engine.metrics = Metrics()
     work = array("d")
     gc_pauses = {0: array("d"), 1: array("d"), 2: array("d")}
     gc_start = [0.0]
@@ -517,7 +524,7 @@ def run_members(n, args, logdir, suite=None, codec="PCMU"):
         engine.stdin.write(json.dumps({"remotes": remotes, "low": low, "high": high,
                                        "warmup": args.warmup, "srtp": suite,
                                        "codec": codec, "mixed": args.mixed,
-                                       "rate": args.mix_rate,
+                                       "rate": args.mix_rate, "metrics": args.metrics,
                                        "seed": args.seed + n,
                                        "seconds": args.seconds}) + "\n")
         engine.stdin.flush()
@@ -578,6 +585,8 @@ def main():
                     help="the mixer's rate ([media] mix_rate)")
     ap.add_argument("--mixed", type=int, default=3,
                     help="the engine mixes the loudest this many ([media] speakers; 0: all)")
+    ap.add_argument("--metrics", action="store_true",
+                    help="the engine observes its metrics, as with --http (metrics.py)")
     ap.add_argument("--retries", type=int, default=2,
                     help="runs again an N whose window others disturbed (> 10 %% of core 1)")
     args = ap.parse_args()

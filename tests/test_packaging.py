@@ -1,4 +1,5 @@
-"""`pip install .` (not editable) must make `twistd mfocus` available."""
+"""`pip install .` (not editable) must make `twistd mfocus` and the
+`mfocusctl` console script available."""
 
 import os
 import subprocess
@@ -26,3 +27,9 @@ def test_plain_install_provides_the_twistd_plugin(tmp_path):
         [sys.executable, "-c", "import twisted_mfocus, sys; print(twisted_mfocus.__file__)"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert import_check.stdout.startswith(str(target))
+    # The operator's command line (setup.cfg console_scripts) comes with it.
+    ctl = target / "bin" / "mfocusctl"
+    assert ctl.is_file()
+    ctl_help = subprocess.run([str(ctl), "--help"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    assert ctl_help.returncode == 0 and "exit status:" in ctl_help.stdout

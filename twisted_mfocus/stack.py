@@ -4,7 +4,8 @@ This is the one place the layers meet.  Messages flow up:
 ``TransportLayer`` (parse, validate, stamp Via) → ``TransactionLayer``
 (match, absorb retransmissions, run timers) → the transaction user (the
 focus).  Bad input is answered here, statelessly, when a response can be
-formed (RFC 3261 §8.2.6, RFC 4475), and logged once.
+formed (RFC 3261 §8.2.6, RFC 4475), and logged once.  Every message in and
+out passes here, so here it is counted (``metrics``, metrics.py).
 """
 
 import gc
@@ -42,10 +43,11 @@ class SIPService(service.Service):
 
     log = Logger()
 
-    def __init__(self, reactor, config, tu=None):
+    def __init__(self, reactor, config, tu=None, metrics=None):
         self.reactor = reactor
         self.config = config
         self.tu = tu or ProbeUAS()       # an ITransactionUser
+        self.metrics = metrics           # metrics.Metrics, or None: nothing counted
         self.transport = None
         self.transactions = None
         self.listening = []
@@ -138,12 +140,16 @@ class SIPService(service.Service):
             self.transport.send_response(message, peer)
         else:
             self.transport.send(message, peer)
+        if self.metrics is not None:
+            self.metrics.sent(message)
 
     def _transport_error(self, message, peer, error):
         """A failure found after ``send`` returned (refused, TLS) (§17.1.4)."""
         self.transactions.transport_error(message, peer, error)
 
     def _message_received(self, message, source):
+        if self.metrics is not None:
+            self.metrics.received(message)
         if isinstance(message, Request):
             verdict = self.budgets.request(source.host)
             if verdict is not Verdict.ADMIT and not self.tu.exempt(message, source):
@@ -170,6 +176,8 @@ class SIPService(service.Service):
         """Answer what can be answered (RFC 4475 §3.1.2); drop the rest.
         Logged once per source per minute (logbudget.py), with a count."""
         msg = error.message
+        if self.metrics is not None:
+            self.metrics.bad_message()
         admitted = self.bad_log.admit(source.host)
         if admitted is not None:
             who, suppressed = admitted
@@ -191,6 +199,9 @@ class SIPService(service.Service):
             send(response, dest)
         except Exception as e:
             self.log.info("cannot answer {peer}: {error}", peer=str(source), error=e)
+            return
+        if self.metrics is not None:
+            self.metrics.sent(response)
 
 
 def _error_destination(request, source):

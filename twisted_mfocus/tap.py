@@ -98,6 +98,8 @@ def makeService(options):
 
     from .focus.focus import ConferenceFocus
     from .media.rtp import RTPPortPool
+    from .metrics import Metrics, MetricsService, on_reactor
+    from .sdnotify import Readiness
     from .stack import SIPService
     from .web.api import api_site
 
@@ -106,11 +108,19 @@ def makeService(options):
     low, high = cfg.rtp_ports
     pool = RTPPortPool(reactor, low, high, interface=cfg.media_address)
     focus = ConferenceFocus(cfg, pool)
-    SIPService(reactor, cfg, tu=focus).setServiceParent(top)
+    metrics = Metrics(read=on_reactor(reactor)) if cfg.http else None   # GET /metrics
+    sip = SIPService(reactor, cfg, tu=focus, metrics=metrics)
+    sip.setServiceParent(top)
     if cfg.http:
+        # After the stack: its start attaches the focus, whose pieces the
+        # metrics are then handed to.
+        MetricsService(metrics, focus).setServiceParent(top)
         # Leaving is stopping: stopService runs Focus.shutdown, which hands
         # the members over first (failover.py).
         leave = lambda: reactor.callLater(0, reactor.stop)  # noqa: E731
-        site = api_site(focus.views, leave, token=options["http_token"], names=cfg.http_names)
+        site = api_site(focus.views, leave, token=options["http_token"], names=cfg.http_names,
+                        metrics=metrics.resource())
         strports.service(options["http_endpoint"], site).setServiceParent(top)
+    # Last: started once the rest listen, stopped first (systemd's Type=notify).
+    Readiness(sip).setServiceParent(top)
     return top

@@ -53,6 +53,9 @@ class Authentication:
         self.policy = policy
         self.limiter = FailureLimiter(clock)
         self._digest = None
+        #: metrics.Metrics, set at wiring time: failures are counted here,
+        #: where a refused digest is answered
+        self.metrics = None
 
     @property
     def available(self):
@@ -98,6 +101,8 @@ class Authentication:
             self.log.info("authentication of {method} from {peer} refused: {why}",
                           method=request.method, peer=str(source), why=verdict.reason,
                           event="auth-failed")
+            if self.metrics is not None:
+                self.metrics.auth_failures.inc()
             if self.limiter.failed(key):
                 txn.respond(policy.respond(request, 403, "Too Many Authentication Failures",
                                            to_tag=new_tag()))

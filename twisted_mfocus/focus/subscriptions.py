@@ -152,6 +152,8 @@ class Subscription:
                    ("Content-Type", self.package.content_type)]
         body = rendered.with_version(self.version) if rendered is not None else b""
         request = self.dialog.create_request("NOTIFY", headers, body)
+        if self.notifier.metrics is not None:
+            self.notifier.metrics.notified(self.package.event, len(body))
         return self.notifier._send(self, request)
 
     def update(self, partial=None):
@@ -231,6 +233,8 @@ class Notifier:
         self._by_resource = {}      # (event, resource) -> {Subscription}
         self._pending = {}          # (event, resource) -> DelayedCall
         self.count = 0
+        #: metrics.Metrics, set at wiring time: the NOTIFY bytes sent
+        self.metrics = None
 
     def add_package(self, package):
         if not IEventPackage.providedBy(package):

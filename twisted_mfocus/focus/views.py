@@ -1,15 +1,15 @@
-"""What the management API sees of the rooms, and the one thing it changes.
+"""What the management API sees of the rooms, and its way to act on them.
 
 The read model between the rooms and ``web/api.py``: plain dicts and lists
 (JSON-ready), built from the replicated state so that every focus shows
-the same conference; and mute, which is the API's only way to act on a
-member.  The HTTP side knows nothing else of the focus.
+the same conference; and ``moderation`` (moderation.py: mute, kick, lock,
+end), the API's only way to act on a conference.  The HTTP side knows
+nothing else of the focus.
 """
 
 import time
 
-from ..sip.errors import SIPError
-from ..sip.uri import URI
+from .moderation import Moderation
 
 __all__ = ["Views"]
 
@@ -39,6 +39,8 @@ class Views:
 
     def __init__(self, rooms):
         self.rooms = rooms
+        #: what the operator does to the conferences (moderation.py)
+        self.moderation = Moderation(rooms)
 
     def summaries(self):
         """One line per conference: name, uri, member endpoints."""
@@ -46,19 +48,33 @@ class Views:
                  "members": sum(len(u.endpoints) for u in room.conference.users.values())}
                 for room in self.rooms]
 
+    def gauges(self):
+        """(name, member endpoints, live foci, links up) per conference: the
+        figures of metrics.py, counted as ``summaries`` and ``conference``
+        count them (links: the other foci this one subscribes to that
+        answer, as its record's ``links`` lists them) without building
+        every member's view."""
+        for room in self.rooms:
+            mesh = room.mesh
+            yield (room.name, sum(len(u.endpoints) for u in room.conference.users.values()),
+                   len(mesh.replica.live_foci()), sum(1 for link in mesh.links.values() if link.up))
+
     def conference(self, name):
         """One conference, the same on every focus: every member endpoint
         with the focus holding it, and every live focus (from the
         replicated state, sorted so that views compare equal); None if
-        there is no such conference here.  Only ``rtp`` is this focus's
-        own: its members' RTP counts (None for the members of others)."""
+        there is no such conference here.  Only ``rtp`` and ``muted``
+        are this focus's own: its members' RTP counts and whether the
+        operator or ``*6`` muted them (None for the members of others);
+        and ``locked``: whether this focus admits new callers."""
         room = self.rooms.get(name)
         if room is None:
             return None
         replica = room.mesh.replica
         streams = room.services.audio.engine.streams
-        ours = {leg.endpoint_entity: streams[leg][1] for leg in room.legs
-                if leg.is_ours and leg in streams}
+        here = [leg for leg in room.legs if leg.is_ours]
+        ours = {leg.endpoint_entity: streams[leg][1] for leg in here if leg in streams}
+        muted = {leg.endpoint_entity: leg.muted for leg in here}
         held = {}
         members = []
         for endpoint, (holder, record) in sorted(replica.members().items(),
@@ -67,33 +83,12 @@ class Views:
             members.append({"uri": record.user, "endpoint": endpoint, "focus": holder,
                             "status": record.status, "joined": _iso(record.when),
                             "media": record.media, "codec": record.codec,
+                            "muted": muted.get(endpoint),
                             "rtp": _rtp(ours.get(endpoint))})
         foci = [{"uri": f.uri, "role": str(f.role), "capacity": f.capacity,
                  "members": held.get(f.uri, 0), "state": str(f.state), "links": list(f.links),
                  "epoch": f.epoch}
                 for f in replica.live_foci()]
-        return {"name": room.name, "uri": room.conference.uri, "foci": foci,
-                "members": members, "cascades": room.cascades.up(),
+        return {"name": room.name, "uri": room.conference.uri, "locked": room.policy.locked,
+                "foci": foci, "members": members, "cascades": room.cascades.up(),
                 "subscriptions": room.subscriber_count()}
-
-    def set_muted(self, name, member, muted):
-        """Mute or unmute ``member`` (a URI, as text) of conference ``name``:
-        (HTTP status, JSON body).  404 for no such conference or member,
-        400 for a member that is no SIP URI, 409 naming the focus that
-        holds a member of another focus."""
-        room = self.rooms.get(name)
-        if room is None:
-            return 404, {"error": "no such conference"}
-        try:
-            uri = URI.parse(member)
-        except SIPError:
-            return 400, {"error": f"not a SIP URI: {member}"}
-        legs = [leg for leg in room.legs_of(uri) if not leg.handed_off]
-        if not legs:
-            holder = room.holder_of(member)
-            if holder:
-                return 409, {"error": "held by another focus", "focus": holder}
-            return 404, {"error": "no such member"}
-        for leg in legs:
-            room.set_muted(leg, muted)
-        return 200, {"uri": member, "muted": muted}

@@ -36,6 +36,10 @@ ran is kept for the benchmark.
   each tick it is sent what its source gives (prompts, silence) and its
   receiver is drained, so its digits keep coming; ``add`` moves it into a
   mixer, the same Stream (SSRC, sequence, latching kept).
+- Metrics (metrics.py): the packet counts are the streams' own, summed when
+  scraped (``rtp_totals``, ended streams kept), so the packet path does no
+  more work for them; a tick's lateness is observed once per tick, each
+  receiving party's jitter buffer delay once per RTCP report.
 """
 
 import array
@@ -314,6 +318,10 @@ class MediaEngine:
         self._loop = None
         self._next = None
         self._reports = None            # the RTCP loop, beside the mixing tick
+        #: metrics.Metrics, set at wiring time (None: nothing observed)
+        self.metrics = None
+        #: the RTP counts of the streams that ended: [received, sent, {Drop: n}]
+        self._ended = [0, 0, dict.fromkeys(Drop, 0)]
 
     # -- parties ---------------------------------------------------------------
 
@@ -372,11 +380,11 @@ class MediaEngine:
     def remove(self, key):
         waiting = self.lobby.pop(key, None)
         if waiting is not None:
-            waiting[0].close()
+            self._close(waiting[0])
         entry = self.streams.pop(key, None)
         if entry is not None:
             conference, stream = entry
-            stream.close()
+            self._close(stream)
             mixer = self.mixers[conference]
             mixer.remove(key)
             if not mixer.parties:
@@ -389,6 +397,27 @@ class MediaEngine:
             return
         if not self.streams and not self.lobby:
             self._stop()
+
+    def _close(self, stream):
+        """Close ``stream``, keeping its counts for ``rtp_totals``."""
+        stream.close()
+        ended = self._ended
+        ended[0] += stream.received
+        ended[1] += stream.sent_packets
+        for reason, n in stream.dropped.items():
+            ended[2][reason] += n
+
+    def rtp_totals(self):
+        """(RTP packets received, sent, {Drop: datagrams dropped}) by every
+        stream so far, ended ones included: never decreasing (metrics.py
+        reads them when scraped)."""
+        received, sent, dropped = self._ended[0], self._ended[1], dict(self._ended[2])
+        for stream in [s for _, s in self.streams.values()] + [s for s, _ in self.lobby.values()]:
+            received += stream.received
+            sent += stream.sent_packets
+            for reason, n in stream.dropped.items():
+                dropped[reason] += n
+        return received, sent, dropped
 
     # -- the tick --------------------------------------------------------------
 
@@ -409,8 +438,12 @@ class MediaEngine:
         self._loop = self._reports = None
 
     def _report(self):
+        metrics, now = self.metrics, self.clock.seconds()
         for key, (_, stream) in list(self.streams.items()):
             stream.report()
+            if metrics is not None and stream.last_heard is not None and \
+                    now - stream.last_heard < RTCP_INTERVAL:      # receiving: its delay counts
+                metrics.jitter_delay.observe(stream.receiver.delay * TICK)
             if self._silent(stream):
                 stream.silent = True
                 self.on_silent(key)
@@ -434,6 +467,8 @@ class MediaEngine:
         late = now - self._next
         if len(self.lateness) < LATENESS_KEPT:
             self.lateness.append(max(0.0, late))
+        if self.metrics is not None:
+            self.metrics.tick_lateness.observe(max(0.0, late))
         frames = 1
         if late >= TICK:                # the reactor fell behind: catch up
             frames = min(MAX_CATCH_UP, 1 + int(late / TICK))

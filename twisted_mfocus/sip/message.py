@@ -325,6 +325,15 @@ class SentResponse(Response):
             at = data.find(b"\r\nVia: ", eol, end)
         return vias[0] if vias else None
 
+    @property
+    def cseq(self):
+        """From the CSeq line alone, as ``top_via`` (metrics.py reads it on each send)."""
+        data = self._data
+        at = -1 if self._via_at is None else data.find(b"\r\nCSeq: ", 0, data.find(b"\r\n\r\n"))
+        if at < 0:                      # lines as they came, or none: parse them all
+            return super().cseq
+        return CSeq.parse(data[at + 8:data.find(b"\r\n", at + 2)].decode(_ENC, _ERR))
+
     def to_bytes(self):
         return self._data
 

@@ -2,19 +2,40 @@
 
 ``GET /api/v1/conferences`` lists conferences (name, uri, member count);
 ``GET /api/v1/conferences/NAME`` shows one:
-``{"name", "uri", "foci": [{"uri", "role", "capacity", "members", "state",
-"links"}],
-"members": [{"uri", "focus", "status", "joined"}], "subscriptions"}``
+``{"name", "uri", "locked", "foci": [{"uri", "role", "capacity", "members",
+"state", "links"}],
+"members": [{"uri", "focus", "status", "joined", "muted"}], "subscriptions"}``
 (each member also names its ``endpoint`` and ``media`` status; each focus
 its ``epoch``; ``cascades``: the foci this one has a media leg with).  The
 foci are the live ones: a focus that left or failed is not listed.
-``POST /api/v1/conferences/NAME/members/URI/mute`` (and ``/unmute``)
-keeps a member's voice out of the mix (URI percent-encoded; a member held
-by another focus: 409 naming that focus): ``{"uri", "muted"}``.
+``muted``, ``rtp`` and ``locked`` are this focus's own (``muted`` None for
+a member another focus holds).
+
+Moderation (focus/moderation.py; URI percent-encoded; a member held by
+another focus: 409 naming that focus):
+
+- ``POST /api/v1/conferences/NAME/members/URI/mute`` (and ``/unmute``)
+  keeps a member's voice out of the mix: ``{"uri", "muted"}``;
+- ``POST …/NAME/members/URI/kick`` ends its call with BYE: ``{"uri", "calls"}``;
+- ``POST …/NAME/mute-all`` (and ``/unmute-all``), optional body
+  ``{"except": URI}``: everyone held here but one: ``{"name", "muted",
+  "except", "members", "elsewhere"}``;
+- ``POST …/NAME/lock`` (and ``/unlock``): a new caller is refused 403
+  "Conference Locked" (members stay): ``{"name", "locked"}``;
+- ``POST …/NAME/end``: BYE to every call, a final NOTIFY to every
+  subscriber: ``{"name", "calls", "subscriptions"}`` (409 naming the foci
+  while other foci hold members).
+
 ``POST /api/v1/leave`` makes this focus leave (as SIGTERM does: its members
 are handed to other foci, then the process exits): 202.
-Other tools depend on these field names: add fields, never rename them.
-404 for anything unknown, 405 for methods other than GET (POST for leave).
+``GET /metrics``: Prometheus metrics (metrics.py: SIP messages, calls,
+conferences, RTP, the mixer), in the text exposition format or OpenMetrics
+as the Accept header asks, made by prometheus_client's Twisted resource;
+behind the same guard as every other path.
+Other tools (``mfocusctl``, ctl.py) depend on these field names: add
+fields, never rename them.  404 for anything unknown, 405 for methods
+other than GET (POST for the actions and leave), 400 for a body that is
+not ``{"except": URI}``, 413 for one over MAX_BODY bytes.
 
 With ``[http] token_file`` every request, whatever its method and path,
 must carry ``Authorization: Bearer TOKEN`` (RFC 6750 §2.1); any other is
@@ -29,6 +50,7 @@ response says ``X-Content-Type-Options: nosniff`` and
 ``Cache-Control: no-store``.
 """
 
+import json
 import time
 from urllib.parse import unquote
 
@@ -41,6 +63,25 @@ __all__ = ["api_root", "api_site", "read_token"]
 
 #: The shortest token accepted (``openssl rand -hex 32`` makes 64 characters).
 MIN_TOKEN_LENGTH = 16
+#: The largest POST body read (``{"except": URI}`` needs far less).
+MAX_BODY = 4096
+
+#: ``POST …/NAME/members/URI/ACTION``: the moderation call, given (moderation, name, uri)
+MEMBER_ACTIONS = {
+    b"mute": lambda m, name, uri: m.set_muted(name, uri, True),
+    b"unmute": lambda m, name, uri: m.set_muted(name, uri, False),
+    b"kick": lambda m, name, uri: m.kick(name, uri),
+}
+#: ``POST …/NAME/ACTION``: the moderation call, given (moderation, name, spare);
+#: only the mute-alls take a body (its ``except``, the member spared)
+ROOM_ACTIONS = {
+    b"mute-all": lambda m, name, spare: m.mute_all(name, True, spare),
+    b"unmute-all": lambda m, name, spare: m.mute_all(name, False, spare),
+    b"lock": lambda m, name, spare: m.set_locked(name, True),
+    b"unlock": lambda m, name, spare: m.set_locked(name, False),
+    b"end": lambda m, name, spare: m.end(name),
+}
+TAKES_BODY = (b"mute-all", b"unmute-all")
 
 
 class _JSON(resource.Resource):
@@ -69,12 +110,19 @@ class _Conference(_JSON):
         self.views, self.name = views, name
 
     def render_POST(self, request):
-        """``members/URI/mute`` or ``members/URI/unmute``."""
-        path = request.postpath
-        if len(path) != 3 or path[0] != b"members" or path[2] not in (b"mute", b"unmute"):
+        """A moderation action: ``members/URI/ACTION`` or ``ACTION``."""
+        path, moderation = request.postpath, self.views.moderation
+        if len(path) == 3 and path[0] == b"members" and path[2] in MEMBER_ACTIONS:
+            member = unquote(path[1].decode("utf-8", "replace"))
+            status, body = MEMBER_ACTIONS[path[2]](moderation, self.name, member)
+        elif len(path) == 1 and path[0] in ROOM_ACTIONS:
+            spare = _spare(request) if path[0] in TAKES_BODY else None
+            if isinstance(spare, tuple):            # the body is refused
+                status, body = spare
+            else:
+                status, body = ROOM_ACTIONS[path[0]](moderation, self.name, spare)
+        else:
             return self._not_found(request, "resource")
-        member = unquote(path[1].decode("utf-8", "replace"))
-        status, body = self.views.set_muted(self.name, member, path[2] == b"mute")
         request.setResponseCode(status)
         return self._json(request, body)
 
@@ -85,6 +133,26 @@ class _Conference(_JSON):
         if view is None:
             return self._not_found(request, "conference")
         return self._json(request, view)
+
+
+def _spare(request):
+    """The ``except`` of a mute-all's JSON body (None: no body, or none
+    named), or the (status, body) refusing it: 413 past MAX_BODY, 400 for
+    anything but ``{"except": URI}`` (an unknown key is refused: a typo
+    must not mute the speaker too)."""
+    data = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+    if len(data) > MAX_BODY:
+        return 413, {"error": f"body over {MAX_BODY} bytes"}
+    if not data.strip():
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return 400, {"error": "body is not JSON"}
+    if not isinstance(value, dict) or set(value) - {"except"} or \
+            not isinstance(value.get("except", ""), (str, type(None))):
+        return 400, {"error": 'body must be {"except": URI}'}
+    return value.get("except")
 
 
 class _Conferences(_JSON):
@@ -115,6 +183,23 @@ class _Leave(_JSON):
         request.setResponseCode(202)
         self.leave()
         return self._json(request, {"leaving": True})
+
+
+class _Metrics(_JSON):
+    """``GET /metrics``: ``exposition`` (metrics.Metrics.resource) renders
+    it; any other method or a longer path is refused here, in JSON."""
+
+    isLeaf = True
+    allowed = (b"GET",)
+
+    def __init__(self, exposition):
+        super().__init__()
+        self.exposition = exposition
+
+    def render_GET(self, request):
+        if request.postpath and request.postpath != [b""]:
+            return self._not_found(request, "resource")
+        return self.exposition.render(request)
 
 
 class _NotFound(_JSON):
@@ -163,18 +248,23 @@ def read_token(path):
     return token.decode("ascii")
 
 
-def api_root(views, leave=None, token=None, now=time.monotonic, names=None):
+def api_root(views, leave=None, token=None, now=time.monotonic, names=None, metrics=None):
     """The site root over ``views`` (focus/views.py):
     ``/api/v1/conferences[/NAME]``, and ``/api/v1/leave`` when ``leave`` (a
     callable that makes the process leave) is given; with ``token`` (see
     read_token) only for requests that carry it.  ``now``: the clock of the
     refusal log's bound.  ``names``: the Host names answered besides the
     listener's address; None (only for unit tests of the token) checks
-    neither Host, Origin nor Content-Type (guard.py)."""
+    neither Host, Origin nor Content-Type (guard.py).  ``metrics``: the
+    resource that renders ``GET /metrics`` (metrics.Metrics.resource), if
+    any; the guard comes first for it too."""
     v1 = {b"conferences": _Conferences(views)}
     if leave is not None:
         v1[b"leave"] = _Leave(leave)
-    return Guard(_Node({b"api": _Node({b"v1": _Node(v1)})}), token, now, names)
+    top = {b"api": _Node({b"v1": _Node(v1)})}
+    if metrics is not None:
+        top[b"metrics"] = _Metrics(metrics)
+    return Guard(_Node(top), token, now, names)
 
 
 class _Site(server.Site):
@@ -186,9 +276,9 @@ class _Site(server.Site):
             super().log(request)
 
 
-def api_site(views, leave=None, token=None, names=()):
+def api_site(views, leave=None, token=None, names=(), metrics=None):
     """The ``server.Site`` of the API (see api_root), every check on:
     ``names`` are the extra Host names it answers to (e.g. the DNS name
     of a host whose API is reached with the token), besides the address a
     connection comes in on and, on loopback, ``localhost``."""
-    return _Site(api_root(views, leave, token, names=tuple(names or ())))
+    return _Site(api_root(views, leave, token, names=tuple(names or ()), metrics=metrics))

@@ -26,7 +26,7 @@ and ``Cache-Control: no-store``.  Then, first refusal wins:
    scripts) passes.
 3. **Token** (``[http] token_file``): 401, as api.py describes.
 4. **Content-Type** of every request whose method is not safe (all but
-   GET, HEAD, OPTIONS, TRACE; the API's are POSTs: mute, unmute, leave):
+   GET, HEAD, OPTIONS, TRACE; the API's are POSTs: the moderation actions, leave):
    **415** unless ``application/json`` (parameters allowed).  Browsers send
    ``text/plain`` and form bodies cross-site without a CORS preflight; a JSON
    type needs one, which the API never grants.  The body is not read.
