@@ -4,6 +4,7 @@ the Qualifier alone, then the whole focus on the in-memory rig."""
 
 from twisted.internet.task import Clock
 
+from twisted_mfocus.focus.mesh import nearest_first
 from twisted_mfocus.focus.qualify import Qualifier
 from twisted_mfocus.sip.message import make_response, parse_datagram
 
@@ -28,6 +29,33 @@ def test_a_phone_that_answers_anything_but_481_is_kept():
         clock.advance(0.1 if status == 200 else 30)
         pings.pending.pop()(status)
     assert (q.sent, q.answered, gone) == (4, 4, [])
+
+
+def test_the_round_trip_of_the_last_answer_is_kept():
+    """How near a member is (an agent asks the nearest first to be a focus:
+    mesh.nearest_first)."""
+    clock, pings, gone = Clock(), Pings(), []
+    q = Qualifier(clock, 30, pings, gone.append)
+    q.start()
+    assert q.rtt is None
+    clock.advance(30)
+    clock.advance(0.25)
+    pings.pending.pop()(200)
+    assert abs(q.rtt - 0.25) < 1e-9
+    clock.advance(30)
+    clock.advance(0.05)
+    pings.pending.pop()(405)
+    assert abs(q.rtt - 0.05) < 1e-9
+
+
+def test_members_measured_nearer_are_asked_first_then_the_rest_in_join_order():
+    class Call:
+        def __init__(self, rtt):
+            self.qualifier = type("Q", (), {"rtt": rtt})()
+
+    far, near, unknown1, unknown2 = Call(0.2), Call(0.01), Call(None), Call(None)
+    joined = [("a", "A", unknown1), ("b", "B", far), ("c", "C", unknown2), ("d", "D", near)]
+    assert [uri for uri, _, _ in nearest_first(joined)] == ["d", "b", "a", "c"]
 
 
 def test_a_stopped_qualifier_lets_its_call_go_without_the_garbage_collector():

@@ -449,16 +449,17 @@ class Mesh:
 
     def _next_candidate(self):
         """(focus id, URI, the member's call or None): configured peers
-        first, then members in the order they joined, whose call is still
-        up.  An agent, which shares no secret with anyone, asks members
-        over their call (``via``)."""
+        first, then members whose call is still up, nearest first
+        (``nearest_first``).  An agent, which shares no secret with anyone,
+        asks members over their call (``via``)."""
         known = {record.uri for record in self.replica.foci()} | set(self.links)
         now = self.clock.seconds()
         agent = self.node.role is Role.AGENT
         tried = [(uri, target, None) for uri, target in self.node.peers]
-        for uri, (target, call) in self.candidates.items():
-            if call.is_ours:
-                tried.append((uri, target, call if agent else None))
+        members = [(uri, target, call) for uri, (target, call) in self.candidates.items()
+                   if call.is_ours]
+        tried += [(uri, target, call if agent else None)
+                  for uri, target, call in nearest_first(members)]
         for uri, target, call in tried:
             if uri in known or uri == self.node.uri:
                 continue
@@ -521,6 +522,17 @@ class Mesh:
                 continue
             self.room.hand_over(leg, mode=HandOver.KEEP)
             surplus -= 1
+
+
+def nearest_first(candidates):
+    """Member candidates ``(uri, target, call)``: those whose round trip we
+    measured (``[focus] qualify``'s OPTIONS, qualify.py) first, shortest
+    first, then the others in the order they joined."""
+    def key(item):
+        index, (_, _, call) = item
+        rtt = call.qualifier.rtt
+        return (0, rtt, index) if rtt is not None else (1, 0.0, index)
+    return [c for _, c in sorted(enumerate(candidates), key=key)]
 
 
 def member_record(leg):

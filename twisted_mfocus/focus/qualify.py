@@ -13,6 +13,8 @@ request in a dialog, so it follows the dialog's route and flow).
   it is gone.  Either way ``on_gone(why)`` is called once and nothing
   more is sent.
 - One OPTIONS at a time: the next is scheduled when the last is answered.
+- ``rtt``: how long the last answer took (seconds; None before one): how
+  near the member is, which an agent asks first to be a focus (mesh.py).
 
 Sans-IO: time comes from the injected clock, sending from ``ping``.
 """
@@ -36,6 +38,8 @@ class Qualifier:
         self.ping = ping
         self.on_gone = on_gone
         self.sent = self.answered = 0
+        self.rtt = None
+        self._sent_at = None
         self._call = None
         self._stopped = False
 
@@ -58,6 +62,7 @@ class Qualifier:
         if self._stopped:
             return
         self.sent += 1
+        self._sent_at = self.clock.seconds()
         self.ping(self._answered)
 
     def _answered(self, status):
@@ -70,4 +75,5 @@ class Qualifier:
                     else "OPTIONS answered 481: the phone has no such call")
             return
         self.answered += 1
+        self.rtt = self.clock.seconds() - self._sent_at
         self.start()
