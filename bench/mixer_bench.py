@@ -57,6 +57,11 @@ protect what they send with each member's key, the engine unprotects,
 mixes and protects what it sends back.  Members per core (N / CPU
 fraction) of both are printed, and their ratio (SRTP over plain).
 
+``--record DIR``: the engine records the conference's whole mix to a WAV
+file in DIR (media/recording.py, fed by the engine's tap each tick, written
+once a second), as a focus with ``[recording] directory`` does; compare
+a run with it to one without.
+
 ``--metrics``: the engine observes its metrics as a focus with ``--http``
 does (metrics.py: tick lateness per tick, jitter buffer delays per RTCP
 report; its packet counts are read when scraped, at no cost here).
@@ -196,6 +201,12 @@ def role_engine():
         engine.add("bench", f"m{i}", endpoint,
                    Negotiated(codec, PAYLOAD_TYPES[codec], 101, remote, "sendrecv", False,
                               keys=keys, profile="RTP/SAVP" if suite else "RTP/AVP"))
+    recorder = None
+    if cfg.get("record"):           # --record DIR: the conference's mix to a WAV file
+        from twisted_mfocus.media.recording import Recorder, create
+        path, wav = create(cfg["record"], "bench", time.time())
+        recorder = Recorder(wav, engine.rate, time.time())
+        engine.tap("bench", recorder.push)
     failure = []
 
     def failed(f):
@@ -228,6 +239,11 @@ def role_engine():
     reactor.callLater(cfg["warmup"], begin)
     reactor.callLater(cfg["warmup"] + cfg["seconds"], end)
     reactor.run()
+    if recorder is not None:
+        recorder.stop(time.time())
+        wav.close()
+        print(f"recorded {recorder.seconds:.1f} s to {path} in {recorder.writes} writes",
+              file=sys.stderr)
     if failure or "b" not in marks:
         print(json.dumps({"error": "tick failed: " + (failure[0].splitlines()[-1]
                                                       if failure else "no measurement")}),
@@ -525,7 +541,7 @@ def run_members(n, args, logdir, suite=None, codec="PCMU"):
                                        "warmup": args.warmup, "srtp": suite,
                                        "codec": codec, "mixed": args.mixed,
                                        "rate": args.mix_rate, "metrics": args.metrics,
-                                       "seed": args.seed + n,
+                                       "seed": args.seed + n, "record": args.record,
                                        "seconds": args.seconds}) + "\n")
         engine.stdin.flush()
         ports = json.loads(engine.stdout.readline())
@@ -587,6 +603,9 @@ def main():
                     help="the engine mixes the loudest this many ([media] speakers; 0: all)")
     ap.add_argument("--metrics", action="store_true",
                     help="the engine observes its metrics, as with --http (metrics.py)")
+    ap.add_argument("--record", metavar="DIR", default=None,
+                    help="the engine records the conference's mix to a WAV file in DIR "
+                    "(media/recording.py), as [recording] does")
     ap.add_argument("--retries", type=int, default=2,
                     help="runs again an N whose window others disturbed (> 10 %% of core 1)")
     args = ap.parse_args()

@@ -38,3 +38,11 @@ class Views:
     def end(self, name):
         self.calls.append(("end", name))
         return 200, {"name": name, "calls": 0, "subscriptions": 0}
+
+    def dial(self, name, uri):
+        self.calls.append(("dial", name, uri))
+        return 202, {"uri": uri, "status": "dialling"}
+
+    def dials(self, name):
+        self.calls.append(("dials", name))
+        return [] if name == "room" else None

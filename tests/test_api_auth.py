@@ -165,7 +165,8 @@ def _request(root, method, path, authorization=None, client="10.0.0.7"):
 MUTE = "/api/v1/conferences/room/members/sip%3Aalice%40host/mute"
 PATHS = [("GET", "/api/v1/conferences"), ("GET", "/api/v1/conferences/room"),
          ("HEAD", "/api/v1/conferences"), ("POST", "/api/v1/leave"), ("POST", MUTE),
-         ("GET", "/api/v1/nothing"), ("GET", "/"), ("GET", "/api/v1/leave"),
+         ("GET", "/api/v1/nothing"), ("POST", "/"), ("GET", "/api/v1/leave"),
+         ("GET", "/page.js/more"),         # GET / itself: the page, test_page.py
          ("PUT", "/api/v1/conferences"), ("POST", "/nothing")]
 
 

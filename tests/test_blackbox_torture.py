@@ -23,12 +23,13 @@ from .netns import private_netns
 # dialog we do not have (wsinv: 481), offers no G.711 (ipv6-in-sdp,
 # ipv4-mapped-ipv6 offer only G.726: 488); inv2543 (RFC 2543 syntax, no
 # Contact) is accepted for backward compatibility, its From the remote target;
-# REGISTER/MESSAGE 405 (known, not supported), BYE 481 (no dialog), an
-# unknown method 501.
+# REGISTER 405 (known, not supported), BYE 481 (no dialog), an unknown
+# method 501; MESSAGE carries only the foci's moderation requests (relay.py):
+# mpart01's multipart body is 415 with Accept (RFC 3261 §8.2.3).
 EXPECTED_4475 = {
     "wsinv": 481, "intmeth": 501, "esc01": 200, "escnull": 405,
     "lwsdisp": 200, "longreq": 200, "dblreq": 405, "transports": 200,
-    "mpart01": 405, "unreason": None,
+    "mpart01": 415, "unreason": None,
     "badinv01": 400, "clerr": 400, "ncl": 400, "scalar02": 400,
     "quotbal": 400, "ltgtruri": 400, "lwsruri": 400, "escruri": 400,
     "baddate": 200, "badaspec": 400, "badvers": 505, "mismatch01": 400,
@@ -45,7 +46,7 @@ EXPECTED_5118 = {
 }
 # Headers the INDEX requires on some answers.
 REQUIRED_HEADER = {"bext01": b"unsupported:", "invut": b"accept:",
-                   "intmeth": b"allow:"}
+                   "mpart01": b"accept:", "intmeth": b"allow:"}
 
 _VIA = re.compile(rb"^(?:via|v)[ \t]*:[ \t]*SIP[ \t]*/[ \t]*[0-9.]+[ \t]*/[ \t]*"
                   rb"([A-Za-z]+)[ \t]+(\[[^\]]*\]|[^;:, \t\r]+)(?::(\d+))?",

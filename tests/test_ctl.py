@@ -99,7 +99,7 @@ def test_every_command_as_text_and_json(focus, tmp_path):
         assert run("lock", ROOM) == (0, f"{ROOM} locked\n", "")
         assert "locked: yes" in run("show", ROOM)[1]
         code, out, _ = run("unlock", ROOM, json_out=True)
-        assert (code, json.loads(out)) == (0, {"name": ROOM, "locked": False})
+        assert (code, json.loads(out)) == (0, {"name": ROOM, "locked": False, "forwarded_to": []})
 
         assert run("kick", ROOM, two) == (0, f"kicked {two} from {ROOM} (1 call)\n", "")
         code, out, err = run("kick", ROOM, two)
@@ -109,13 +109,13 @@ def test_every_command_as_text_and_json(focus, tmp_path):
         code, _, err = run("show", "nosuch")
         assert code == 1 and "no such conference" in err
 
-        # Not built yet: the focus answers 404, the command says so.
-        for planned in (("dial", ROOM, "sip:carol@example.com"), ("record", ROOM)):
-            code, out, err = run(*planned)
-            assert (code, out) == (1, "") and "not supported by this focus yet" in err, err
+        # No [recording] directory here: the focus refuses, the command says why.
+        code, out, err = run("record", ROOM, "start")
+        assert (code, out) == (1, "") and "recording is off" in err, err
 
         code, out, _ = run("end", ROOM, json_out=True)
-        assert (code, json.loads(out)) == (0, {"name": ROOM, "calls": 2, "subscriptions": 0})
+        assert (code, json.loads(out)) == (0, {"name": ROOM, "calls": 2, "subscriptions": 0,
+                                               "forwarded_to": []})
         assert sipp.wait() == 0, sipp.errors()
         assert sipp.logs().count("BYE from the focus") == 3
         assert wait_for(lambda: run("list") == (0, "no conferences\n", ""))

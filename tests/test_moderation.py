@@ -41,24 +41,39 @@ def _held_elsewhere(room, user="sip:bob@example.com"):
     return user
 
 
-def test_a_member_of_another_focus_is_409_naming_it():
+def test_what_another_focus_holds_is_asked_of_it():
+    """A kick is forwarded as a REFER (test_moderation_forward.py); a mute,
+    a mute-all, a lock and an end as a MESSAGE to the focus holding
+    members (relay.py), which does it and asks nobody further (409 then)."""
     rig = make_rig()
     join(rig, Phone(5071))
     room = rig.focus.rooms.get("room")
     moderation = rig.focus.views.moderation
     bob = _held_elsewhere(room)
-    assert moderation.kick("room", bob) == (409, {"error": "held by another focus",
-                                                  "focus": OTHER})
-    assert moderation.set_muted("room", bob, True)[0] == 409
-    assert moderation.end("room") == (409, {"error": "members held by other foci",
-                                            "foci": [OTHER]})
-    assert rig.wire.take("BYE") == []               # nothing was ended
+
+    def asked():
+        return [json.loads(m.body) for m in rig.wire.take("MESSAGE")]
+    assert moderation.set_muted("room", bob, True) == (
+        202, {"uri": bob, "muted": True, "forwarded_to": OTHER})
+    assert asked() == [{"action": "mute", "member": bob, "except": None}]
+    assert moderation.set_muted("room", bob, True, relay=False) == (
+        409, {"error": "held by another focus", "focus": OTHER})
+    assert moderation.kick("room", bob) == (202, {"uri": bob, "forwarded_to": OTHER})
     status, body = moderation.mute_all("room", True, spare=bob)   # the speaker elsewhere
     assert status == 200 and body["members"] == ["sip:phone5071@127.0.0.1:5071"]
     assert body["elsewhere"] == [{"uri": bob, "focus": OTHER}]
+    assert body["forwarded_to"] == [OTHER]
+    assert asked() == [{"action": "mute-all", "member": None, "except": bob}]
+    assert moderation.mute_all("room", False, relay=False)[1]["forwarded_to"] == []
+    assert asked() == []
     assert moderation.kick("room", "sip:nobody@example.com")[0] == 404
     assert moderation.kick("room", "not a uri")[0] == 400
     assert moderation.kick("nosuch", bob)[0] == 404
+    assert moderation.set_muted("nosuch", bob, True)[0] == 404
+    status, body = moderation.end("room")
+    assert status == 200 and body["calls"] == 1 and body["forwarded_to"] == [OTHER]
+    assert [m.body for m in rig.wire.take("BYE")] and \
+        asked() == [{"action": "end", "member": None, "except": None}]
 
 
 def test_lock_refuses_new_callers_and_leaves_the_configured_policy_alone():
@@ -67,7 +82,8 @@ def test_lock_refuses_new_callers_and_leaves_the_configured_policy_alone():
     first = Phone(5072)
     ok = join(rig, first)
     moderation = rig.focus.views.moderation
-    assert moderation.set_locked("room", True) == (200, {"name": "room", "locked": True})
+    assert moderation.set_locked("room", True) == (
+        200, {"name": "room", "locked": True, "forwarded_to": []})
     assert moderation.locked() == ["room"]
     assert rig.focus.views.conference("room")["locked"] is True
     assert configured.locked is False               # replaced, not changed in place
@@ -80,7 +96,8 @@ def test_lock_refuses_new_callers_and_leaves_the_configured_policy_alone():
     rig.deliver(first.request("INVITE", ROOM, body=SDP, call_id="moved",
                               headers=[("Replaces", replaces)]), first.peer)
     assert [m.status for m in rig.wire.take() if m.status >= 200] == [200]
-    assert moderation.set_locked("room", False)[1] == {"name": "room", "locked": False}
+    assert moderation.set_locked("room", False)[1] == {"name": "room", "locked": False,
+                                                       "forwarded_to": []}
     join(rig, Phone(5074))
     assert len(rig.focus.views.conference("room")["members"]) == 2
     assert moderation.set_locked("nosuch", True)[0] == 404
@@ -95,7 +112,8 @@ def test_end_byes_every_call_and_terminates_every_subscription(schema):
                 watcher.peer)
     answer(rig, rig.wire.take("NOTIFY"), watcher.peer)
     status, body = rig.focus.views.moderation.end("room")
-    assert (status, body) == (200, {"name": "room", "calls": 2, "subscriptions": 1})
+    assert (status, body) == (200, {"name": "room", "calls": 2, "subscriptions": 1,
+                                    "forwarded_to": []})
     assert len(rig.wire.take("BYE")) == 2
     (final,) = rig.wire.take("NOTIFY")
     assert final.headers.get("subscription-state") == "terminated;reason=noresource"
@@ -202,7 +220,7 @@ def test_mute_all_but_one_shows_in_muted_and_media(focus, tmp_path):
         status, body = post(focus.http, f"{ROOM_API}/mute-all", {"except": two})
         assert status == 200, body
         assert body == {"name": "room", "muted": True, "except": two,
-                        "members": [one, three], "elsewhere": []}
+                        "members": [one, three], "elsewhere": [], "forwarded_to": []}
         shown = members(focus)
         assert {u: m["muted"] for u, m in shown.items()} == {one: True, two: False, three: True}
         assert {u: m["media"] for u, m in shown.items()} == {
@@ -230,15 +248,16 @@ def test_a_locked_room_refuses_new_callers_403_and_admits_after_unlock(focus, tm
     first = _dial(focus, tmp_path, 1, "first")
     refused = later = None
     try:
-        assert post(focus.http, f"{ROOM_API}/lock") == (200, {"name": "room", "locked": True})
+        assert post(focus.http, f"{ROOM_API}/lock") == (
+            200, {"name": "room", "locked": True, "forwarded_to": []})
         assert api_get(focus.http, ROOM_API)[1]["locked"] is True
         refused = Sipp("caller_refused.xml", focus.target, tmp_path,
                        ["-s", "room", "-m", "1"], timeout=30)
         assert refused.wait() == 0, refused.errors()
         assert "refused SIP/2.0 403 Conference Locked" in refused.logs()
         assert set(members(focus)) == set(_members(first, 1))       # the member stayed
-        assert post(focus.http, f"{ROOM_API}/unlock") == (200, {"name": "room",
-                                                                "locked": False})
+        assert post(focus.http, f"{ROOM_API}/unlock") == (
+            200, {"name": "room", "locked": False, "forwarded_to": []})
         later = _dial(focus, tmp_path, 1, "later")
         assert set(members(focus)) == set(_members(first, 1) + _members(later, 1))
         assert post(focus.http, "/api/v1/conferences/nosuch/lock")[0] == 404
@@ -261,7 +280,7 @@ def test_end_byes_every_member_and_ends_every_subscription(focus, tmp_path, sche
         assert wait_for(lambda: api_get(focus.http, ROOM_API)[1].get("subscriptions") == 1)
         sipp = _dial(focus, tmp_path, 3)
         assert post(focus.http, f"{ROOM_API}/end") == (
-            200, {"name": "room", "calls": 3, "subscriptions": 1})
+            200, {"name": "room", "calls": 3, "subscriptions": 1, "forwarded_to": []})
         assert sipp.wait() == 0, sipp.errors()
         assert watcher.wait() == 0, watcher.errors()
     finally:

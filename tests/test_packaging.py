@@ -15,6 +15,9 @@ def test_plain_install_provides_the_twistd_plugin(tmp_path):
                    check=True, cwd=tmp_path, timeout=300)
     assert (target / "twisted" / "plugins" / "mfocus_plugin.py").is_file()
     assert not (target / "twisted" / "plugins" / "__init__.py").exists()
+    # The live page's files (web/page.py) come as package data.
+    for name in ("index.html", "page.js", "page.css"):
+        assert (target / "twisted_mfocus" / "web" / "static" / name).is_file(), name
     # Run from elsewhere with only the installed copy on the path.
     env = dict(os.environ, PYTHONPATH=str(target))
     out = subprocess.run(TWISTD + ["--help"], env=env,

@@ -77,6 +77,11 @@ relatch_after = 10
 rtp_timeout = 30
 hold_timeout = 600
 
+[recording]
+directory =
+min_free_mb = 100
+max_mb = 1024
+
 [events]
 notify_interval = 0.2
 min_expires = 60
@@ -229,6 +234,13 @@ class Config:
         self.nat_flows = self._choice("nat", "flows", ("auto", "always", "never"))
         self.rtp_timeout = self._number("media", "rtp_timeout")
         self.hold_timeout = self._number("media", "hold_timeout")
+        self.recording_directory = self._directory("recording", "directory")
+        self.recording_min_free_mb = self._count("recording", "min_free_mb")
+        # RIFF sizes are 32-bit: a WAV file stays below 4 GiB (media/recording.py).
+        self.recording_max_mb = self._int("recording", "max_mb")
+        if self.recording_max_mb > 4095:
+            raise ConfigError("recording.max_mb must be at most 4095 (a WAV file's sizes "
+                              "are 32-bit)")
         self.notify_interval = self._number("events", "notify_interval")
         self.min_expires = self._int("events", "min_expires")
         self.max_expires = self._int("events", "max_expires")
@@ -301,6 +313,16 @@ class Config:
             except (OSError, ValueError) as e:
                 raise ConfigError(f"{section}.{key}: {e}")
         return path
+
+    def _directory(self, section, key):
+        """A directory the focus writes into (None if empty), checked at start."""
+        import os
+        path = self._get(section, key) or None
+        if path is not None and not os.path.isdir(path):
+            raise ConfigError(f"{section}.{key}: {path} is not a directory")
+        if path is not None and not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{section}.{key}: {path} is not writable by this process")
+        return os.path.abspath(path) if path is not None else None
 
     def _rooms(self):
         """The ``[room:NAME]`` sections, by name."""

@@ -9,7 +9,7 @@ also in ``--help``).
 
 The commands are one table, ``COMMANDS``: a command is its arguments,
 the request they make and how its answer is shown.  A ``planned`` one
-(``dial``, ``record``) names the request the client will make once the
+(none at present) names the request the client will make once the
 focus serves it; a focus that answers it 404 does not serve it yet.
 """
 
@@ -41,7 +41,8 @@ EPILOG = f"""\
 exit status:
   {EXIT_OK}  done
   {EXIT_API}  the API refused: no such conference or member (404), a member
-     held by another focus (409), a bad request (400); also a planned
+     held by another focus (409), a dial [focus] refer_targets forbids
+     (403), a full focus (503), a bad request (400); also a planned
      command the focus does not serve yet ({NOT_SUPPORTED})
   {EXIT_USAGE}  usage: a bad command line, an unreadable token file
   {EXIT_UNREACHABLE}  the API could not be reached (refused, timed out) or
@@ -122,12 +123,32 @@ def _show_mute_all(ns, body):
     if body.get("except"):
         text += f" (not {body['except']})"
     for other in body.get("elsewhere", []):
-        text += f"\nnot {verb}: {other['uri']} (held by {other['focus']})"
-    return text
+        text += f"\nheld by {other['focus']}: {other['uri']}"
+    return text + _asked(body)
+
+
+def _asked(body):
+    """The other foci asked to do the same (relay.py), as a last line."""
+    foci = body.get("forwarded_to")
+    return f"\nasked {', '.join(foci)} to do the same" if foci else ""
+
+
+def _show_record(ns, body):
+    if body.get("recording"):
+        return f"recording {ns.room} to {body['file']}\nsidecar {body['sidecar']}"
+    return (f"stopped recording {ns.room}: {body['file']}\nsidecar {body['sidecar']}"
+            + (f"\n{body['seconds']:g} s" if body.get("seconds") is not None else ""))
 
 
 def _plural(n, word):
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _show_kick(ns, body):
+    """Kicked here, or (202) asked of the focus holding the member."""
+    if "forwarded_to" in body:
+        return f"asked {body['forwarded_to']} to kick {body['uri']} from {ns.room}"
+    return f"kicked {body['uri']} from {ns.room} ({_plural(body['calls'], 'call')})"
 
 
 COMMANDS = {
@@ -139,48 +160,51 @@ COMMANDS = {
         lambda ns: ("GET", _room(ns), None), _show_conference),
     "kick": Command(
         "end a member's call (BYE)", (ROOM, URI),
-        lambda ns: ("POST", _member(ns) + "/kick", None),
-        lambda ns, b: f"kicked {b['uri']} from {ns.room} ({_plural(b['calls'], 'call')})"),
+        lambda ns: ("POST", _member(ns) + "/kick", None), _show_kick),
     "mute": Command(
         "keep a member's voice out of the mix", (ROOM, URI),
         lambda ns: ("POST", _member(ns) + "/mute", None),
-        lambda ns, b: f"muted {b['uri']} in {ns.room}"),
+        lambda ns, b: (f"asked {b['forwarded_to']} to mute {b['uri']}" if "forwarded_to" in b
+                       else f"muted {b['uri']} in {ns.room}")),
     "unmute": Command(
         "put a member's voice back in the mix", (ROOM, URI),
         lambda ns: ("POST", _member(ns) + "/unmute", None),
-        lambda ns, b: f"unmuted {b['uri']} in {ns.room}"),
+        lambda ns, b: (f"asked {b['forwarded_to']} to unmute {b['uri']}"
+                       if "forwarded_to" in b else f"unmuted {b['uri']} in {ns.room}")),
     "mute-all": Command(
-        "mute every member held by this focus (but one)", (ROOM, EXCEPT),
+        "mute every member (but one); other foci are asked to", (ROOM, EXCEPT),
         lambda ns: ("POST", _room(ns) + "/mute-all", {"except": ns.spare}), _show_mute_all),
     "unmute-all": Command(
-        "unmute every member held by this focus (but one)", (ROOM, EXCEPT),
+        "unmute every member (but one); other foci are asked to", (ROOM, EXCEPT),
         lambda ns: ("POST", _room(ns) + "/unmute-all", {"except": ns.spare}),
         _show_mute_all),
     "lock": Command(
         "refuse new callers (403 Conference Locked); members stay", (ROOM,),
         lambda ns: ("POST", _room(ns) + "/lock", None),
-        lambda ns, b: f"{b['name']} locked"),
+        lambda ns, b: f"{b['name']} locked" + _asked(b)),
     "unlock": Command(
         "admit new callers again", (ROOM,),
         lambda ns: ("POST", _room(ns) + "/unlock", None),
-        lambda ns, b: f"{b['name']} unlocked"),
+        lambda ns, b: f"{b['name']} unlocked" + _asked(b)),
     "end": Command(
         "end the conference: BYE to every call, final NOTIFY to every subscriber", (ROOM,),
         lambda ns: ("POST", _room(ns) + "/end", None),
         lambda ns, b: f"ended {b['name']}: {_plural(b['calls'], 'call')}, "
-                      f"{_plural(b['subscriptions'], 'subscription')}"),
+                      f"{_plural(b['subscriptions'], 'subscription')}" + _asked(b)),
     "leave": Command(
         "this focus leaves (as SIGTERM: members handed over, then it exits)", (),
         lambda ns: ("POST", "/api/v1/leave", None), lambda ns, b: "the focus is leaving"),
-    # Planned: the requests the focus will serve; until it does, 404.
     "dial": Command(
-        f"dial URI into the conference ({NOT_SUPPORTED})", (ROOM, URI),
+        "dial URI into the conference (as a member's REFER; [focus] refer_targets)",
+        (ROOM, ("uri", {"help": "whom to dial, e.g. sip:carol@example.com"})),
         lambda ns: ("POST", _room(ns) + "/dial", {"uri": ns.uri}),
-        lambda ns, b: f"dialling {ns.uri} into {ns.room}", planned=True),
+        lambda ns, b: f"dialling {b['uri']} into {ns.room}"
+                      + (" through a focus with room" if b.get("forwarded") else "")),
     "record": Command(
-        f"record the conference ({NOT_SUPPORTED})", (ROOM,),
-        lambda ns: ("POST", _room(ns) + "/record", None),
-        lambda ns, b: f"recording {ns.room}", planned=True),
+        "start or stop recording the conference's mix (a WAV file and a JSON "
+        "sidecar in the focus's [recording] directory)",
+        (ROOM, ("action", {"choices": ("start", "stop"), "help": "start or stop"})),
+        lambda ns: ("POST", _room(ns) + "/record", {"action": ns.action}), _show_record),
 }
 
 
@@ -246,6 +270,8 @@ def _error_text(body, status):
         text += f": {body['focus']}"
     if body.get("foci"):
         text += ": " + ", ".join(body["foci"])
+    if body.get("reason"):          # e.g. a dial refer_targets refuses
+        text += f": {body['reason']}"
     return text
 
 

@@ -13,6 +13,9 @@ self-mute code (the mixing itself is media/engine.py).
   ``Room.digit_received``.
 - A member whose media stopped (``[media] rtp_timeout``, ``hold_timeout``
   on hold) is gone without BYE: its call is ended.
+- A room's recording (recordings.py) is fed by the engine's tap: the
+  room's whole mix each tick; the focus stopping ends every recording
+  (its WAV sizes patched, its sidecar written).
 - A call's SRTP keys (``Negotiated.keys``) and its RTP source learning
   (``[media] relatch_after``) are the engine's; this module passes them on.
 """
@@ -21,6 +24,7 @@ from twisted.logger import Logger
 
 from ..media.engine import MediaEngine
 from ..media.prompts import Player, duration
+from .recordings import Recordings
 
 __all__ = ["Audio", "STAR_WINDOW"]
 
@@ -41,8 +45,11 @@ class Audio:
                                   jitter=(config.jitter_min, config.jitter_max),
                                   rate=config.mix_rate)
         self._players = {}      # lobby leg -> prompts.Player
+        #: the rooms recorded here ([recording]: the API starts and stops them)
+        self.recordings = Recordings(clock, config, self.engine)
 
     def stop(self):
+        self.recordings.stop_all("the focus stopped")
         self.engine.stop()
 
     def mix(self, leg):

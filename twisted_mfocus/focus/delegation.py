@@ -183,7 +183,8 @@ class Delegator:
     # -- the REFER both cases send ------------------------------------------
 
     def refer(self, focus_uri, refer_to, referred_by, forwarded, done, progress=None):
-        """REFER ``focus_uri`` to bring ``refer_to`` into the conference;
+        """REFER ``focus_uri`` to bring ``refer_to`` into the conference (or,
+        with ``method=BYE``, to end that member's call there: moderation.py);
         ``done(status, reason)`` hears the final outcome (the referred
         request's final response, or the REFER's own failure)."""
         me = URI.parse(self.node.uri)

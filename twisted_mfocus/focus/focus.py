@@ -45,6 +45,7 @@ from .state_package import MultifocusPackage
 from .node import Node
 from .pin import DTMF_TYPES
 from .refer import Referrals
+from . import relay
 from .registrar import Registrar
 from .room import Rooms, RoomServices
 from .subscriptions import Notifier
@@ -56,10 +57,10 @@ __all__ = ["ConferenceFocus", "ConferencePackage"]
 
 
 ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "SUBSCRIBE", "NOTIFY",
-         "REFER", "INFO", "UPDATE")
+         "REFER", "INFO", "UPDATE", "MESSAGE")
 SUPPORTED = ("replaces", "norefersub", "timer")
-ACCEPT = ("application/sdp", "message/sipfrag", multifocus.CONTENT_TYPE) + \
-    DTMF_TYPES                          # INFO digits (PIN entry, *6)
+ACCEPT = ("application/sdp", "message/sipfrag", multifocus.CONTENT_TYPE,
+          relay.CONTENT_TYPE) + DTMF_TYPES      # INFO digits (PIN entry, *6)
 SHUTDOWN_RETRY = 30         # Retry-After (s) while we stop
 FULL_RETRY = 60             # Retry-After (s) of a full focus
 
@@ -169,7 +170,8 @@ class ConferenceFocus:
         self.budgets = None         # the stack's per-source budgets (budget.py)
         self._by_method = {"INVITE": self._invite, "REGISTER": self._register,
                            "SUBSCRIBE": self._subscribe, "REFER": self._refer,
-                           "OPTIONS": self._options}
+                           "OPTIONS": self._options, "MESSAGE": self._message}
+        self.relay = None           # another focus's moderation request (relay.py)
 
     def attach(self, service):
         """Called once the transports and transactions exist."""
@@ -199,6 +201,7 @@ class ConferenceFocus:
                                          cfg.notify_burst_bytes,
                                          max_sources=cfg.budget_sources))
         self.referrals = Referrals(self.node, ua, self.policy, self.trust, self.auth)
+        self.relay = relay.Relay(self.views.moderation, self.rooms, self.trust, self.policy)
         registrar = Registrar(ua, self.node, cfg.registrar) if cfg.registrar else None
         self.rooms.services = RoomServices(
             node=self.node, ua=ua, policy=self.policy, notifier=self.notifier,
@@ -397,6 +400,11 @@ class ConferenceFocus:
     def _refer(self, txn, request, source):
         self.referrals.handle(txn, request, source,
                               self.rooms.existing(request.uri, configured=False))
+
+    def _message(self, txn, request, source):
+        """MESSAGE (RFC 3428): a focus of a conference asking us to moderate
+        our part of it (relay.py); anyone else gets 403."""
+        self.relay.receive(txn, request, source)
 
     def _options(self, txn, request, source):
         """Answer like an INVITE would (RFC 3261 §11.2), without creating."""

@@ -54,7 +54,7 @@ from .state_package import Batch
 from .subscriber import Subscriber, out_of_dialog_request
 from .trust import KEY_HEADER
 
-__all__ = ["Mesh", "FocusLink"]
+__all__ = ["FocusLink", "Mesh", "nearest_first"]
 
 LINK_RETRY = 3.0            # seconds before re-subscribing a lost link
 LINK_RETRIES = 5            # then the focus is left to failure handling

@@ -151,6 +151,13 @@ class Referrals:
         host = uri.host.strip("[]")
         return host == self.node.domain_host or self.ua.is_local_host(host)
 
+    def refused_target(self, uri):
+        """Why ``refer_targets`` forbids dialling ``uri`` (None: allowed): the
+        one rule for a member's REFER and the operator's dial (moderation.py)."""
+        if self.config.refer_targets == DOMAIN and not self._in_our_domain(uri):
+            return "Refer Target Outside Our Domain"
+        return None
+
     def _member_refers(self, txn, request, source, room, to_tag):
         """Is the sender of this out-of-dialog REFER a member of ``room`` (None:
         no such room), by its digest?  False after answering (a challenge, or
@@ -203,9 +210,10 @@ class Referrals:
         if method not in ("INVITE", "BYE"):
             txn.respond(respond(request, 403, f"Cannot Refer {method}", to_tag=to_tag))
             return
-        if method == "INVITE" and forwarded is None and self.config.refer_targets == DOMAIN \
-                and not self._in_our_domain(target):
-            txn.respond(respond(request, 403, "Refer Target Outside Our Domain", to_tag=to_tag))
+        refused = self.refused_target(target) if method == "INVITE" and forwarded is None \
+            else None
+        if refused:
+            txn.respond(respond(request, 403, refused, to_tag=to_tag))
             return
         victims = room.legs_of(target) if method == "BYE" else None
         if method == "BYE" and not victims:

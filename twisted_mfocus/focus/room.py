@@ -347,10 +347,10 @@ class Room:
         return {f.uri for f in self.mesh.replica.foci()} | set(self.mesh.links)
 
     def add_candidate(self, leg, request):
-        """``leg``'s INVITE may advertise the multifocus package: then its
-        Contact is a possible focus."""
-        if multifocus.EVENT in (request.headers.get("allow-events") or "") and \
-                request.contacts:
+        """``leg``'s INVITE (or 2xx) may advertise the multifocus package:
+        then its Contact is a possible focus (a cascade's peer is a focus already)."""
+        if not leg.is_cascade and request.contacts and \
+                multifocus.EVENT in (request.headers.get("allow-events") or ""):
             self.mesh.add_candidate(request.contacts[0].uri, leg)
 
     def conference_key(self):

@@ -39,7 +39,7 @@ from ..config import Role
 from ..sip.proof import Prover
 from ..sip.uas import Refused
 
-__all__ = ["FocusTrust", "ConferenceKey", "KEY_HEADER"]
+__all__ = ["KEY_HEADER", "ConferenceKey", "FocusTrust"]
 
 #: The header of a recruitment SUBSCRIBE carrying the conference's key.
 KEY_HEADER = "X-Mfocus-Conference-Key"
@@ -57,7 +57,7 @@ def _loopback(host):
 class ConferenceKey:
     """One conference's secret among its foci, and the prover under it."""
 
-    __slots__ = ("secret", "prover")
+    __slots__ = ("prover", "secret")
 
     def __init__(self, secret, clock):
         self.secret = secret
@@ -164,7 +164,8 @@ class FocusTrust:
             return True
         if self.prover is not None or self.node.role is Role.AGENT:
             return False
-        if (room or self.named_room(request) or _NO_KEY).key is not None:
+        named = room or self.named_room(request)
+        if named is not None and named.key is not None:
             return False
         if not _loopback(source.host):
             return False
@@ -177,10 +178,3 @@ class FocusTrust:
             return True
         return any(match(uri) for room in self.rooms if room.key is None
                    for uri in room.foci())
-
-
-class _Unkeyed:
-    key = None
-
-
-_NO_KEY = _Unkeyed()

@@ -34,6 +34,20 @@ def _rtp(stream):
             "srtp": stream.srtp.suite if stream.srtp is not None else None}
 
 
+def _levels(engine, legs):
+    """endpoint -> how loud each of ``legs`` (held here) has been lately,
+    0..1: the peak its mixer keeps for ranking speakers (media/mixer.py
+    Mixer.level), for the live page's speaking indicator; read, not
+    computed, here.  A leg in no mixer (in the lobby) is left out (null)."""
+    out = {}
+    for leg in legs:
+        entry = engine.streams.get(leg)
+        mixer = engine.mixers.get(entry[0]) if entry is not None else None
+        if mixer is not None:
+            out[leg.endpoint_entity] = mixer.level(leg)
+    return out
+
+
 class Views:
     """The conferences of this focus, as the API shows them."""
 
@@ -64,8 +78,9 @@ class Views:
         with the focus holding it, and every live focus (from the
         replicated state, sorted so that views compare equal); None if
         there is no such conference here.  Only ``rtp`` and ``muted``
-        are this focus's own: its members' RTP counts and whether the
-        operator or ``*6`` muted them (None for the members of others);
+        are this focus's own: its members' RTP counts, whether the
+        operator or ``*6`` muted them and ``level``, how loud each was
+        lately (0..1, mixer.py) (None for the members of others);
         and ``locked``: whether this focus admits new callers."""
         room = self.rooms.get(name)
         if room is None:
@@ -75,6 +90,7 @@ class Views:
         here = [leg for leg in room.legs if leg.is_ours]
         ours = {leg.endpoint_entity: streams[leg][1] for leg in here if leg in streams}
         muted = {leg.endpoint_entity: leg.muted for leg in here}
+        level = _levels(room.services.audio.engine, here)
         held = {}
         members = []
         for endpoint, (holder, record) in sorted(replica.members().items(),
@@ -84,11 +100,14 @@ class Views:
                             "status": record.status, "joined": _iso(record.when),
                             "media": record.media, "codec": record.codec,
                             "muted": muted.get(endpoint),
-                            "rtp": _rtp(ours.get(endpoint))})
+                            "rtp": _rtp(ours.get(endpoint)),
+                            "level": level.get(endpoint)})
         foci = [{"uri": f.uri, "role": str(f.role), "capacity": f.capacity,
                  "members": held.get(f.uri, 0), "state": str(f.state), "links": list(f.links),
                  "epoch": f.epoch}
                 for f in replica.live_foci()]
         return {"name": room.name, "uri": room.conference.uri, "locked": room.policy.locked,
                 "foci": foci, "members": members, "cascades": room.cascades.up(),
-                "subscriptions": room.subscriber_count()}
+                "subscriptions": room.subscriber_count(),
+                # this focus's recording of the room (recordings.py): its file, or None
+                "recording": room.services.audio.recordings.path_of(room)}

@@ -36,6 +36,10 @@ ran is kept for the benchmark.
   each tick it is sent what its source gives (prompts, silence) and its
   receiver is drained, so its digits keep coming; ``add`` moves it into a
   mixer, the same Stream (SSRC, sequence, latching kept).
+- A recording (media/recording.py, focus/recordings.py) is a ``tap``:
+  each tick it is given its conference's whole mix (every voice once: our
+  members and the peers' streams, which carry the other foci's members),
+  or None while nobody is mixed; a tap keeps the tick running.
 - Metrics (metrics.py): the packet counts are the streams' own, summed when
   scraped (``rtp_totals``, ended streams kept), so the packet path does no
   more work for them; a tick's lateness is observed once per tick, each
@@ -313,6 +317,8 @@ class MediaEngine:
         self.shared = {}
         self.streams = {}               # key -> (conference, Stream)
         self.lobby = {}                 # key -> (Stream, source): in no mixer
+        #: conference -> feed(frame or None): a recording, given the whole mix
+        self.taps = {}
         #: seconds each tick ran late (raw doubles: no float object per tick)
         self.lateness = array.array("d")
         self._loop = None
@@ -395,7 +401,18 @@ class MediaEngine:
                     del self.shared[slot]
         elif waiting is None:
             return
-        if not self.streams and not self.lobby:
+        if not self.streams and not self.lobby and not self.taps:
+            self._stop()
+
+    def tap(self, conference, feed):
+        """Give ``feed`` the whole mix of ``conference`` every tick, from
+        the next one (None for a tick when nobody there is mixed)."""
+        self.taps[conference] = feed
+        self._start()
+
+    def untap(self, conference):
+        if self.taps.pop(conference, None) is not None and \
+                not (self.streams or self.lobby or self.taps):
             self._stop()
 
     def _close(self, stream):
@@ -505,6 +522,11 @@ class MediaEngine:
                     stream.send_payload(payload)
                 else:
                     stream.send(frame)
+        if self.taps:
+            mixers = self.mixers
+            for conference, feed in list(self.taps.items()):
+                mixer = mixers.get(conference)
+                feed(None if mixer is None else mixer.whole)
         if self.lobby:
             self._tick_lobby()
 
@@ -517,6 +539,7 @@ class MediaEngine:
                 stream.send(frame)
 
     def stop(self):
+        self.taps.clear()
         for key in list(self.streams) + list(self.lobby):
             self.remove(key)
         self._stop()

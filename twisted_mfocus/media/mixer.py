@@ -33,6 +33,12 @@ this tick are widened (an interpolating filter per member and tick was
 the most of a tick's cost with hundreds of members; bench/mixer_bench.py).
 
 Sums are int32 (no overflow below 65536 parties), clipped to int16.
+
+``level(key)``: how loud a party has been lately (0..1, for the live page's
+speaking indicator, focus/views.py): the peak ``_speaking`` measures anyway
+for the frames it ranks, held and halving every ``LEVEL_HALF_LIFE`` ticks;
+kept per tick for those rows only, so no packet pays for it.  A muted or
+held party is not measured: its level falls to 0.
 """
 
 import numpy as np
@@ -42,6 +48,7 @@ from .codecs import FRAME
 __all__ = ["Mixer", "Party", "QUIET"]
 
 QUIET = 64          # a frame whose peak is below this is silence (about -54 dBFS)
+LEVEL_HALF_LIFE = 10    # ticks (200 ms): how fast a held peak fades in level()
 
 
 class Party:
@@ -72,6 +79,9 @@ class Mixer:
         self._widen = [None] * capacity                 # row -> its widen this tick
         self._free = list(range(capacity - 1, -1, -1))
         self._layout = None             # cached row index arrays
+        self._ticks = 0                 # mix() calls: the clock of the levels
+        self._peak = np.zeros(capacity, dtype=np.float64)   # row's held peak, at _at
+        self._at = np.zeros(capacity, dtype=np.int64)       # tick of the row's _peak
 
     # -- parties ------------------------------------------------------------
 
@@ -83,6 +93,7 @@ class Mixer:
         party = self.parties[key] = Party(key, self._free.pop(), peer)
         self._frames[party.row] = 0
         self._voice[party.row] = False
+        self._peak[party.row] = 0.0
         self._layout = None
         return party
 
@@ -110,7 +121,19 @@ class Mixer:
         self._length = np.concatenate([self._length, np.zeros(old, dtype=np.intp)])
         self._widen += [None] * old
         self._voice = np.concatenate([self._voice, np.zeros(old, dtype=bool)])
+        self._peak = np.concatenate([self._peak, np.zeros(old)])
+        self._at = np.concatenate([self._at, np.zeros(old, dtype=np.int64)])
         self._free = list(range(2 * old - 1, old - 1, -1))
+
+    def level(self, key):
+        """How loud ``key`` has been lately, 0..1 (see the module
+        docstring); None if it is not mixed here."""
+        party = self.parties.get(key)
+        if party is None:
+            return None
+        row = party.row
+        age = self._ticks - int(self._at[row])
+        return round(min(1.0, float(self._peak[row]) / 32768 * 0.5 ** (age / LEVEL_HALF_LIFE)), 3)
 
     # -- one tick --------------------------------------------------------------
 
@@ -141,7 +164,9 @@ class Mixer:
         layout = self._layout or self._plan()
         rows, members, heard, receiving, keys = layout
         if not len(rows):
+            self.whole = self.ours = None       # no mix this tick (a recording: silence)
             return {}
+        self._ticks += 1
         frames = self._frames[rows]
         weight = self._speaking(frames, rows, (self._voice & heard)[rows], members)
         self._widened(frames, rows, weight)
@@ -174,12 +199,19 @@ class Mixer:
         full = candidates[lengths == 0]
         if len(full):
             loud[full] = np.abs(frames[full]).max(axis=1)
+        self._hold(rows[candidates], loud[candidates])
         weight &= loud >= QUIET
         talking = np.flatnonzero(weight & members)
         if self.speakers and len(talking) > self.speakers:
             weight[talking] = False
             weight[talking[np.argsort(loud[talking])[-self.speakers:]]] = True
         return weight
+
+    def _hold(self, at, loud):
+        """Rows ``at`` measured ``loud`` this tick: their held peaks (level())."""
+        held = self._peak[at] * 0.5 ** ((self._ticks - self._at[at]) / LEVEL_HALF_LIFE)
+        self._peak[at] = np.maximum(held, loud)
+        self._at[at] = self._ticks
 
     def _widened(self, frames, rows, weight):
         """The narrow frames mixed this tick, brought to the mixer's rate."""

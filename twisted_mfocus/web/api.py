@@ -5,29 +5,44 @@
 ``{"name", "uri", "locked", "foci": [{"uri", "role", "capacity", "members",
 "state", "links"}],
 "members": [{"uri", "focus", "status", "joined", "muted"}], "subscriptions"}``
-(each member also names its ``endpoint`` and ``media`` status; each focus
+(each member also names its ``endpoint`` and ``media`` status, and
+``level``: how loud it was lately, 0..1, None unless held here; each focus
 its ``epoch``; ``cascades``: the foci this one has a media leg with).  The
 foci are the live ones: a focus that left or failed is not listed.
 ``muted``, ``rtp`` and ``locked`` are this focus's own (``muted`` None for
-a member another focus holds).
+a member another focus holds), as is ``recording``: the file this focus
+records the room to, or null.
 
 Moderation (focus/moderation.py; URI percent-encoded; a member held by
-another focus: 409 naming that focus):
+another focus: 409 naming that focus, but for kick):
 
 - ``POST /api/v1/conferences/NAME/members/URI/mute`` (and ``/unmute``)
   keeps a member's voice out of the mix: ``{"uri", "muted"}``;
 - ``POST …/NAME/members/URI/kick`` ends its call with BYE: ``{"uri", "calls"}``;
+  a member of another focus: that focus is asked to (a REFER with
+  ``method=BYE``), 202 ``{"uri", "forwarded_to"}``;
+- ``POST …/NAME/dial``, body ``{"uri": URI}``: the focus dials URI in, as
+  a member's REFER does (``[focus] refer_targets``: 403 with ``reason``):
+  202 ``{"uri", "status": "dialling"}``; ``GET …/NAME/dials`` shows each
+  dial's outcome ``[{"uri", "status", "sip"}]``;
 - ``POST …/NAME/mute-all`` (and ``/unmute-all``), optional body
   ``{"except": URI}``: everyone held here but one: ``{"name", "muted",
   "except", "members", "elsewhere"}``;
 - ``POST …/NAME/lock`` (and ``/unlock``): a new caller is refused 403
   "Conference Locked" (members stay): ``{"name", "locked"}``;
+- ``POST …/NAME/record``, body ``{"action": "start"}`` or ``{"action":
+  "stop"}``: the room's mix to a WAV file and JSON sidecar the focus names
+  in ``[recording] directory`` (focus/recordings.py): ``{"file", "sidecar",
+  "recording"}``; 403 with recording off, 409 already (or not) recording,
+  507 short of disk space (``min_free_mb``);
 - ``POST …/NAME/end``: BYE to every call, a final NOTIFY to every
   subscriber: ``{"name", "calls", "subscriptions"}`` (409 naming the foci
   while other foci hold members).
 
 ``POST /api/v1/leave`` makes this focus leave (as SIGTERM does: its members
 are handed to other foci, then the process exits): 202.
+``GET /`` (with ``/page.js``, ``/page.css``): the live page (page.py),
+served without the token, which its API calls carry.
 ``GET /metrics``: Prometheus metrics (metrics.py: SIP messages, calls,
 conferences, RTP, the mixer), in the text exposition format or OpenMetrics
 as the Accept header asks, made by prometheus_client's Twisted resource;
@@ -35,7 +50,7 @@ behind the same guard as every other path.
 Other tools (``mfocusctl``, ctl.py) depend on these field names: add
 fields, never rename them.  404 for anything unknown, 405 for methods
 other than GET (POST for the actions and leave), 400 for a body that is
-not ``{"except": URI}``, 413 for one over MAX_BODY bytes.
+not ``{"except": URI}`` (a dial's: ``{"uri": URI}``), 413 for one over MAX_BODY bytes.
 
 With ``[http] token_file`` every request, whatever its method and path,
 must carry ``Authorization: Bearer TOKEN`` (RFC 6750 §2.1); any other is
@@ -58,6 +73,7 @@ from twisted.web import resource, server
 
 from ..config import ConfigError
 from .guard import REFUSED, Guard, json_body
+from .page import PUBLIC, page_children
 
 __all__ = ["api_root", "api_site", "read_token"]
 
@@ -115,6 +131,13 @@ class _Conference(_JSON):
         if len(path) == 3 and path[0] == b"members" and path[2] in MEMBER_ACTIONS:
             member = unquote(path[1].decode("utf-8", "replace"))
             status, body = MEMBER_ACTIONS[path[2]](moderation, self.name, member)
+        elif path == [b"dial"]:                     # body {"uri": URI}
+            uri = _dial_uri(request)
+            status, body = uri if isinstance(uri, tuple) else moderation.dial(self.name, uri)
+        elif path == [b"record"]:                   # body {"action": "start"|"stop"}
+            action = _record_action(request)
+            status, body = action if isinstance(action, tuple) else \
+                moderation.record(self.name, action == "start")
         elif len(path) == 1 and path[0] in ROOM_ACTIONS:
             spare = _spare(request) if path[0] in TAKES_BODY else None
             if isinstance(spare, tuple):            # the body is refused
@@ -127,6 +150,11 @@ class _Conference(_JSON):
         return self._json(request, body)
 
     def render_GET(self, request):
+        if request.postpath == [b"dials"]:         # the operator's dials (moderation.py)
+            dials = self.views.moderation.dials(self.name)
+            if dials is None:
+                return self._not_found(request, "conference")
+            return self._json(request, dials)
         if request.postpath and request.postpath != [b""]:
             return self._not_found(request, "resource")
         view = self.views.conference(self.name)
@@ -135,24 +163,41 @@ class _Conference(_JSON):
         return self._json(request, view)
 
 
-def _spare(request):
-    """The ``except`` of a mute-all's JSON body (None: no body, or none
-    named), or the (status, body) refusing it: 413 past MAX_BODY, 400 for
-    anything but ``{"except": URI}`` (an unknown key is refused: a typo
-    must not mute the speaker too)."""
+def _one_field(request, key, valid, shape, optional=False):
+    """The ``key`` of a JSON body holding that one key (``valid(value)``),
+    or the (status, body) refusing it: 413 past MAX_BODY, 400 for anything
+    else, an unknown key too (a typo must not, say, mute the speaker).
+    ``optional``: no body, or one without ``key``, gives None."""
     data = request.content.read(MAX_BODY + 1) if request.content is not None else b""
     if len(data) > MAX_BODY:
         return 413, {"error": f"body over {MAX_BODY} bytes"}
-    if not data.strip():
+    if optional and not data.strip():
         return None
     try:
         value = json.loads(data)
     except ValueError:
-        return 400, {"error": "body is not JSON"}
-    if not isinstance(value, dict) or set(value) - {"except"} or \
-            not isinstance(value.get("except", ""), (str, type(None))):
-        return 400, {"error": 'body must be {"except": URI}'}
-    return value.get("except")
+        value = None
+    if not isinstance(value, dict) or set(value) - {key} or \
+            (key not in value and not optional) or not valid(value.get(key)):
+        return 400, {"error": f"body must be {shape}"}
+    return value.get(key)
+
+
+def _spare(request):
+    """The ``except`` of a mute-all's body (None: none named)."""
+    return _one_field(request, "except", lambda v: v is None or isinstance(v, str),
+                      '{"except": URI}', optional=True)
+
+
+def _dial_uri(request):
+    """The ``uri`` of a dial's body."""
+    return _one_field(request, "uri", lambda v: isinstance(v, str), '{"uri": URI}')
+
+
+def _record_action(request):
+    """``start`` or ``stop``: a recording's body ``{"action": ...}``."""
+    return _one_field(request, "action", lambda v: v in ("start", "stop"),
+                      '{"action": "start"} or {"action": "stop"}')
 
 
 class _Conferences(_JSON):
@@ -264,7 +309,8 @@ def api_root(views, leave=None, token=None, now=time.monotonic, names=None, metr
     top = {b"api": _Node({b"v1": _Node(v1)})}
     if metrics is not None:
         top[b"metrics"] = _Metrics(metrics)
-    return Guard(_Node(top), token, now, names)
+    top.update(page_children())         # the live page: /, /page.js, /page.css (page.py)
+    return Guard(_Node(top), token, now, names, public=PUBLIC)
 
 
 class _Site(server.Site):

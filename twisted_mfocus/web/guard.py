@@ -24,7 +24,12 @@ and ``Cache-Control: no-store``.  Then, first refusal wins:
    that is the API's own origin: ``http`` (``https`` on a TLS listener)
    ``://`` the request's Host, default ports filled in.  No Origin (curl,
    scripts) passes.
-3. **Token** (``[http] token_file``): 401, as api.py describes.
+3. **Token** (``[http] token_file``): 401, as api.py describes; except
+   for the live page's own files (``public``: GET or HEAD of ``/``,
+   ``/page.js``, ``/page.css``, web/page.py): a browser cannot put a
+   header on a navigation, the files hold no data, and every API call the
+   page then makes carries the token like any other client's.  Host and
+   Origin are checked for them too.
 4. **Content-Type** of every request whose method is not safe (all but
    GET, HEAD, OPTIONS, TRACE; the API's are POSTs: the moderation actions, leave):
    **415** unless ``application/json`` (parameters allowed).  Browsers send
@@ -199,14 +204,17 @@ class Guard(resource.Resource):
     ``token``: the API token, or None.  ``names``: the extra Host names
     (see allowed_names); None checks neither Host, Origin nor Content-Type,
     only the token (the bare guard of the token's unit tests: api_site
-    always passes names)."""
+    always passes names).  ``public``: the paths (postpath lists) a GET or
+    HEAD gets without the token (the page's files, page.py)."""
 
     isLeaf = True                   # finds the resource itself, once allowed
     log = Logger()
 
-    def __init__(self, api, token=None, now=time.monotonic, names=None):
+    def __init__(self, api, token=None, now=time.monotonic, names=None, public=()):
         super().__init__()
         self.api = api
+        #: paths (postpath lists as tuples) a safe method gets without the token
+        self.public = frozenset(tuple(p) for p in public)
         self.token = token.encode("ascii") if token else None
         self.names = None if names is None else allowed_names(names)
         #: refusals are logged once per client address per 10 s (logbudget.py)
@@ -230,7 +238,7 @@ class Guard(resource.Resource):
             refused = _origin(request, target)
             if refused is not None:
                 return refused
-        if self.token is not None:
+        if self.token is not None and not self._public(request):
             why = self._unauthorized(request)
             if why:
                 challenge = b'Bearer realm="mfocus"'
@@ -240,6 +248,11 @@ class Guard(resource.Resource):
         if self.names is not None:
             return _content_type(request)
         return None
+
+    def _public(self, request):
+        """True for a GET or HEAD of one of the page's files (``public``)."""
+        return (request.method in (b"GET", b"HEAD")
+                and tuple(request.postpath) in self.public)
 
     def _unauthorized(self, request):
         """Why ``request`` may not use the API, or None if it may."""
