@@ -133,7 +133,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def browser(tmp_path):
     """A headless Chromium (Debian's) under chromedriver, a fresh profile."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("chromium and chromium-driver are not installed (scripts/test installs them)")
+        # Never a skip: a page test that did not run proves nothing (peers.process.need).
+        pytest.fail("chromium and chromium-driver are not installed (scripts/test installs them)")
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
     options = webdriver.ChromeOptions()

@@ -61,6 +61,7 @@ from ..sip.values import NameAddr
 from .admission import admit_invite, answer_invite
 from .call import CallLeg, LegState
 from .identity import PROXY_AUTH, UNAUTHORIZED
+from .node import focus_id
 from .trust import KEY_HEADER, ConferenceKey
 
 __all__ = ["Agent", "Hosted", "Kind"]
@@ -386,17 +387,17 @@ def _redirect(status, response):
 
 
 def _same_host(uri, other):
-    """Is the conference ``other`` at the host and port the call's far end
-    (``uri``) is?  Its name is that focus's to choose: it may not have told
-    the call yet (the re-INVITE that does may come after the SUBSCRIBE)."""
+    """Is the conference ``other`` at the focus the call's far end (``uri``)
+    is (node.focus_id: host and port, the default port filled in)?  Its name
+    is that focus's to choose: it may not have told the call yet (the
+    re-INVITE that does may come after the SUBSCRIBE)."""
     return uri is not None and other.is_sip and bool(other.user) and \
-        (uri.host, uri.port) == (other.host, other.port)
+        focus_id(uri) == focus_id(other)
 
 
 def _same_resource(uri, other):
-    """Do two SIP URIs name the same user at the same host and port?"""
-    return uri is not None and uri.is_sip and other.is_sip and bool(uri.user) and \
-        (uri.user, uri.host, uri.port) == (other.user, other.host, other.port)
+    """Do two SIP URIs name the same user at the same focus?"""
+    return _same_host(uri, other) and uri.user == other.user
 
 
 def _same_flow(leg, source):

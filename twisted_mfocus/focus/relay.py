@@ -107,6 +107,7 @@ class Relay:
         return m.end(name, relay=False)
 
     def _answer(self, txn, request, status, reason=None, headers=()):
-        reason = reason if reason is None else reason[:100].replace("\r", " ").replace("\n", " ")
+        if reason:                      # a reason phrase is one short line
+            reason = reason[:100].replace("\r", " ").replace("\n", " ")
         txn.respond(self.policy.respond(request, status, reason, to_tag=new_tag(),
                                         headers=list(headers)))

@@ -34,20 +34,6 @@ def _rtp(stream):
             "srtp": stream.srtp.suite if stream.srtp is not None else None}
 
 
-def _levels(engine, legs):
-    """endpoint -> how loud each of ``legs`` (held here) has been lately,
-    0..1: the peak its mixer keeps for ranking speakers (media/mixer.py
-    Mixer.level), for the live page's speaking indicator; read, not
-    computed, here.  A leg in no mixer (in the lobby) is left out (null)."""
-    out = {}
-    for leg in legs:
-        entry = engine.streams.get(leg)
-        mixer = engine.mixers.get(entry[0]) if entry is not None else None
-        if mixer is not None:
-            out[leg.endpoint_entity] = mixer.level(leg)
-    return out
-
-
 class Views:
     """The conferences of this focus, as the API shows them."""
 
@@ -86,11 +72,12 @@ class Views:
         if room is None:
             return None
         replica = room.mesh.replica
-        streams = room.services.audio.engine.streams
+        engine = room.services.audio.engine
         here = [leg for leg in room.legs if leg.is_ours]
-        ours = {leg.endpoint_entity: streams[leg][1] for leg in here if leg in streams}
+        ours = {leg.endpoint_entity: engine.streams[leg][1] for leg in here
+                if leg in engine.streams}
         muted = {leg.endpoint_entity: leg.muted for leg in here}
-        level = _levels(room.services.audio.engine, here)
+        level = {leg.endpoint_entity: engine.level(leg) for leg in here}
         held = {}
         members = []
         for endpoint, (holder, record) in sorted(replica.members().items(),

@@ -424,6 +424,13 @@ class MediaEngine:
         for reason, n in stream.dropped.items():
             ended[2][reason] += n
 
+    def level(self, key):
+        """How loud party ``key`` has been lately, 0..1 (mixer.py
+        ``Mixer.level``), or None if it is in no mixer (the lobby, gone)."""
+        entry = self.streams.get(key)
+        mixer = self.mixers.get(entry[0]) if entry is not None else None
+        return mixer.level(key) if mixer is not None else None
+
     def rtp_totals(self):
         """(RTP packets received, sent, {Drop: datagrams dropped}) by every
         stream so far, ended ones included: never decreasing (metrics.py
