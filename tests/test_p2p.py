@@ -28,6 +28,10 @@ MULTIFOCUS = "inet-ci-multifocus-ext"
 #: each tone's amplitude: seven at once stay below full scale (no clipping,
 #: whose intermodulation would put energy on a phone's own tone)
 LEVEL = 0.12
+#: RTP ports per phone: baresip takes each call's pair anywhere in its range,
+#: and a re-homed phone has a second call for a moment (with 4, the first
+#: pair can sit in the middle and the second call fail: 500 "Call Error")
+RTP_SPAN = 8
 
 
 def agent(tmp_path, user, capacity=2, extra=""):
@@ -43,12 +47,12 @@ def agent(tmp_path, user, capacity=2, extra=""):
 def users_phone(tmp_path, name, at):
     """``name``'s phone, registered at its agent ``at``, its outbound proxy."""
     hostport = f"127.0.0.1:{at.port}"
-    return tone_phone(tmp_path, name, TONES[name], rtp_span=4, register_at=hostport,
+    return tone_phone(tmp_path, name, TONES[name], rtp_span=RTP_SPAN, register_at=hostport,
                       outbound=f"sip:{hostport}", password=PASSWORDS[name], amplitude=LEVEL)
 
 
 def plain_phone(tmp_path, name):
-    return tone_phone(tmp_path, name, TONES[name], rtp_span=4, amplitude=LEVEL)
+    return tone_phone(tmp_path, name, TONES[name], rtp_span=RTP_SPAN, amplitude=LEVEL)
 
 
 def holders(view):
